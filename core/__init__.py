@@ -1,0 +1,1 @@
+"""Pure-PyTorch core of the pack. Never imports ComfyUI (``comfy``, ``folder_paths``, ``server``, ``nodes``)."""
