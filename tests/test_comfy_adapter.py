@@ -1,0 +1,223 @@
+"""nodes/comfy.py: the ComfyUI adapter, inside a simulated ComfyUI and with its plain fallbacks."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from inspatio_nodes.nodes import comfy as cf
+
+SUPPORTED_EXTENSIONS = {".safetensors", ".pth"}
+
+
+def fake_folder_paths(base: Path, yaml_folders: dict[str, list[str]]) -> types.ModuleType:
+    """A ``folder_paths`` stand-in whose folder table already holds extra_model_paths.yaml entries.
+
+    As in ComfyUI, a YAML key the host does not know arrives with an empty extension set.
+    """
+    module = types.ModuleType("folder_paths")
+    module.models_dir = str(base / "models")
+    module.supported_pt_extensions = set(SUPPORTED_EXTENSIONS)
+    module.folder_names_and_paths = {
+        "diffusion_models": ([str(base / "models" / "diffusion_models")], set(SUPPORTED_EXTENSIONS)),
+        **{key: (list(folders), set()) for key, folders in yaml_folders.items()},
+    }
+
+    def get_filename_list(key: str) -> list[str]:
+        folders, extensions = module.folder_names_and_paths[key]
+        return sorted(
+            path.name
+            for folder in folders if Path(folder).is_dir()
+            for path in Path(folder).iterdir() if path.suffix in extensions
+        )
+
+    def get_full_path(key: str, name: str) -> str | None:
+        folders, _ = module.folder_names_and_paths[key]
+        found = [Path(folder) / name for folder in folders if (Path(folder) / name).is_file()]
+        return str(found[0]) if found else None
+
+    module.get_filename_list = get_filename_list
+    module.get_full_path = get_full_path
+    return module
+
+
+@pytest.fixture
+def inside_comfyui(monkeypatch, tmp_path):
+    """Install a fake ``folder_paths`` with a YAML-mapped ``inspatio`` folder; yields (module, yaml dir)."""
+    yaml_folder = tmp_path / "yaml_models" / "inspatio"
+    yaml_folder.mkdir(parents=True)
+    module = fake_folder_paths(tmp_path, {cf.PACK_MODEL_FOLDER: [str(yaml_folder)]})
+    monkeypatch.setitem(sys.modules, "folder_paths", module)
+    monkeypatch.setattr(cf, "_registered_folders", set())
+    return module, yaml_folder
+
+
+def test_folder_registration_keeps_the_extra_model_paths_yaml_entries(inside_comfyui, tmp_path):
+    module, yaml_folder = inside_comfyui
+    (yaml_folder / "world.safetensors").write_bytes(b"x")
+    default_folder = tmp_path / "models" / cf.PACK_MODEL_FOLDER
+    default_folder.mkdir(parents=True)
+    (default_folder / "taehv.pth").write_bytes(b"x")
+
+    assert cf.model_files(cf.PACK_MODEL_FOLDER) == ["taehv.pth", "world.safetensors"]
+    folders, extensions = module.folder_names_and_paths[cf.PACK_MODEL_FOLDER]
+    assert folders == [str(yaml_folder), str(default_folder)]
+    assert SUPPORTED_EXTENSIONS <= extensions
+
+
+def test_folder_registration_creates_the_pack_folder_when_the_yaml_has_none(monkeypatch, tmp_path):
+    module = fake_folder_paths(tmp_path, {})
+    monkeypatch.setitem(sys.modules, "folder_paths", module)
+    monkeypatch.setattr(cf, "_registered_folders", set())
+
+    assert cf.model_files(cf.PACK_MODEL_FOLDER) == []
+    folders, _ = module.folder_names_and_paths[cf.PACK_MODEL_FOLDER]
+    assert folders == [str(tmp_path / "models" / cf.PACK_MODEL_FOLDER)]
+
+
+def test_model_path_searches_the_folders_in_order_and_names_the_input_when_missing(inside_comfyui, tmp_path):
+    _, yaml_folder = inside_comfyui
+    (yaml_folder / "world.safetensors").write_bytes(b"x")
+
+    found = cf.model_path("Load", "checkpoint", "world.safetensors", *cf.DIT_FOLDERS)
+    assert found == yaml_folder / "world.safetensors"
+    with pytest.raises(cf.NodeInputError, match=r"Load: input 'checkpoint'.*diffusion_models, inspatio"):
+        cf.model_path("Load", "checkpoint", "absent.safetensors", *cf.DIT_FOLDERS)
+
+
+def test_outside_comfyui_model_files_are_explicit_paths(tmp_path):
+    weight_file = tmp_path / "tiny.safetensors"
+    weight_file.write_bytes(b"x")
+
+    assert cf.model_files(*cf.DIT_FOLDERS) == []
+    assert cf.model_path("Load", "checkpoint", str(weight_file), *cf.DIT_FOLDERS) == weight_file
+    with pytest.raises(cf.NodeInputError, match="outside ComfyUI give the path"):
+        cf.model_path("Load", "checkpoint", str(tmp_path / "missing.safetensors"), *cf.DIT_FOLDERS)
+
+
+def test_outside_comfyui_progress_interruption_and_previews_are_plain():
+    bar = cf.progress_bar(3)
+    bar.update(preview=torch.rand(4, 4, 3))
+    bar.update(5)
+    cf.check_interrupted()
+
+    assert bar.current == bar.total == 3
+    assert cf.save_preview_images(torch.rand(2, 4, 4, 3)) == []
+    assert cf.intermediate_device() == torch.device("cpu")
+
+
+def test_inside_comfyui_progress_reports_absolute_steps_with_a_jpeg_preview(monkeypatch):
+    reports = []
+
+    class HostProgressBar:
+        def __init__(self, total):
+            self.total = total
+
+        def update_absolute(self, value, total=None, preview=None):
+            reports.append((value, total, preview))
+
+    monkeypatch.setitem(sys.modules, "comfy.utils", types.SimpleNamespace(ProgressBar=HostProgressBar))
+    monkeypatch.setitem(
+        sys.modules, "comfy.cli_args", types.SimpleNamespace(args=types.SimpleNamespace(preview_size=64))
+    )
+    bar = cf.progress_bar(2)
+    bar.update()
+    bar.update(preview=torch.full((4, 6, 3), 0.5))
+
+    assert [(value, total) for value, total, _ in reports] == [(1, 2), (2, 2)]
+    assert reports[0][2] is None
+    image_format, image, max_size = reports[1][2]
+    assert (image_format, image.size, max_size) == ("JPEG", (6, 4), 64)
+
+
+def test_inside_comfyui_previews_are_temp_pngs(inside_comfyui, tmp_path):
+    module, _ = inside_comfyui
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    module.get_temp_directory = lambda: str(temp)
+    module.get_save_image_path = lambda prefix, folder, width, height: (folder, prefix, 7, "", prefix)
+
+    records = cf.save_preview_images(torch.rand(2, 4, 6, 3))
+
+    assert [record["type"] for record in records] == ["temp", "temp"]
+    assert records[0]["filename"].startswith(cf.PREVIEW_PREFIX) and records[0]["filename"].endswith("_00007_.png")
+    assert sorted(path.name for path in temp.iterdir()) == sorted(record["filename"] for record in records)
+
+
+def test_interruption_raises_the_host_exception(monkeypatch):
+    class Interrupted(Exception):
+        pass
+
+    def throw():
+        raise Interrupted
+
+    monkeypatch.setitem(
+        sys.modules, "comfy.model_management",
+        types.SimpleNamespace(throw_exception_if_processing_interrupted=throw),
+    )
+    with pytest.raises(Interrupted):
+        cf.check_interrupted()
+
+
+def test_image_and_mask_round_trip_through_core_layouts():
+    image = torch.rand(3, 5, 7, 3)
+    mask = (torch.rand(3, 5, 7) > 0.5).float()
+
+    frames = cf.image_to_frames("Node", "image", image)
+    render_mask = cf.mask_to_render_mask("Node", "mask", mask)
+
+    assert frames.shape == (3, 3, 5, 7) and frames.min() >= -1 and frames.max() <= 1
+    assert render_mask.shape == (3, 1, 5, 7)
+    torch.testing.assert_close(cf.frames_to_image(frames), image)
+    assert torch.equal(cf.render_mask_to_mask(render_mask), mask)
+
+
+def test_image_with_alpha_is_refused_with_the_node_and_input_named():
+    with pytest.raises(cf.NodeInputError, match=r"Render: input 'render' .*got shape \(2, 4, 4, 4\)"):
+        cf.image_to_frames("Render", "render", torch.rand(2, 4, 4, 4))
+
+
+def test_conditioning_is_truncated_to_text_len_and_zero_padded():
+    long_prompt = torch.randn(1, 9, 4)
+    short_prompt = torch.randn(1, 3, 4)
+
+    truncated = cf.conditioning_to_text_embeddings("Init", "positive", [[long_prompt, {}]], 6, 4)
+    padded = cf.conditioning_to_text_embeddings("Init", "positive", [[short_prompt, {"pooled_output": None}]], 6, 4)
+
+    assert torch.equal(truncated, long_prompt[:, :6])
+    assert torch.equal(padded[:, :3], short_prompt) and torch.all(padded[:, 3:] == 0)
+
+
+@pytest.mark.parametrize(
+    ("conditioning", "message"),
+    [
+        ([], "not a CONDITIONING list"),
+        ([[torch.randn(2, 5, 4), {}]], "one prompt"),
+        ([[torch.randn(1, 5, 8), {}]], "8-wide embeddings but the model needs 4"),
+    ],
+)
+def test_bad_conditioning_is_refused_with_a_fix(conditioning, message):
+    with pytest.raises(cf.NodeInputError, match=message):
+        cf.conditioning_to_text_embeddings("Init", "positive", conditioning, 6, 4)
+
+
+def test_latent_dict_carries_raw_video_samples():
+    raw = torch.randn(1, 16, 3, 4, 6)
+
+    assert torch.equal(cf.latent_samples("Decode", "latent", cf.latent_output(raw)), raw)
+    with pytest.raises(cf.NodeInputError, match="Decode: input 'latent'.*frame axis"):
+        cf.latent_samples("Decode", "latent", {"samples": torch.randn(1, 16, 4, 6)})
+
+
+def test_outside_comfyui_a_managed_model_loads_onto_a_plain_device():
+    module = torch.nn.Linear(2, 2)
+    managed = cf.manage_model(module)
+
+    device = cf.load_to_device(managed, memory_required=0)
+
+    assert managed.patcher is None
+    assert next(module.parameters()).device.type == device.type
