@@ -1,0 +1,241 @@
+"""Attention for the causal Wan DiT: 3-axis RoPE, the cached self-attention and the dispatch point.
+
+Place in the data flow: every self-attention call of :mod:`core.wan.dit` (the KV-cache prefill of
+the context and the four denoising steps of a block) goes through :func:`rope_cached_attention`,
+and every cross-attention call over the text through :func:`attention`. Nothing else in the pack
+computes attention for the DiT, so a faster backend (a fused Triton kernel, flash-attn,
+SageAttention) plugs in here by adding one entry to ``_SELF_ATTENTION_BACKENDS`` and one to
+``_ATTENTION_BACKENDS``; the DiT does not change.
+
+Follows ``wan/modules/causal_model.py`` (``causal_rope_apply``, ``CausalWanSelfAttention``) and
+``wan/modules/model.py`` (``rope_params``) of the official InSpatio-World v1 code: adjacent channel
+pairs rotate as complex numbers, in float64, with per-axis frequency ladders split
+``c − 2⌊c/3⌋ / ⌊c/3⌋ / ⌊c/3⌋`` over (frame, row, column).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import Tensor
+
+from .types import Keys, Queries, RopeAngles, Values
+
+ROPE_THETA = 10_000.0
+ROPE_MAX_POSITIONS = 1024  # the official tables cover 1024 positions per axis
+AXES_SHARING_PAIRS = 3  # frame, row and column split the complex pairs of a head
+
+BackendName = Literal["auto", "sdpa"]
+
+
+class AttentionBackendError(ValueError):
+    """An attention backend that does not exist or cannot run here."""
+
+
+@dataclass(frozen=True)
+class RopeTable:
+    """Per-axis RoPE rotations of one head dim, built once per model (complex128, CPU or device).
+
+    ``frame``, ``row`` and ``col`` are ``[ROPE_MAX_POSITIONS, pairs]``: entry ``[p, i]`` is
+    ``exp(i·p·θ^(−2i/axis_dim))``. Each axis has its own frequency ladder: the official code builds
+    three separate tables (``rope_params(1024, dt)``, ``rope_params(1024, dh)`` twice) and
+    concatenates them, so the row ladder restarts at frequency 1 instead of continuing the frame's.
+    """
+
+    frame: Tensor
+    row: Tensor
+    col: Tensor
+
+    @classmethod
+    def for_head_dim(cls, head_dim: int, max_positions: int = ROPE_MAX_POSITIONS) -> RopeTable:
+        if head_dim % 2:
+            raise ValueError(f"RoPE needs an even head dim (channel pairs), got head_dim={head_dim}")
+        pairs = head_dim // 2
+        spatial_pairs = pairs // AXES_SHARING_PAIRS
+        frame_pairs = pairs - 2 * spatial_pairs
+        if spatial_pairs == 0:
+            raise ValueError(
+                f"head_dim={head_dim} is too small for 3-axis RoPE: use at least "
+                f"{2 * AXES_SHARING_PAIRS} channels per head"
+            )
+        return cls(
+            frame=_rotation_ladder(max_positions, 2 * frame_pairs),
+            row=_rotation_ladder(max_positions, 2 * spatial_pairs),
+            col=_rotation_ladder(max_positions, 2 * spatial_pairs),
+        )
+
+    @property
+    def max_positions(self) -> int:
+        return self.frame.shape[0]
+
+    def to(self, device: torch.device | str) -> RopeTable:
+        return RopeTable(self.frame.to(device), self.row.to(device), self.col.to(device))
+
+    def angles(self, grid: tuple[int, int, int], frame_offset: int) -> RopeAngles:
+        """Rotation of every token of a ``(frames, rows, cols)`` grid in raster order ``(f, h, w)``."""
+        frames, rows, cols = grid
+        if frame_offset < 0 or frame_offset + frames > self.max_positions:
+            raise ValueError(
+                f"RoPE frame positions {frame_offset}..{frame_offset + frames - 1} are outside the "
+                f"table of {self.max_positions} positions"
+            )
+        if rows > self.max_positions or cols > self.max_positions:
+            raise ValueError(
+                f"latent grid {rows}x{cols} tokens exceeds the RoPE table of {self.max_positions} "
+                "positions per axis: use a smaller resolution"
+            )
+        frame = repeat(self.frame[frame_offset : frame_offset + frames], "f c -> f h w c", h=rows, w=cols)
+        row = repeat(self.row[:rows], "h c -> f h w c", f=frames, w=cols)
+        col = repeat(self.col[:cols], "w c -> f h w c", f=frames, h=rows)
+        return rearrange(torch.cat([frame, row, col], dim=-1), "f h w c -> (f h w) c")
+
+
+def _rotation_ladder(max_positions: int, axis_dim: int) -> Tensor:
+    frequencies = 1.0 / torch.pow(
+        ROPE_THETA, torch.arange(0, axis_dim, 2, dtype=torch.float64, device="cpu") / axis_dim
+    )
+    phases = torch.outer(torch.arange(max_positions, dtype=torch.float64, device="cpu"), frequencies)
+    return torch.polar(torch.ones_like(phases), phases)
+
+
+def apply_rope(x: Queries, rope: RopeTable, grid: tuple[int, int, int], frame_offset: int) -> Queries:
+    """Rotate ``x`` ``[B, N, Hd, Dh]`` at positions ``(frame_offset + f, row, col)``.
+
+    Computed in float64 and cast back, like the official ``causal_rope_apply``: in bf16 the
+    rotation of the high-frequency pairs would lose most of its mantissa.
+    """
+    if x.shape[1] != grid[0] * grid[1] * grid[2]:
+        raise ValueError(f"{x.shape[1]} tokens do not fill the RoPE grid {grid} (frames, rows, cols)")
+    angles = rope.angles(grid, frame_offset).to(x.device)
+    pairs = torch.view_as_complex(rearrange(x.to(torch.float64), "b n hd (c two) -> b n hd c two", two=2).contiguous())
+    rotated = torch.view_as_real(pairs * rearrange(angles, "n c -> 1 n 1 c"))
+    return rearrange(rotated, "b n hd c two -> b n hd (c two)").to(x.dtype)
+
+
+# --- backends -------------------------------------------------------------------------------------
+
+
+def _sdpa_attention(q: Queries, k: Keys, v: Values) -> Queries:
+    out = F.scaled_dot_product_attention(
+        rearrange(q, "b n hd dh -> b hd n dh"),
+        rearrange(k, "b n hd dh -> b hd n dh"),
+        rearrange(v, "b n hd dh -> b hd n dh"),
+    )
+    return rearrange(out, "b hd n dh -> b n hd dh")
+
+
+def _sdpa_rope_cached_attention(
+    q: Queries,
+    k: Keys,
+    v: Values,
+    *,
+    rope: RopeTable,
+    grid: tuple[int, int, int],
+    frame_offset: int,
+    cache_k: Tensor | None,
+    cache_v: Tensor | None,
+    read_len: int,
+    write_offset: int | None,
+) -> Queries:
+    rotated_q = apply_rope(q, rope, grid, frame_offset)
+    rotated_k = apply_rope(k, rope, grid, frame_offset)
+    if read_len > 0:
+        # Read before writing: a write may land inside the rows being read.
+        keys = torch.cat([cache_k[:, :read_len], rotated_k], dim=1)
+        values = torch.cat([cache_v[:, :read_len], v], dim=1)
+    else:
+        keys, values = rotated_k, v
+    out = _sdpa_attention(rotated_q, keys, values)
+    if write_offset is not None:
+        cache_k[:, write_offset : write_offset + k.shape[1]] = rotated_k
+        cache_v[:, write_offset : write_offset + v.shape[1]] = v
+    return out
+
+
+SelfAttentionBackend = Callable[..., Tensor]
+_SELF_ATTENTION_BACKENDS: dict[str, SelfAttentionBackend] = {"sdpa": _sdpa_rope_cached_attention}
+_ATTENTION_BACKENDS: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {"sdpa": _sdpa_attention}
+_AUTO_PREFERENCE = ("sdpa",)  # fastest first; "auto" takes the first that can run
+
+_selected_backend: str = "auto"
+
+
+def available_backends() -> list[str]:
+    """Backend names a user may pick here (``"auto"`` first), for the loader's widget."""
+    return ["auto", *_SELF_ATTENTION_BACKENDS]
+
+
+def set_backend(name: str) -> None:
+    """Select the attention backend for every DiT in the process (the loader node calls this)."""
+    if name not in available_backends():
+        raise AttentionBackendError(
+            f"attention backend {name!r} is not available; choose one of {available_backends()}"
+        )
+    global _selected_backend
+    _selected_backend = name
+
+
+def selected_backend() -> str:
+    """The backend that runs now: ``"auto"`` resolved to a concrete name."""
+    if _selected_backend != "auto":
+        return _selected_backend
+    return next(name for name in _AUTO_PREFERENCE if name in _SELF_ATTENTION_BACKENDS)
+
+
+def attention(q: Queries, k: Keys, v: Values) -> Queries:
+    """Plain attention, no mask, no RoPE (cross-attention over the text). ``[B, N, Hd, Dh]`` in and out."""
+    return _ATTENTION_BACKENDS[selected_backend()](q, k, v)
+
+
+def rope_cached_attention(
+    q: Queries,
+    k: Keys,
+    v: Values,
+    *,
+    rope: RopeTable,
+    grid: tuple[int, int, int],
+    frame_offset: int,
+    cache_k: Tensor | None,
+    cache_v: Tensor | None,
+    read_len: int,
+    write_offset: int | None,
+) -> Queries:
+    """Self-attention of one DiT call through the fixed-capacity KV cache.
+
+    q, k, v: ``[B, N, Hd, Dh]`` (q/k after RMSNorm, BEFORE RoPE). ``grid`` = (frames, rows, cols)
+    of the N tokens in raster order; RoPE positions are ``(frame_offset + f, row, col)``.
+    Keys/values attended = ``cat(cache[:, :read_len], rotated own k / own v)``, read BEFORE
+    writing. If ``write_offset`` is not None, the rotated k and the v are written to
+    ``cache[:, write_offset : write_offset + N]``. No mask; softmax scale ``1/sqrt(Dh)``.
+    Returns ``[B, N, Hd, Dh]``.
+
+    Prefill: ``read_len=0, write_offset=0``. Denoise: ``read_len=n_ctx, write_offset=None``.
+    """
+    uses_cache = read_len > 0 or write_offset is not None
+    if uses_cache and (cache_k is None or cache_v is None):
+        raise ValueError("rope_cached_attention reads or writes the KV cache but got no cache buffers")
+    if uses_cache:
+        capacity = cache_k.shape[1]
+        write_end = 0 if write_offset is None else write_offset + k.shape[1]
+        if read_len > capacity or write_end > capacity:
+            raise ValueError(
+                f"KV cache of {capacity} tokens cannot serve read_len={read_len}, "
+                f"write up to {write_end}: allocate the cache for the context length"
+            )
+    return _SELF_ATTENTION_BACKENDS[selected_backend()](
+        q,
+        k,
+        v,
+        rope=rope,
+        grid=grid,
+        frame_offset=frame_offset,
+        cache_k=cache_k,
+        cache_v=cache_v,
+        read_len=read_len,
+        write_offset=write_offset,
+    )
