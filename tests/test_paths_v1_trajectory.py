@@ -1,0 +1,141 @@
+"""Parity of the v1 trajectory (three keyframe lines → poses) with the official fixtures.
+
+Every case of every ``traj_*.json`` fixture runs: ``txt_interpolation`` samples,
+``generate_traj_txt`` camera-to-world and world-to-camera poses, and ``TestDataset.get_data``
+frame counts, source re-indexing and target extrinsics. Everything is read from the file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import fixture_cases, load_json, require_fixture
+
+from inspatio_nodes.core.camera import world_to_camera_from_camera_to_world
+from inspatio_nodes.core.trajectory_v1 import (
+    KeyframeLines,
+    TrajectoryError,
+    adaptive_frame_indices,
+    bounce_indices,
+    interpolate_line_uniform,
+    official_camera_to_world,
+    total_keyframe_angle,
+    trajectory_camera_to_world,
+)
+
+POSE_TOLERANCE = 1e-6
+INTERPOLATION_TOLERANCE = 1e-6
+TRAJECTORY_FIXTURES = fixture_cases("traj_*.json")
+
+
+def _cases(path, kind: str) -> list[dict]:
+    cases = [case for case in load_json(require_fixture(path))["cases"] if case["kind"] == kind]
+    if not cases:
+        pytest.skip(f"{path.name} has no case of kind {kind!r}")
+    return cases
+
+
+def _file_keyframes(path) -> KeyframeLines:
+    keyframes = load_json(path)["keyframes"]
+    return KeyframeLines(
+        tuple(keyframes["x_up_angle"]), tuple(keyframes["y_left_angle"]), tuple(keyframes["r"])
+    )
+
+
+@pytest.mark.parametrize("case_path", TRAJECTORY_FIXTURES)
+def test_keyframe_line_interpolation_matches_txt_interpolation(case_path):
+    for case in _cases(case_path, "txt_interpolation"):
+        interpolated = interpolate_line_uniform(case["input"], case["n"])
+        expected = np.asarray(case["output"])
+        assert interpolated.shape == expected.shape, case["name"]
+        np.testing.assert_allclose(interpolated, expected, atol=INTERPOLATION_TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("case_path", TRAJECTORY_FIXTURES)
+def test_generated_poses_match_generate_traj_txt(case_path):
+    for case in _cases(case_path, "generate_traj_txt"):
+        arguments = case["call_args"]
+        camera_to_world = official_camera_to_world(
+            arguments["x_up_angles"],
+            arguments["y_left_angles"],
+            arguments["r"],
+            arguments["r_zoom"],
+            arguments["frame"],
+            rotation_only=arguments["is_translation"],
+        )
+        expected_camera_to_world = torch.tensor(case["Twc"], dtype=torch.float64)
+        expected_world_to_camera = torch.tensor(case["Tcw"], dtype=torch.float64)
+        torch.testing.assert_close(
+            camera_to_world, expected_camera_to_world, atol=POSE_TOLERANCE, rtol=0, msg=case["name"]
+        )
+        torch.testing.assert_close(
+            world_to_camera_from_camera_to_world(camera_to_world),
+            expected_world_to_camera,
+            atol=POSE_TOLERANCE,
+            rtol=0,
+            msg=case["name"],
+        )
+
+
+@pytest.mark.parametrize("case_path", TRAJECTORY_FIXTURES)
+def test_dataset_frame_count_and_source_reindexing_match_test_dataset(case_path):
+    keys = _file_keyframes(case_path)
+    for case in _cases(case_path, "TestDataset.get_data"):
+        params = case["params"]
+        indices = adaptive_frame_indices(
+            params["n_source_frames"], total_keyframe_angle(keys), adaptive=params["adaptive_frame"]
+        )
+        assert len(indices) == case["n_frames"], case["name"]
+        assert indices == case["source_frame_indices"], case["name"]
+
+
+@pytest.mark.parametrize("case_path", TRAJECTORY_FIXTURES)
+def test_dataset_target_extrinsics_match_test_dataset(case_path):
+    keys = _file_keyframes(case_path)
+    for case in _cases(case_path, "TestDataset.get_data"):
+        params = case["params"]
+        camera_to_world = trajectory_camera_to_world(
+            keys,
+            case["n_frames"],
+            "test_dataset",
+            foreground_depth=params["first_depth_min"],
+            radius_ratio=params["radius_ratio"],
+            rotation_only=params["rotation_only"],
+        )
+        torch.testing.assert_close(
+            world_to_camera_from_camera_to_world(camera_to_world),
+            torch.tensor(case["Tcw"], dtype=torch.float64),
+            atol=POSE_TOLERANCE,
+            rtol=0,
+            msg=case["name"],
+        )
+
+
+def test_bounce_plays_forward_then_backward():
+    assert bounce_indices(4, 10) == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
+    assert bounce_indices(1, 3) == [0, 0, 0]
+
+
+def test_adaptive_rule_keeps_a_source_within_the_speed_limits():
+    # 60° of keys allow 76..201 frames; 150 frames is within, and above the 121-frame minimum.
+    keys = KeyframeLines((0.0, 60.0), (0.0, 0.0), (1.0, 1.0))
+    assert adaptive_frame_indices(150, total_keyframe_angle(keys)) == list(range(150))
+
+
+def test_pure_zoom_is_still_bounced_to_the_minimum_length():
+    assert len(adaptive_frame_indices(40, 0.0)) == 121
+
+
+def test_zoom_keys_move_the_camera_along_its_axis():
+    zeros = [0.0, 0.0, 0.0, 0.0]
+    camera_to_world = official_camera_to_world(zeros, zeros, [0, -1, 0], [0, -1, 0], 5)
+    identity = torch.eye(3, dtype=torch.float64).expand(5, 3, 3)
+    torch.testing.assert_close(camera_to_world[:, :3, :3], identity)
+    torch.testing.assert_close(camera_to_world[:, :2, 3], torch.zeros(5, 2, dtype=torch.float64))
+    assert camera_to_world[2, 2, 3] == pytest.approx(-1.0)
+
+
+def test_a_line_with_one_value_is_rejected():
+    with pytest.raises(TrajectoryError, match="at least 2"):
+        KeyframeLines((0.0,), (0.0, 1.0), (1.0, 1.0))
