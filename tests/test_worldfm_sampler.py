@@ -1,0 +1,156 @@
+"""The WorldFM 1/2-step sampler, preprocessing and codec boundary (``core/worldfm/sampler.py``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import fixture_cases, load_json, require_fixture, sibling
+from safetensors.torch import load_file
+
+from inspatio_nodes.core.worldfm.model import WorldFMConfig, WorldFMModel, load_worldfm
+from inspatio_nodes.core.worldfm.sampler import (
+    FrameNoise,
+    LatentCodec,
+    WorldFMSamplerError,
+    alphas_cumprod,
+    decode_to_u8,
+    frame_noise,
+    generate_frame,
+    preprocess_u8,
+    sample_latent,
+    signal_and_noise_scales,
+)
+
+MODEL_CASES = fixture_cases("*worldfm_model*_io*.safetensors")
+LATENT_STRIDE = 8
+
+
+class ConstantVelocity(torch.nn.Module):
+    """Stands in for the frame model: returns a fixed 8-channel output whatever the input."""
+
+    def __init__(self, velocity: torch.Tensor) -> None:
+        super().__init__()
+        self.velocity = velocity
+        self.timesteps: list[int] = []
+
+    def forward(self, noisy, timesteps, render_latent, reference_latent):
+        self.timesteps.append(int(timesteps[0]))
+        return torch.cat([self.velocity, torch.full_like(self.velocity, 1e6)], dim=1)
+
+
+def pooling_codec() -> LatentCodec:
+    """A deterministic stand-in VAE: 8× average pooling to 4 channels and nearest upsampling."""
+
+    def encode(pixels):
+        pooled = F.avg_pool2d(pixels, LATENT_STRIDE)
+        return torch.cat([pooled, pooled.mean(1, keepdim=True)], dim=1)
+
+    def decode(latents):
+        return F.interpolate(latents[:, :3], scale_factor=LATENT_STRIDE, mode="nearest").tanh()
+
+    return LatentCodec(encode=encode, decode=decode)
+
+
+def _model_case(case_path):
+    io = load_file(str(require_fixture(case_path)))
+    config = load_json(require_fixture(sibling(case_path, "io", "config", ".json")))
+    model = load_worldfm(require_fixture(sibling(case_path, "io", "weights")), num_heads=config["model_constructor"]["num_heads"])
+    return io, config, model
+
+
+@pytest.mark.parametrize("case_path", MODEL_CASES)
+def test_schedule_and_scales_match_the_official_constants(case_path):
+    io, config, _ = _model_case(case_path)
+    assert torch.equal(alphas_cumprod(), io["schedule.alphas_cumprod"])
+    constants = config["sampler_constants"]
+    for timestep in (999, 200):
+        signal, noise = signal_and_noise_scales(timestep)
+        assert signal.dtype == torch.float32
+        assert signal.item() == float.fromhex(constants[f"a{timestep}"]["float32_hex"])
+        assert noise.item() == float.fromhex(constants[f"s{timestep}"]["float32_hex"])
+
+
+@pytest.mark.parametrize("case_path", MODEL_CASES)
+def test_one_and_two_step_samplers_replay_the_official_run(case_path):
+    io, _, model = _model_case(case_path)
+    one = sample_latent(model, io["inputs.cond1"], io["inputs.cond2"], FrameNoise(io["inputs.z"]), steps=1)
+    torch.testing.assert_close(one, io["sampler1.samples"], atol=1e-5, rtol=0)
+    noise = FrameNoise(io["inputs.z"], renoise=(io["sampler2.renoise"],))
+    two = sample_latent(model, io["inputs.cond1"], io["inputs.cond2"], noise, steps=2)
+    torch.testing.assert_close(two, io["sampler2.samples"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("case_path", MODEL_CASES)
+def test_preprocessing_matches_the_official_render_path(case_path):
+    io, _, _ = _model_case(case_path)
+    expected = io["preprocess.out"]
+    out = preprocess_u8(io["preprocess.in_u8"], expected.shape[-2], expected.shape[-1])
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+def test_one_step_is_the_v_prediction_formula_at_999():
+    generator = torch.Generator().manual_seed(0)
+    z, velocity = torch.randn(2, 1, 4, 4, 4, generator=generator)
+    model = ConstantVelocity(velocity)
+    out = sample_latent(model, z, z, FrameNoise(z), steps=1)
+    a, s = signal_and_noise_scales(999)
+    assert torch.equal(out, a * z - s * velocity)
+    assert model.timesteps == [999]
+
+
+def test_two_steps_renoise_to_200_and_recover_the_clean_latent_of_a_true_velocity():
+    generator = torch.Generator().manual_seed(1)
+    z, clean, epsilon, renoise = torch.randn(4, 1, 4, 4, 4, generator=generator)
+    a999, s999 = signal_and_noise_scales(999)
+    a200, s200 = signal_and_noise_scales(200)
+
+    class TrueVelocity(ConstantVelocity):
+        def forward(self, noisy, timesteps, render_latent, reference_latent):
+            self.timesteps.append(int(timesteps[0]))
+            if self.timesteps[-1] == 999:
+                return torch.cat([self.velocity] * 2, dim=1)
+            # At t=200 return v = a·ε − s·x0 for the input's own decomposition into x0 and ε.
+            first_clean = a999 * z - s999 * self.velocity
+            assert torch.allclose(noisy, a200 * first_clean + s200 * renoise)
+            true_velocity = a200 * renoise - s200 * clean
+            return torch.cat([true_velocity] * 2, dim=1)
+
+    velocity = a999 * epsilon - s999 * clean
+    model = TrueVelocity(velocity)
+    out = sample_latent(model, z, z, FrameNoise(z, renoise=(renoise,)), steps=2)
+    first_clean = a999 * z - s999 * velocity
+    noisy = a200 * first_clean + s200 * renoise
+    assert torch.equal(out, a200 * noisy - s200 * (a200 * renoise - s200 * clean))
+    assert model.timesteps == [999, 200]
+
+
+def test_frames_are_reproducible_per_seed_and_regenerable_alone():
+    config = WorldFMConfig(depth=1, hidden_size=16, num_heads=2, mlp_hidden=32, input_size=4, pe_interpolation=1 / 16)
+    model = WorldFMModel(config).eval()
+    codec = pooling_codec()
+    size = config.input_size * LATENT_STRIDE
+    renders = torch.randint(0, 256, (3, size, size, 3), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    reference = torch.randn(1, 4, config.input_size, config.input_size, generator=torch.Generator().manual_seed(3))
+    sequence = [generate_frame(model, codec, renders[i], reference, seed=7, frame_index=i) for i in range(3)]
+    alone = generate_frame(model, codec, renders[2], reference, seed=7, frame_index=2)
+    assert torch.equal(alone, sequence[2])
+    other_seed = generate_frame(model, codec, renders[2], reference, seed=8, frame_index=2)
+    assert not torch.equal(other_seed, sequence[2])
+    assert not torch.equal(frame_noise(7, 0, (1, 4, 4, 4), 2).initial, frame_noise(7, 1, (1, 4, 4, 4), 2).initial)
+    assert sequence[0].shape == (1, size, size, 3) and sequence[0].dtype == torch.uint8
+
+
+def test_decoded_pixels_are_offset_by_128_and_truncated():
+    codec = LatentCodec(encode=lambda x: x, decode=lambda latent: latent, scale=0.5)
+    values = torch.tensor([-1.0, -0.999, 0.0, 0.5, 0.99, 1.0]).reshape(1, 1, 2, 3).expand(1, 3, 2, 3)
+    pixels = decode_to_u8(codec, values * codec.scale)
+    assert pixels[0, ..., 0].flatten().tolist() == [0, 0, 128, 191, 254, 255]
+
+
+def test_only_the_distilled_step_counts_are_accepted():
+    z = torch.zeros(1, 4, 2, 2)
+    with pytest.raises(WorldFMSamplerError, match="steps must be one of"):
+        sample_latent(ConstantVelocity(z), z, z, FrameNoise(z), steps=4)
+    with pytest.raises(WorldFMSamplerError, match="re-noising"):
+        sample_latent(ConstantVelocity(z), z, z, FrameNoise(z), steps=2)
