@@ -1,0 +1,173 @@
+"""Attention backend selection for the DiT's RoPE + KV-cache self-attention: the one entry point.
+
+``core/attention.py`` calls :func:`dispatch`, which runs the contract of
+:func:`kernels.rope_attention.rope_cached_attention_reference` on the best backend available:
+
+1. ``triton``: the fused kernel (``rope_attention_triton.py``), on CUDA;
+2. ``flash3``: FlashAttention-3 (``flash_attn_interface``), Hopper and newer (SM >= 9);
+3. ``flash2``: FlashAttention-2 (``flash_attn``);
+4. ``sage``: SageAttention (``sageattention``);
+5. ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention``, always available.
+
+Backends 2-5 only attend: RoPE (float64, as the official code), the concatenation with the cache
+and the cache write come from :func:`kernels.rope_attention.unfused_rope_cached_attention`.
+The official code prefers SageAttention, then FA3, then FA2 (``wan/modules/attention.py``); here
+the exact backends come before the quantised one. Optional packages are imported lazily, on the
+first call that could use them. ``INSPATIO_ATTENTION_BACKEND=<name>`` forces one backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from functools import lru_cache
+from types import ModuleType
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from ..core.types import Keys, Queries, Values
+from .rope import RopeTable, TokenGrid
+from .rope_attention import (
+    AttendFunction,
+    AttentionCallError,
+    AttentionOutput,
+    CacheBuffer,
+    unfused_rope_cached_attention,
+)
+
+BACKEND_PREFERENCE = ("triton", "flash3", "flash2", "sage", "sdpa")
+BACKEND_ENV = "INSPATIO_ATTENTION_BACKEND"
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+HOPPER_MAJOR = 9  # FA3 kernels exist for SM 9.x and newer
+FLASH_MAX_HEAD_DIM = 256
+
+
+@lru_cache(maxsize=None)
+def _optional_module(name: str) -> ModuleType | None:
+    """The module, or None when it is missing or fails to import (e.g. built for another CUDA)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def kernel_available(device: torch.device | str, dtype: torch.dtype) -> bool:
+    """Whether the fused Triton kernel can run here: CUDA, or Triton's CPU interpreter (tests)."""
+    device = torch.device(device)
+    interpreting = os.environ.get("TRITON_INTERPRET") == "1"
+    if not (device.type == "cuda" or (interpreting and device.type == "cpu")):
+        return False
+    if _optional_module("triton") is None:
+        return False
+    from .rope_attention_triton import FLOAT_DTYPES
+
+    return dtype in FLOAT_DTYPES
+
+
+def _is_hopper_or_newer(device: torch.device) -> bool:
+    return torch.cuda.get_device_capability(device)[0] >= HOPPER_MAJOR
+
+
+def backend_usable(name: str, device: torch.device | str, dtype: torch.dtype,
+                   head_dim: int) -> bool:
+    """Whether backend ``name`` can run a call with these inputs on this machine."""
+    if name not in BACKEND_PREFERENCE:
+        raise AttentionCallError(
+            f"unknown attention backend {name!r}; choose from {BACKEND_PREFERENCE}"
+        )
+    device = torch.device(device)
+    if name == "sdpa":
+        return True
+    if name == "triton":
+        if not kernel_available(device, dtype):
+            return False
+        from .rope_attention_triton import kernel_supports
+
+        return kernel_supports(head_dim, dtype)
+    on_gpu_in_half = device.type == "cuda" and dtype in HALF_DTYPES
+    if not on_gpu_in_half or head_dim > FLASH_MAX_HEAD_DIM:
+        return False
+    if name == "flash3":
+        return _is_hopper_or_newer(device) and _optional_module("flash_attn_interface") is not None
+    if name == "flash2":
+        return _optional_module("flash_attn") is not None
+    return _optional_module("sageattention") is not None
+
+
+def select_backend(device: torch.device | str, dtype: torch.dtype, head_dim: int) -> str:
+    """The backend :func:`dispatch` uses: ``$INSPATIO_ATTENTION_BACKEND`` or the best usable.
+
+    The fused kernel is preferred on CUDA only; on the CPU interpreter it is for tests, which
+    ask for it by name.
+    """
+    forced = os.environ.get(BACKEND_ENV)
+    if forced:
+        if not backend_usable(forced, device, dtype, head_dim):
+            raise AttentionCallError(
+                f"{BACKEND_ENV}={forced!r} cannot run {dtype} head_dim={head_dim} on {device}: "
+                "install its package, use a supported device/dtype, or unset the variable"
+            )
+        return forced
+    on_gpu = torch.device(device).type == "cuda"
+    for name in BACKEND_PREFERENCE:
+        if name == "triton" and not on_gpu:
+            continue
+        if backend_usable(name, device, dtype, head_dim):
+            return name
+    raise AssertionError("sdpa is always usable")
+
+
+def _attend_flash3(q: Queries, k: Keys, v: Values) -> AttentionOutput:
+    result = _optional_module("flash_attn_interface").flash_attn_func(q, k, v, causal=False)
+    # Some FA3 releases return (output, log-sum-exp), others the output alone.
+    return result[0] if isinstance(result, tuple) else result
+
+
+def _attend_flash2(q: Queries, k: Keys, v: Values) -> AttentionOutput:
+    return _optional_module("flash_attn").flash_attn_func(q, k, v, causal=False)
+
+
+def _attend_sage(q: Queries, k: Keys, v: Values) -> AttentionOutput:
+    return _optional_module("sageattention").sageattn(q, k, v, tensor_layout="NHD",
+                                                      is_causal=False)
+
+
+def _attend_sdpa(q: Queries, k: Keys, v: Values) -> AttentionOutput:
+    heads_first = [rearrange(x, "b n hd dh -> b hd n dh") for x in (q, k, v)]
+    output = F.scaled_dot_product_attention(*heads_first)
+    return rearrange(output, "b hd n dh -> b n hd dh")
+
+
+ATTEND_FUNCTIONS: dict[str, AttendFunction] = {
+    "flash3": _attend_flash3,
+    "flash2": _attend_flash2,
+    "sage": _attend_sage,
+    "sdpa": _attend_sdpa,
+}
+
+
+def dispatch(q: Queries, k: Keys, v: Values, *, rope: RopeTable, grid: TokenGrid,
+             frame_offset: int, cache_k: CacheBuffer | None, cache_v: CacheBuffer | None,
+             read_len: int, write_offset: int | None, backend: str | None = None
+             ) -> AttentionOutput:
+    """RoPE + KV-cache self-attention (contract of ``rope_cached_attention_reference``).
+
+    ``backend`` names one of :data:`BACKEND_PREFERENCE`; None selects with
+    :func:`select_backend`.
+    """
+    if backend is None:
+        backend = select_backend(q.device, q.dtype, q.shape[-1])
+    elif not backend_usable(backend, q.device, q.dtype, q.shape[-1]):
+        raise AttentionCallError(
+            f"attention backend {backend!r} cannot run {q.dtype} head_dim={q.shape[-1]} on "
+            f"{q.device}: choose another from {BACKEND_PREFERENCE}"
+        )
+    call = dict(rope=rope, grid=grid, frame_offset=frame_offset, cache_k=cache_k,
+                cache_v=cache_v, read_len=read_len, write_offset=write_offset)
+    if backend == "triton":
+        from .rope_attention_triton import rope_cached_attention_triton
+
+        return rope_cached_attention_triton(q, k, v, **call)
+    return unfused_rope_cached_attention(ATTEND_FUNCTIONS[backend], q, k, v, **call)
