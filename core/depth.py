@@ -36,6 +36,9 @@ DEPTH_ENCODINGS: tuple[DepthEncoding, ...] = ("metric", "inverse", "normalized")
 # colour-mapped visualisation (turbo, inferno ...), whose values are not depth at all.
 GREY_CHANNEL_TOLERANCE = 2.0 / 255.0
 COLOUR_CHANNELS = 3
+# Depth estimators round their working size to a patch multiple, so the aspect ratio of a depth
+# map may differ slightly from the frames'; more than this means another picture.
+ASPECT_TOLERANCE = 0.02
 
 
 class DepthReadingError(ValueError):
@@ -73,14 +76,17 @@ class DepthReading:
             )
 
 
-def depth_values_from_image(image: DepthImage) -> DepthValues:
-    """The single channel of a grey depth image (a 1-channel map, or grey RGB / RGBA).
+def depth_values_from_image(image: DepthImage | DepthValues) -> DepthValues:
+    """The single channel of a depth map: a MASK-like ``[F, H, W]``, or a grey image ``[F, H, W, C]``.
 
     Alpha is ignored. A colour-mapped image is refused: its hue, not its brightness, encodes depth.
     """
+    if image.ndim == 3:
+        return image.float()
     if image.ndim != 4 or image.shape[-1] not in (1, COLOUR_CHANNELS, COLOUR_CHANNELS + 1):
         raise DepthReadingError(
-            f"a depth image must be [frames, height, width, 1|3|4], got shape {tuple(image.shape)}"
+            "a depth map must be [frames, height, width] (a MASK) or [frames, height, width, 1|3|4] "
+            f"(an IMAGE), got shape {tuple(image.shape)}"
         )
     colour = image[..., :COLOUR_CHANNELS].float()
     spread = colour.amax(dim=-1) - colour.amin(dim=-1)
@@ -90,6 +96,25 @@ def depth_values_from_image(image: DepthImage) -> DepthValues:
             "visualisation; switch the depth node to its grayscale output"
         )
     return colour.mean(dim=-1)
+
+
+def match_depth_size(depth: DepthMaps, height: int, width: int) -> DepthMaps:
+    """Depth resized to the frames' size with nearest sampling, as the official DA3 post-processing.
+
+    Nearest never blends a foreground depth with the background across an edge (a blend would put
+    points in mid-air). Only a uniform scale is accepted: a depth map of another aspect ratio does
+    not belong to these frames.
+    """
+    depth_height, depth_width = depth.shape[-2:]
+    if (depth_height, depth_width) == (height, width):
+        return depth
+    if abs(depth_width / depth_height - width / height) > ASPECT_TOLERANCE * (width / height):
+        raise DepthReadingError(
+            f"the depth map is {depth_width}x{depth_height} but the frames are {width}x{height}: "
+            "their aspect ratios differ, so the depth was made from other frames (or cropped); "
+            "estimate depth from the same frames"
+        )
+    return torch.nn.functional.interpolate(depth[:, None], size=(height, width), mode="nearest")[:, 0]
 
 
 def read_depth(values: DepthValues, reading: DepthReading) -> DepthMaps:

@@ -9,6 +9,7 @@ from inspatio_nodes.core.depth import (
     DepthReading,
     DepthReadingError,
     depth_values_from_image,
+    match_depth_size,
     read_depth,
 )
 
@@ -83,3 +84,21 @@ def test_unusable_reading_settings_are_refused(reading_arguments):
 def test_depth_values_of_wrong_rank_are_refused():
     with pytest.raises(DepthReadingError, match="frames, height, width"):
         read_depth(torch.ones(4, 4), DepthReading())
+
+
+def test_mask_shaped_depth_is_read_as_is():
+    mask = torch.rand(2, 3, 4)
+    torch.testing.assert_close(depth_values_from_image(mask), mask)
+
+
+def test_depth_is_resized_to_the_frames_with_nearest_sampling():
+    depth = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])
+    resized = match_depth_size(depth, 4, 4)
+    assert resized.shape == (1, 4, 4)
+    assert set(resized.unique().tolist()) == {1.0, 2.0, 3.0, 4.0}
+    torch.testing.assert_close(resized[0, :2, :2], torch.ones(2, 2))
+
+
+def test_depth_of_another_aspect_ratio_is_refused():
+    with pytest.raises(DepthReadingError, match="aspect"):
+        match_depth_size(torch.ones(1, 10, 10), 10, 20)
