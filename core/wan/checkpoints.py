@@ -1,20 +1,32 @@
-"""The only reader of weight files in the pack.
+"""The only reader of weight files in the pack, and the loader of the InSpatio-World DiT.
 
 Every loader (DiT, Wan VAE, TAEHV, WorldFM) reads its file through :func:`read_weights`, which
 accepts safetensors and weights-only PyTorch pickles and never executes arbitrary pickle code.
 Model-specific key normalisation, config inference and strict validation sit on top of it.
+
+The DiT part (:func:`load_dit`) takes the released ``InSpatio-World-1.3B.safetensors`` (v1) and
+``InSpatio-World-1.5-1.3B.safetensors`` (v1.5) as published: keys with the ``model.`` wrapper
+prefix (``inference_causal_test.py`` / v1.5 ``inference.py``), or the ``model.diffusion_model.`` and
+``_fsdp_wrapped_module.`` variants of training dumps, or none. The config is read from the
+safetensors metadata when present (tiny test models, :func:`save_dit`), else inferred from tensor
+shapes with the release's head dim of 128. Wrong files (base Wan2.1, image-to-video Wan, a VAE, a
+text encoder) are recognised and named in the error.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
+import re
+from collections import Counter
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import safe_open
+from safetensors.torch import safe_open, save_file
 from torch import Tensor
+
+from .dit import MODEL_INPUT_CHANNELS, RELEASED_HEAD_DIM, CausalWanDiT, WanDiTConfig
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
@@ -82,3 +94,154 @@ def _read_pickle(path: Path) -> dict[str, Tensor]:
             "it is not a weight file this pack can use"
         )
     return dict(loaded)
+
+
+# --- the InSpatio-World DiT ----------------------------------------------------------------------
+
+CONFIG_METADATA_KEY = "inspatio_config"
+RELEASED_TEXT_LEN = 512  # not visible in any weight shape: the umT5 sequence length of the release
+KEY_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.")  # longest first
+FSDP_WRAPPER = "_fsdp_wrapped_module."
+LOADABLE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+BASE_WAN_INPUT_CHANNELS = 16
+KEYS_SHOWN_PER_GROUP = 3
+LAYER_INDEX = re.compile(r"\.\d+\.")
+
+
+def normalise_dit_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Keys as the model names them: FSDP wrappers removed, one wrapper prefix stripped."""
+    normalised: dict[str, Tensor] = {}
+    for key, tensor in state.items():
+        name = key.replace(FSDP_WRAPPER, "")
+        name = next((name.removeprefix(p) for p in KEY_PREFIXES if name.startswith(p)), name)
+        if name in normalised:
+            raise CheckpointError(f"checkpoint holds {name!r} twice (as {key!r} and another prefix): it is not a single model")
+        normalised[name] = tensor
+    return normalised
+
+
+def infer_dit_config(state: dict[str, Tensor], metadata: dict[str, str], path: Path) -> WanDiTConfig:
+    """The config stored in the metadata, else the one the tensor shapes imply (normalised keys)."""
+    if CONFIG_METADATA_KEY in metadata:
+        try:
+            return WanDiTConfig.from_json(metadata[CONFIG_METADATA_KEY])
+        except (ValueError, TypeError, KeyError) as error:
+            raise CheckpointError(f"{path}: the {CONFIG_METADATA_KEY!r} metadata is not a valid DiT config ({error})") from error
+    dim, _, *patch_size = state["patch_embedding.weight"].shape
+    if dim % RELEASED_HEAD_DIM:
+        raise CheckpointError(
+            f"{path}: model width {dim} is not a multiple of the released head dim {RELEASED_HEAD_DIM}, "
+            f"so the number of heads cannot be inferred: store the config in the safetensors metadata "
+            f"under {CONFIG_METADATA_KEY!r} (see save_dit)"
+        )
+    layers = {int(key.split(".")[1]) for key in state if key.startswith("blocks.")}
+    return WanDiTConfig(
+        dim=dim,
+        ffn_dim=state["blocks.0.ffn.0.weight"].shape[0],
+        freq_dim=state["time_embedding.0.weight"].shape[1],
+        num_heads=dim // RELEASED_HEAD_DIM,
+        num_layers=len(layers),
+        text_dim=state["text_embedding.0.weight"].shape[1],
+        text_len=RELEASED_TEXT_LEN,
+        patch_size=tuple(patch_size),
+    )
+
+
+def _refuse_other_models(state: dict[str, Tensor], path: Path) -> None:
+    """Name the kind of file when a common wrong file is given as the DiT."""
+    def count(prefix: str) -> int:
+        return sum(key.startswith(prefix) for key in state)
+
+    text_encoder_keys = count("token_embedding.") + count("shared.") + count("encoder.block.")
+    if text_encoder_keys:
+        raise CheckpointError(
+            f"{path} is a text encoder (umT5/T5: {text_encoder_keys} keys like 'token_embedding' or "
+            "'encoder.block.*'), not an InSpatio-World DiT: put it in text_encoders and pick the DiT "
+            "file (InSpatio-World-1.3B.safetensors) here"
+        )
+    vae_keys = count("encoder.") + count("decoder.") + count("conv1.") + count("conv2.")
+    if vae_keys and "patch_embedding.weight" not in state:
+        raise CheckpointError(
+            f"{path} is a VAE ({vae_keys} keys under 'encoder.'/'decoder.'/'conv1'), not an "
+            "InSpatio-World DiT: load it as the VAE or TAEHV and pick the DiT file here"
+        )
+    image_keys = count("img_emb.") + sum("k_img" in key or "v_img" in key for key in state)
+    if image_keys:
+        raise CheckpointError(
+            f"{path} has {image_keys} keys like 'img_emb.*' / 'cross_attn.k_img': this is an "
+            "image-to-video Wan model, not an InSpatio-World checkpoint: download "
+            "InSpatio-World-1.3B.safetensors (or the v1.5 file)"
+        )
+    if "patch_embedding.weight" not in state:
+        raise CheckpointError(
+            f"{path} has no 'patch_embedding.weight' (first keys: {sorted(state)[:KEYS_SHOWN_PER_GROUP]}): "
+            "it is not a Wan DiT checkpoint"
+        )
+    in_channels = state["patch_embedding.weight"].shape[1]
+    if in_channels == BASE_WAN_INPUT_CHANNELS:
+        raise CheckpointError(
+            f"{path} is a base Wan2.1 text-to-video DiT (patch_embedding takes {in_channels} channels), "
+            f"not InSpatio-World ({MODEL_INPUT_CHANNELS} channels: noisy, mask, render): download "
+            "InSpatio-World-1.3B.safetensors"
+        )
+    if in_channels != MODEL_INPUT_CHANNELS:
+        raise CheckpointError(
+            f"{path}: patch_embedding takes {in_channels} channels; an InSpatio-World DiT takes "
+            f"{MODEL_INPUT_CHANNELS}: this is another model"
+        )
+
+
+def _grouped(keys: set[str]) -> str:
+    """``blocks.*.ffn.0.weight (30), head.head.bias (1)`` with layer indices folded."""
+    groups = Counter(LAYER_INDEX.sub(".*.", key) for key in keys)
+    return ", ".join(f"{pattern} ({n})" for pattern, n in sorted(groups.items()))
+
+
+def load_dit(
+    path: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    config: WanDiTConfig | None = None,
+) -> CausalWanDiT:
+    """The InSpatio-World DiT of a weight file, loaded strictly, in ``dtype`` on ``device``, in eval mode.
+
+    ``config`` overrides the stored or inferred one (for files of other head dims without metadata).
+    """
+    path = Path(path)
+    if dtype not in LOADABLE_DTYPES:
+        raise CheckpointError(f"DiT dtype {dtype} is not supported: use one of {LOADABLE_DTYPES}")
+    raw_state, metadata = read_weights(path)
+    if not raw_state:
+        raise CheckpointError(f"{path} holds no tensors: it is not a checkpoint")
+    state = normalise_dit_keys(raw_state)
+    _refuse_other_models(state, path)
+    config = config or infer_dit_config(state, metadata, path)
+    with torch.device("meta"):
+        model = CausalWanDiT(config)
+    expected = set(model.state_dict())
+    missing, unexpected = expected - set(state), set(state) - expected
+    if missing or unexpected:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing keys: {_grouped(missing)}")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected keys: {_grouped(unexpected)}")
+        raise CheckpointError(
+            f"{path} does not match an InSpatio-World DiT with {config}: {'; '.join(problems)}. "
+            "Use the released InSpatio-World file, or a file saved with save_dit"
+        )
+    try:
+        model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{path}: tensor shapes do not match the inferred config {config} ({error}); the file "
+            f"may be damaged, or its {CONFIG_METADATA_KEY!r} metadata wrong"
+        ) from error
+    return model.to(device).eval()
+
+
+def save_dit(model: CausalWanDiT, path: str | Path) -> None:
+    """Write ``model`` as the release does (``model.`` prefix), with its config in the metadata."""
+    state = {f"model.{key}": tensor.detach().contiguous().cpu() for key, tensor in model.state_dict().items()}
+    save_file(state, str(path), metadata={CONFIG_METADATA_KEY: model.config.to_json()})

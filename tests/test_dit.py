@@ -1,0 +1,168 @@
+"""The causal DiT: cached attention (prefill, then denoise) equals one block-causal pass.
+
+Also home of :func:`tiny_dit`, the random tiny model the engine's other test modules build on.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from inspatio_nodes.core.attention import RopeTable, apply_rope
+from inspatio_nodes.core.cache import CacheShape, SpatiotemporalCache
+from inspatio_nodes.core.wan.dit import (
+    CONDITION_CHANNELS,
+    LATENT_CHANNELS,
+    MODEL_INPUT_CHANNELS,
+    CausalWanDiT,
+    WanDiTConfig,
+)
+
+NORM_WEIGHT_SPREAD = 0.1
+
+
+def tiny_config(**overrides: object) -> WanDiTConfig:
+    sizes = dict(dim=32, ffn_dim=48, freq_dim=16, num_heads=2, num_layers=2, text_dim=24, text_len=8)
+    return WanDiTConfig(**{**sizes, **overrides})
+
+
+def tiny_dit(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides: object) -> CausalWanDiT:
+    """A tiny DiT with the real architecture and random weights (norm weights away from 1)."""
+    torch.manual_seed(seed)
+    model = CausalWanDiT(tiny_config(**overrides))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                parameter.add_(NORM_WEIGHT_SPREAD * torch.randn_like(parameter))
+            elif name.endswith("bias"):
+                parameter.normal_(0.0, 0.02)
+    return model.to(dtype).eval()
+
+
+def cache_for(model: CausalWanDiT, batch: int, capacity_tokens: int) -> SpatiotemporalCache:
+    config = model.config
+    shape = CacheShape(config.num_layers, config.num_heads, config.head_dim, batch, capacity_tokens, config.text_len)
+    parameter = next(model.parameters())
+    return SpatiotemporalCache(shape, dtype=parameter.dtype, device=parameter.device)
+
+
+def block_causal_reference(
+    model: CausalWanDiT,
+    context: torch.Tensor,
+    noisy_input: torch.Tensor,
+    timestep: torch.Tensor,
+    text: torch.Tensor,
+    denoise_offset: int,
+) -> torch.Tensor:
+    """One pass over [context | noisy]: per-token timesteps (0 / t), context rows blind to the noisy block."""
+    _, patch_h, patch_w = model.config.patch_size
+    ctx_frames, noisy_frames = context.shape[1], noisy_input.shape[1]
+    rows, cols = context.shape[3] // patch_h, context.shape[4] // patch_w
+    to_tokens = lambda latents: rearrange(  # noqa: E731
+        model.patch_embedding(rearrange(latents, "b g c h w -> b c g h w")), "b d g h w -> b (g h w) d"
+    )
+    x = torch.cat([to_tokens(context), to_tokens(noisy_input)], dim=1)
+    n_ctx = ctx_frames * rows * cols
+    e_ctx, e0_ctx = model.time_conditioning(torch.zeros_like(timestep), x.dtype)
+    e_noisy, e0_noisy = model.time_conditioning(timestep, x.dtype)
+    is_context = torch.arange(x.shape[1]) < n_ctx
+    e0 = torch.where(is_context[None, :, None, None], e0_ctx[:, None], e0_noisy[:, None])  # [B, N, 6, D]
+    e = torch.where(is_context[None, :, None], e_ctx[:, None], e_noisy[:, None])  # [B, N, D]
+    allowed = ~(is_context[:, None] & ~is_context[None, :])  # context queries never see noisy keys
+    rope = RopeTable.for_head_dim(model.config.head_dim)
+
+    def rotate(t: torch.Tensor) -> torch.Tensor:
+        return torch.cat(
+            [
+                apply_rope(t[:, :n_ctx], rope, (ctx_frames, rows, cols), 0),
+                apply_rope(t[:, n_ctx:], rope, (noisy_frames, rows, cols), denoise_offset),
+            ],
+            dim=1,
+        )
+
+    text_kv = model.text_kv(text)
+    heads = model.config.num_heads
+    for block, layer_text in zip(model.blocks, text_kv):
+        m = block.modulation[:, None] + e0
+        h = block.norm1(x) * (1 + m[:, :, 1]) + m[:, :, 0]
+        attn = block.self_attn
+        q = rotate(rearrange(attn.norm_q(attn.q(h)), "b n (hd dh) -> b n hd dh", hd=heads))
+        k = rotate(rearrange(attn.norm_k(attn.k(h)), "b n (hd dh) -> b n hd dh", hd=heads))
+        v = rearrange(attn.v(h), "b n (hd dh) -> b n hd dh", hd=heads)
+        out = F.scaled_dot_product_attention(
+            *(rearrange(t, "b n hd dh -> b hd n dh") for t in (q, k, v)), attn_mask=allowed
+        )
+        x = x + attn.o(rearrange(out, "b hd n dh -> b n (hd dh)")) * m[:, :, 2]
+        x = x + block.cross_attn(block.norm3(x), layer_text)
+        x = x + block.ffn(block.norm2(x) * (1 + m[:, :, 4]) + m[:, :, 3]) * m[:, :, 5]
+    head_m = model.head.modulation[:, None] + e[:, :, None]
+    out = model.head.head(model.head.norm(x) * (1 + head_m[:, :, 1]) + head_m[:, :, 0])
+    return rearrange(
+        out[:, n_ctx:], "b (g h w) (ph pw c) -> b g c (h ph) (w pw)", g=noisy_frames, h=rows, ph=patch_h, pw=patch_w
+    )
+
+
+@pytest.mark.parametrize(
+    ("num_heads", "dim", "context_frames", "latent_size"),
+    [(2, 32, 3, (4, 6)), (2, 48, 6, (6, 4)), (1, 32, 6, (2, 8))],
+)
+def test_cached_attention_equals_block_causal_full_pass(num_heads, dim, context_frames, latent_size):
+    model = tiny_dit(seed=context_frames, dtype=torch.float64, dim=dim, num_heads=num_heads)
+    generator = torch.Generator().manual_seed(1)
+    height, width = latent_size
+    frames_per_block, denoise_offset = 3, 6
+    context = torch.cat(
+        [
+            torch.randn(2, context_frames, LATENT_CHANNELS, height, width, generator=generator, dtype=torch.float64),
+            torch.zeros(2, context_frames, CONDITION_CHANNELS, height, width, dtype=torch.float64),
+        ],
+        dim=2,
+    )
+    noisy_input = torch.randn(2, frames_per_block, MODEL_INPUT_CHANNELS, height, width, generator=generator, dtype=torch.float64)
+    text = torch.randn(2, 5, model.config.text_dim, generator=generator, dtype=torch.float64)
+    timestep = torch.tensor([937.5, 937.5], dtype=torch.float64)
+    tokens_per_frame = model.config.tokens_per_frame(height, width)
+    cache = cache_for(model, batch=2, capacity_tokens=6 * tokens_per_frame)
+
+    with torch.no_grad():
+        cache.set_text(model.text_kv(text))
+        model(context, torch.zeros(2), cache, frame_offset=0, read_len=0, write_offset=0)
+        n_ctx = context_frames * tokens_per_frame
+        cached = model(noisy_input, timestep, cache, frame_offset=denoise_offset, read_len=n_ctx, write_offset=None)
+        reference = block_causal_reference(model, context, noisy_input, timestep, text, denoise_offset)
+
+    torch.testing.assert_close(cached, reference, atol=1e-10, rtol=0)
+
+
+def test_denoise_call_leaves_the_cache_untouched():
+    model = tiny_dit()
+    cache = cache_for(model, batch=1, capacity_tokens=6 * 6)
+    with torch.no_grad():
+        cache.set_text(model.text_kv(torch.randn(1, 3, model.config.text_dim)))
+        model(torch.randn(1, 3, MODEL_INPUT_CHANNELS, 4, 6), torch.zeros(1), cache, frame_offset=0, read_len=0, write_offset=0)
+        before = [buffer.clone() for buffer in cache.buffers()]
+        model(torch.randn(1, 3, MODEL_INPUT_CHANNELS, 4, 6), torch.full((1,), 625.0), cache, frame_offset=6, read_len=18, write_offset=None)
+    assert all(torch.equal(a, b) for a, b in zip(before, cache.buffers()))
+
+
+def test_rope_splits_pairs_into_frame_row_col_ladders():
+    rope = RopeTable.for_head_dim(128)
+    assert (rope.frame.shape[1], rope.row.shape[1], rope.col.shape[1]) == (22, 21, 21)
+    small = RopeTable.for_head_dim(32)
+    assert (small.frame.shape[1], small.row.shape[1], small.col.shape[1]) == (6, 5, 5)
+    # Each axis restarts its own ladder at frequency 1 (position 1 rotates by 1 radian).
+    assert torch.allclose(rope.row[1, 0].angle(), torch.tensor(1.0, dtype=torch.float64))
+    assert torch.allclose(rope.frame[1, 0].angle(), torch.tensor(1.0, dtype=torch.float64))
+
+
+def test_text_longer_than_the_model_text_len_is_refused():
+    model = tiny_dit()
+    with pytest.raises(ValueError, match="truncate"):
+        model.embed_text(torch.randn(1, model.config.text_len + 1, model.config.text_dim))
+
+
+def test_latent_size_not_divisible_by_the_patch_is_refused():
+    with pytest.raises(ValueError, match="not divisible by the patch"):
+        tiny_config().tokens_per_frame(7, 6)
