@@ -116,12 +116,13 @@ def scene_from_video(
     intrinsics: Intrinsics,
     world_to_camera: WorldToCamera | None = None,
     fps: float = 16.0,
-    resolution: tuple[int, int] = MODEL_RESOLUTION,
+    resolution: tuple[int, int] | None = MODEL_RESOLUTION,
 ) -> Scene:
     """A video scene: frame f has depth f, K f (or one shared [3, 3] K) and pose f.
 
     ``world_to_camera=None`` means a static camera (identity for every frame). Frames and depth are
-    resized to cover ``resolution`` and centre-cropped, with K adjusted.
+    resized to cover ``resolution`` (height, width) and centre-cropped, with K adjusted;
+    ``resolution=None`` keeps the input size.
     """
     count = _frame_count(frames, "frames")
     if world_to_camera is None:
@@ -135,7 +136,7 @@ def scene_from_images(
     intrinsics: Intrinsics,
     world_to_camera: WorldToCamera,
     fps: float = 16.0,
-    resolution: tuple[int, int] = MODEL_RESOLUTION,
+    resolution: tuple[int, int] | None = MODEL_RESOLUTION,
 ) -> Scene:
     """A v1.5 image scene of 1 or 4 views, each with its own depth, K and pose."""
     views = _frame_count(images, "images")
@@ -162,7 +163,7 @@ def _build_scene(
     world_to_camera: Tensor,
     fps: float,
     kind: SceneKind,
-    resolution: tuple[int, int],
+    resolution: tuple[int, int] | None,
 ) -> Scene:
     count = _frame_count(frames, "frames")
     if not torch.isfinite(frames).all() or frames.abs().max() > 1 + FRAME_RANGE_TOLERANCE:
@@ -187,9 +188,9 @@ def _build_scene(
     check_rigid(world_to_camera, "world_to_camera")
     if not fps > 0:
         raise SceneInputError(f"fps={fps}: the frame rate must be positive")
-    frames, depth, intrinsics = fit_to_resolution(
-        frames.to(torch.float32), _clean_depth(depth), intrinsics.to(torch.float32), resolution
-    )
+    frames, depth, intrinsics = frames.to(torch.float32), _clean_depth(depth), intrinsics.to(torch.float32)
+    if resolution is not None:
+        frames, depth, intrinsics = fit_to_resolution(frames, depth, intrinsics, resolution)
     return Scene(frames, depth, intrinsics, world_to_camera.to(torch.float32), float(fps), kind)
 
 

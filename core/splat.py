@@ -319,7 +319,7 @@ def _batch_peak(
                 scene.intrinsics[index],
                 scene.world_to_camera[index],
                 target_world_to_camera[index],
-                target_intrinsics,
+                target_intrinsics[index],
             ).z,
             config,
         )
@@ -337,8 +337,10 @@ def render_video_scene(
 ) -> SplatRender:
     """Target frame f rendered from source frame f with its own depth, K and pose.
 
-    ``target_intrinsics`` defaults to the scene's frame-0 K (the official target K). Frames are
-    splatted ``frames_per_call`` at a time to bound memory; the result does not depend on it.
+    ``target_intrinsics`` ([3, 3] or one per frame) defaults to the scene's frame-0 K (the
+    official target K). Frames are splatted ``frames_per_call`` at a time to bound memory; the
+    depth normalisation is computed over the right scope first, so the result does not depend
+    on it beyond float32 rounding.
     """
     _check_targets(scene, target_world_to_camera)
     num_frames = target_world_to_camera.shape[0]
@@ -347,7 +349,7 @@ def render_video_scene(
             f"{num_frames} target poses for a video of {scene.frames.shape[0]} frames: align them "
             "first (core.scene.align_frame_counts) so that target frame f renders source frame f"
         )
-    target_k = scene.intrinsics[0] if target_intrinsics is None else target_intrinsics
+    target_k = _target_intrinsics(scene, target_intrinsics, num_frames)
     peak = _batch_peak(scene, target_world_to_camera, target_k, config)
     pieces = [
         _render_pairs(
@@ -356,7 +358,7 @@ def render_video_scene(
             scene.intrinsics[start:stop],
             scene.world_to_camera[start:stop],
             target_world_to_camera[start:stop],
-            target_k,
+            target_k[start:stop],
             config,
             peak,
         )
@@ -367,6 +369,16 @@ def render_video_scene(
         mask=torch.cat([piece.mask for piece in pieces]),
         distance=torch.cat([piece.distance for piece in pieces]),
     )
+
+
+def _target_intrinsics(scene: Scene, target_intrinsics: Intrinsics | None, num_frames: int) -> Intrinsics:
+    """[T, 3, 3] target K: the given [3, 3] or [T, 3, 3], else the scene's first K (upstream's)."""
+    target_k = scene.intrinsics[0] if target_intrinsics is None else target_intrinsics
+    if target_k.shape not in ((3, 3), (num_frames, 3, 3)):
+        raise SplatInputError(
+            f"target_intrinsics has shape {tuple(target_k.shape)}: expected [3, 3] or [{num_frames}, 3, 3]"
+        )
+    return target_k.expand(num_frames, 3, 3)
 
 
 def _spans(count: int, size: int) -> list[tuple[int, int]]:
@@ -439,17 +451,15 @@ def render_image_scene(
     """
     _check_targets(scene, target_world_to_camera)
     num_frames, num_views = target_world_to_camera.shape[0], scene.frames.shape[0]
-    target_k = scene.intrinsics[0] if target_intrinsics is None else target_intrinsics
+    target_k = _target_intrinsics(scene, target_intrinsics, num_frames)
     peak = None
     if config.depth_weight_scope == "batch":
         peak = torch.stack([
             log_depth_peak(
-                project_pixels(
-                    scene.depth, scene.intrinsics, scene.world_to_camera, pose[None], target_k
-                ).z,
+                project_pixels(scene.depth, scene.intrinsics, scene.world_to_camera, pose, k).z,
                 config,
             )
-            for pose in target_world_to_camera
+            for pose, k in zip(target_world_to_camera, target_k)
         ]).max()
     rgb, distance, known = [], [], []
     for start, stop in _spans(num_frames, frames_per_call):
@@ -460,7 +470,7 @@ def render_image_scene(
             repeat(scene.intrinsics, "v i j -> (f v) i j", f=count),
             repeat(scene.world_to_camera, "v i j -> (f v) i j", f=count),
             repeat(target_world_to_camera[start:stop], "f i j -> (f v) i j", v=num_views),
-            target_k,
+            repeat(target_k[start:stop], "f i j -> (f v) i j", v=num_views),
             config,
             peak,
         )
