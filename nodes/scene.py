@@ -1,0 +1,230 @@
+"""Scene nodes: a video or 1/4 images plus depth become an ``INSPATIO_SCENE``.
+
+Data flow: IMAGE frames (Load Video, Load Image) + a depth map from any depth node → **Scene from
+Video / Images** → ``core.scene.Scene`` → Render Condition, Camera Path Preview, the world sampler.
+Depth maps are read with ``core/depth.py`` (metric, inverse or normalised), the scene is built and
+fitted to the model resolution by ``core/scene.py``; source cameras come from any camera-path node
+(a v1.5 ``source_tcw.txt`` file, the JSON wire format) as an ``INSPATIO_CAMERA_PATH``.
+"""
+
+from __future__ import annotations
+
+from . import comfy as cf
+from .errors import reported_as
+
+CATEGORY = "InSpatio/Scene"
+SCENE_TYPE = "INSPATIO_SCENE"
+CAMERA_PATH_TYPE = "INSPATIO_CAMERA_PATH"
+
+# v1.5 keeps every frame (the sampler pads to whole blocks and cuts the output back);
+# v1 truncates the video to whole blocks before anything else.
+FRAME_COUNT_POLICIES = ("pad_v1.5", "truncate_v1")
+
+DEFAULT_WIDTH, DEFAULT_HEIGHT = 832, 480  # the released checkpoints' resolution
+RESOLUTION_STEP = 16  # VAE stride 8 x DiT patch 2
+MAX_RESOLUTION = 4096
+DEFAULT_FPS = 16.0
+DEFAULT_FOV_DEGREES = 60.0
+
+
+def _depth_inputs() -> dict:
+    from ..core.depth import DEPTH_ENCODINGS
+
+    return {
+        "depth": ("IMAGE,MASK", {"tooltip": "Depth map per frame from any depth node (grayscale IMAGE or MASK), "
+                                            "at the frames' size or the same aspect ratio."}),
+        "depth_encoding": (list(DEPTH_ENCODINGS), {"default": "inverse", "tooltip":
+            "How the depth values read: 'metric' = distance x depth_scale (DA3 metric, EXR); 'inverse' = "
+            "white is near, linear in 1/z (Depth Anything, MiDaS); 'normalized' = black is near, linear in z "
+            "(Marigold)."}),
+        "depth_near": ("FLOAT", {"default": 0.5, "min": 0.001, "max": 10000.0, "step": 0.01, "tooltip":
+            "Distance of the nearest point, for 'inverse' and 'normalized' depth (scene units, e.g. metres)."}),
+        "depth_far": ("FLOAT", {"default": 10.0, "min": 0.002, "max": 100000.0, "step": 0.1, "tooltip":
+            "Distance of the farthest point, for 'inverse' and 'normalized' depth."}),
+        "depth_scale": ("FLOAT", {"default": 1.0, "min": 1e-6, "max": 1e6, "step": 0.001, "tooltip":
+            "Multiplier of 'metric' depth values (0.001 for millimetre maps)."}),
+    }
+
+
+def _camera_and_size_inputs() -> dict:
+    return {
+        "fov_degrees": ("FLOAT", {"default": DEFAULT_FOV_DEGREES, "min": 1.0, "max": 179.0, "step": 0.1,
+                                  "tooltip": "Horizontal field of view of the source camera; ignored when "
+                                             "source_cameras carries intrinsics."}),
+        "width": ("INT", {"default": DEFAULT_WIDTH, "min": RESOLUTION_STEP, "max": MAX_RESOLUTION,
+                          "step": RESOLUTION_STEP, "tooltip": "Model width: frames are resized to cover it and "
+                                                             "centre-cropped (832 for the released model)."}),
+        "height": ("INT", {"default": DEFAULT_HEIGHT, "min": RESOLUTION_STEP, "max": MAX_RESOLUTION,
+                           "step": RESOLUTION_STEP, "tooltip": "Model height (480 for the released model)."}),
+    }
+
+
+def _read_depth(node: str, depth, frames, depth_encoding, depth_near, depth_far, depth_scale):
+    """Depth maps ``[F, H, W]`` at the frames' size from a depth IMAGE or MASK."""
+    from ..core.depth import DepthReading, depth_values_from_image, match_depth_size, read_depth
+
+    with reported_as(node, "depth_encoding"):
+        reading = DepthReading(depth_encoding, near=depth_near, far=depth_far, scale=depth_scale)
+    with reported_as(node, "depth"):
+        values = read_depth(depth_values_from_image(depth), reading)
+        return match_depth_size(values, frames.shape[-2], frames.shape[-1])
+
+
+def _source_geometry(node: str, frames, fov_degrees, source_cameras):
+    """Intrinsics and world-to-camera poses of the source frames (None poses: static camera)."""
+    from ..core.camera import intrinsics_from_fov
+
+    count, _, height, width = frames.shape
+    intrinsics = None
+    world_to_camera = None
+    if source_cameras is not None:
+        if source_cameras.num_frames != count:
+            raise cf.NodeInputError(
+                node, "source_cameras",
+                f"has {source_cameras.num_frames} poses for {count} frames: give one source pose per frame",
+            )
+        intrinsics, world_to_camera = source_cameras.intrinsics, source_cameras.world_to_camera
+    if intrinsics is None:
+        with reported_as(node, "fov_degrees"):
+            intrinsics = intrinsics_from_fov(fov_degrees, width, height)
+    return intrinsics, world_to_camera
+
+
+class InSpatioSceneFromVideo:
+    """A video scene: target frame f is rendered from source frame f."""
+
+    NODE = "InSpatio Scene from Video"
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (SCENE_TYPE,)
+    RETURN_NAMES = ("scene",)
+    OUTPUT_TOOLTIPS = ("The source video with depth, intrinsics and poses, at the model resolution.",)
+    FUNCTION = "build"
+    DESCRIPTION = "Frames + per-frame depth (+ optional source cameras) -> an InSpatio scene."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "frames": ("IMAGE", {"tooltip": "Video frames, e.g. from Load Video + Get Video Components."}),
+                **_depth_inputs(),
+                "fps": ("FLOAT", {"default": DEFAULT_FPS, "min": 1.0, "max": 240.0, "step": 0.01,
+                                  "tooltip": "Frame rate of the video (and of the output)."}),
+                **_camera_and_size_inputs(),
+                "frame_count_policy": (list(FRAME_COUNT_POLICIES), {"default": FRAME_COUNT_POLICIES[0], "tooltip":
+                    "'pad_v1.5' keeps every frame (the sampler pads to whole blocks and cuts the output back); "
+                    "'truncate_v1' cuts the video to whole 12-frame blocks (v1)."}),
+            },
+            "optional": {
+                "source_cameras": (CAMERA_PATH_TYPE, {"tooltip":
+                    "One pose per frame (e.g. Load Camera Path on a v1.5 source_tcw.txt). Without it the "
+                    "camera is static."}),
+            },
+        }
+
+    def build(self, frames, depth, depth_encoding, depth_near, depth_far, depth_scale, fps, fov_degrees,
+              width, height, frame_count_policy, source_cameras=None):
+        from ..core.scene import scene_from_video, truncated_frame_count
+
+        if frame_count_policy not in FRAME_COUNT_POLICIES:
+            raise cf.NodeInputError(self.NODE, "frame_count_policy",
+                                    f"is {frame_count_policy!r}: use one of {', '.join(FRAME_COUNT_POLICIES)}")
+        source = cf.image_to_frames(self.NODE, "frames", frames)
+        depth_maps = _read_depth(self.NODE, depth, source, depth_encoding, depth_near, depth_far, depth_scale)
+        intrinsics, world_to_camera = _source_geometry(self.NODE, source, fov_degrees, source_cameras)
+        with reported_as(self.NODE, "frames"):
+            scene = scene_from_video(source, depth_maps, intrinsics, world_to_camera, fps, (height, width))
+            if frame_count_policy == "truncate_v1":
+                scene = scene.select_frames(range(truncated_frame_count(scene.num_frames)))
+        return (scene,)
+
+
+class InSpatioSceneFromImages:
+    """A v1.5 image scene: one image, or four views fused into every target frame."""
+
+    NODE = "InSpatio Scene from Images"
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (SCENE_TYPE,)
+    RETURN_NAMES = ("scene",)
+    OUTPUT_TOOLTIPS = ("The 1 or 4 views with depth, intrinsics and poses, at the model resolution.",)
+    FUNCTION = "build"
+    DESCRIPTION = "1 image or 4 views + depth (+ their cameras) -> an InSpatio image scene."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "One image, or a batch of 4 views of the same place."}),
+                **_depth_inputs(),
+                "fps": ("FLOAT", {"default": DEFAULT_FPS, "min": 1.0, "max": 240.0, "step": 0.01,
+                                  "tooltip": "Frame rate of the generated video."}),
+                **_camera_and_size_inputs(),
+            },
+            "optional": {
+                "source_cameras": (CAMERA_PATH_TYPE, {"tooltip":
+                    "One pose per view (needed for 4 views, e.g. a v1.5 source_tcw.txt). A single image "
+                    "without it sits at the origin."}),
+            },
+        }
+
+    def build(self, images, depth, depth_encoding, depth_near, depth_far, depth_scale, fps, fov_degrees,
+              width, height, source_cameras=None):
+        import torch
+
+        from ..core.scene import scene_from_images
+
+        views = cf.image_to_frames(self.NODE, "images", images)
+        depth_maps = _read_depth(self.NODE, depth, views, depth_encoding, depth_near, depth_far, depth_scale)
+        intrinsics, world_to_camera = _source_geometry(self.NODE, views, fov_degrees, source_cameras)
+        if world_to_camera is None:
+            if views.shape[0] != 1:
+                raise cf.NodeInputError(self.NODE, "source_cameras",
+                                        f"is missing: {views.shape[0]} views need one pose each")
+            world_to_camera = torch.eye(4)[None]
+        with reported_as(self.NODE, "images"):
+            scene = scene_from_images(views, depth_maps, intrinsics, world_to_camera, fps, (height, width))
+        return (scene,)
+
+
+class InSpatioFreezeScene:
+    """Bullet time: time stops at one frame of the video while the camera keeps moving."""
+
+    NODE = "InSpatio Freeze Scene Time"
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (SCENE_TYPE,)
+    RETURN_NAMES = ("scene",)
+    OUTPUT_TOOLTIPS = ("The scene with the frozen frame repeated (frames, depth and poses alike).",)
+    FUNCTION = "freeze"
+    DESCRIPTION = "v1 freeze: insert copies of one frame after it, so the moment holds while the camera moves."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "scene": (SCENE_TYPE, {"tooltip": "A video scene."}),
+                "freeze_frame": ("INT", {"default": -1, "min": -1, "max": 100000, "tooltip":
+                    "The frame to hold; -1 = the middle frame (the official default)."}),
+                "freeze_repeat": ("INT", {"default": 48, "min": 0, "max": 100000, "tooltip":
+                    "How many extra copies of it to insert (frames of frozen time)."}),
+            },
+        }
+
+    def freeze(self, scene, freeze_frame, freeze_repeat):
+        from ..core.scene import freeze_indices
+
+        if scene.kind != "video":
+            raise cf.NodeInputError(self.NODE, "scene",
+                                    "is an image scene, which has no time to freeze: use Scene from Video")
+        if freeze_frame >= scene.num_frames:
+            raise cf.NodeInputError(self.NODE, "freeze_frame",
+                                    f"is {freeze_frame} but the scene has frames 0..{scene.num_frames - 1}")
+        with reported_as(self.NODE, "freeze_repeat"):
+            indices = freeze_indices(scene.num_frames, freeze_repeat, None if freeze_frame < 0 else freeze_frame)
+            return (scene.select_frames(indices),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "InSpatioSceneFromVideo": InSpatioSceneFromVideo,
+    "InSpatioSceneFromImages": InSpatioSceneFromImages,
+    "InSpatioFreezeScene": InSpatioFreezeScene,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {name: cls.NODE for name, cls in NODE_CLASS_MAPPINGS.items()}
