@@ -331,7 +331,8 @@ class WanVAE(nn.Module):
         # Frame 0 is a chunk of its own; every later chunk is 4 frames, as in WanVAE_.encode.
         first = 1 if state.frames_encoded == 0 else 0
         chunks = [video[:, :, :first]] if first else []
-        chunks += list(video[:, :, first:].split(FRAMES_PER_LATENT, dim=2))
+        if video.shape[2] > first:
+            chunks += list(video[:, :, first:].split(FRAMES_PER_LATENT, dim=2))
         state.frames_encoded += frames.shape[1]
         latents = [self._encode_chunk(chunk, state.encoder_memory) for chunk in chunks]
         return rearrange(torch.cat(latents, dim=2), "b c g h w -> b g c h w")
