@@ -1,0 +1,168 @@
+"""TAEHV (``core/wan/taehv.py``): parity, frame alignment, streaming, loading and bad input."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+from conftest import fixture_cases, require_fixture, sibling
+from safetensors.torch import load_file, save_file
+
+from inspatio_nodes.core.codec import CodecInputError
+from inspatio_nodes.core.wan.checkpoints import CheckpointError
+from inspatio_nodes.core.wan.taehv import TAEHV, TAEHVConfig, load_taehv
+from inspatio_nodes.core.wan.vae import WanVAE, WanVAEConfig
+
+TAEHV_CASES = fixture_cases("*taehv*_io*.safetensors")
+ATOL = 1e-4  # fixtures/README.md §9: a float64 run differs by at most 2.7e-6
+STREAM_ATOL = 1e-5  # chunked convolutions may round differently from one pass, never more
+
+
+@functools.lru_cache(maxsize=2)
+def _fixture_weights(case_path):
+    return load_file(str(require_fixture(sibling(case_path, "io", "weights"))))
+
+
+def _fixture_model(case_path):
+    io = load_file(str(require_fixture(case_path)))
+    return load_taehv(_fixture_weights(case_path)), io
+
+
+@functools.lru_cache(maxsize=1)
+def _random_model() -> TAEHV:
+    torch.manual_seed(0)
+    return TAEHV().eval()
+
+
+def _video(frames: int, size: int = 16, seed: int = 2) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(1, frames, 3, size, size, generator=generator) * 2 - 1
+
+
+@pytest.mark.parametrize("case_path", TAEHV_CASES)
+def test_encode_video_matches_upstream_including_end_padding(case_path):
+    model, io = _fixture_model(case_path)
+    with torch.no_grad():
+        latents = model.encode_video(io["video"])
+    assert latents.shape == io["latent"].shape
+    torch.testing.assert_close(latents, io["latent"], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("case_path", TAEHV_CASES)
+def test_decode_video_matches_upstream_and_drops_the_start_up_frames(case_path):
+    model, io = _fixture_model(case_path)
+    with torch.no_grad():
+        frames = model.decode_video(io["latent"])
+        raw = model.decode_raw(io["latent"], {})
+    assert frames.shape == io["decoded"].shape
+    torch.testing.assert_close(frames, io["decoded"], atol=ATOL, rtol=0)
+    trimmed = io["decoded_trimmed_frames"]
+    assert trimmed.shape[1] == model.config.frames_to_trim
+    torch.testing.assert_close(raw[:, : trimmed.shape[1]], trimmed, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("case_path", TAEHV_CASES)
+def test_codec_encode_of_1_plus_4k_frames_is_upstream_encode_video_in_minus_one_one(case_path):
+    model, io = _fixture_model(case_path)
+    usable = 1 + 4 * ((io["video"].shape[1] - 1) // 4)
+    video = io["video"][:, :usable]
+    latents = model.encode(video * 2 - 1, model.new_state())
+    assert latents.shape[1] == 1 + (usable - 1) // 4  # as many latents as the Wan VAE gives
+    with torch.no_grad():
+        torch.testing.assert_close(latents, model.encode_video(video), atol=STREAM_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("case_path", TAEHV_CASES)
+def test_codec_decode_gives_the_wan_frame_layout_in_minus_one_one(case_path):
+    model, io = _fixture_model(case_path)
+    frames = model.decode(io["latent"], model.new_state())
+    assert frames.shape[1] == 1 + 4 * (io["latent"].shape[1] - 1)
+    torch.testing.assert_close(frames, io["decoded"] * 2 - 1, atol=2 * ATOL, rtol=0)
+
+
+def test_streamed_encode_holds_the_last_frame_for_each_chunks_look_ahead():
+    model = _random_model()
+    video = _video(13)
+    state = model.new_state()
+    chunk_ends = [5, 9, 13]
+    streamed, start = [], 0
+    for end in chunk_ends:
+        streamed.append(model.encode(video[:, start:end], state))
+        start = end
+    assert [piece.shape[1] for piece in streamed] == [2, 1, 1]
+    whole = model.encode(video, model.new_state())
+    for end, piece in zip(chunk_ends, streamed):
+        # The last latent of a chunk is what a whole encode of the frames so far gives...
+        prefix = model.encode(video[:, :end], model.new_state())
+        torch.testing.assert_close(piece[:, -1], prefix[:, -1], atol=STREAM_ATOL, rtol=0)
+    # ...and every other latent equals the whole-video encode.
+    torch.testing.assert_close(streamed[0][:, 0], whole[:, 0], atol=STREAM_ATOL, rtol=0)
+    torch.testing.assert_close(streamed[-1], whole[:, -1:], atol=STREAM_ATOL, rtol=0)
+
+
+def test_streamed_decode_equals_the_whole_decode():
+    model = _random_model()
+    latents = torch.randn(1, 4, 16, 2, 2, generator=torch.Generator().manual_seed(5))
+    whole = model.decode(latents, model.new_state())
+    state = model.new_state()
+    pieces = [model.decode(latents[:, :1], state), model.decode(latents[:, 1:3], state), model.decode(latents[:, 3:], state)]
+    assert [piece.shape[1] for piece in pieces] == [1, 8, 4]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), whole, atol=STREAM_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("case_path", TAEHV_CASES)
+def test_a_tgrow_kernel_larger_in_the_file_keeps_its_last_rows(case_path):
+    weights = _fixture_weights(case_path)
+    full, preview = TAEHVConfig(), TAEHVConfig(decoder_time_upscale=(False, False, True))
+    model = load_taehv(weights, config=preview)
+    patched = 0
+    for key, kept in model.state_dict().items():
+        if kept.shape != weights[key].shape:
+            torch.testing.assert_close(kept, weights[key][-kept.shape[0] :].float(), atol=0, rtol=0)
+            patched += 1
+    assert patched == sum(ours != theirs for ours, theirs in zip(preview.decoder_time_upscale, full.decoder_time_upscale))
+    assert model.decode(torch.zeros(1, 2, 16, 2, 2), model.new_state()).shape[1] == 2 * 2 - 1
+
+
+@pytest.mark.parametrize("case_path", TAEHV_CASES)
+def test_every_accepted_file_layout_loads_the_same_model(case_path, tmp_path):
+    weights = _fixture_weights(case_path)
+    reference, _ = _fixture_model(case_path)
+    pth = tmp_path / "taew2_1.pth"
+    torch.save(dict(weights), pth)
+    comfy = {key.replace("encoder.", "taehv_encoder.", 1).replace("decoder.", "taehv_decoder.", 1): value
+             for key, value in weights.items()}
+    comfy_file = tmp_path / "taew2_1.safetensors"
+    save_file(comfy, str(comfy_file))
+    for source in (pth, comfy_file, reference.state_dict()):
+        loaded = load_taehv(source)
+        for key, value in reference.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_wan_vae_weights_given_as_taehv_are_refused():
+    with pytest.raises(CheckpointError, match="Wan2.1 VAE"):
+        load_taehv(WanVAE(WanVAEConfig(base_dim=4)).state_dict())
+
+
+def test_a_taehv_for_another_latent_space_is_refused():
+    weights = _random_model().state_dict()
+    patched = {**weights, "encoder.0.weight": torch.zeros(64, 12, 3, 3)}
+    with pytest.raises(CheckpointError, match="taew2_2"):
+        load_taehv(patched)
+    wide = {**weights, "decoder.1.weight": torch.zeros(256, 48, 3, 3)}
+    with pytest.raises(CheckpointError, match="48-channel"):
+        load_taehv(wide)
+
+
+def test_bad_frames_are_refused_with_the_fix():
+    model = _random_model()
+    with pytest.raises(CodecInputError, match="1 \\+ 4k"):
+        model.encode(_video(14), model.new_state())
+    with pytest.raises(CodecInputError, match="multiples of 8"):
+        model.encode(_video(5, size=12), model.new_state())
+    nan_video = _video(1)
+    nan_video[..., 0] = float("nan")
+    with pytest.raises(CodecInputError, match="NaN"):
+        model.encode(nan_video, model.new_state())
