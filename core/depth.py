@@ -139,3 +139,17 @@ def read_depth(values: DepthValues, reading: DepthReading) -> DepthMaps:
         inverse_depth = fraction.double() / near + (1.0 - fraction.double()) / far
         return (1.0 / inverse_depth).float()
     return (near + fraction.double() * (far - near)).float()
+
+
+def foreground_depth(depth: DepthMaps) -> float:
+    """The nearest valid depth of the first frame: v1's ``first_depth_min``.
+
+    v1 ``datasets/test_dataset.py`` scales camera-path radii by it (the README's "radius ×
+    foreground depth"), so presets given in multiples of the scene depth move the camera in
+    proportion to how close the subject is.
+    """
+    first_frame = depth[0]
+    valid = first_frame[torch.isfinite(first_frame) & (first_frame > 0)]
+    if valid.numel() == 0:
+        raise DepthReadingError("the first frame has no valid depth, so the scene has no foreground depth")
+    return float(valid.min())

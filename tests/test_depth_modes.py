@@ -9,6 +9,7 @@ from inspatio_nodes.core.depth import (
     DepthReading,
     DepthReadingError,
     depth_values_from_image,
+    foreground_depth,
     match_depth_size,
     read_depth,
 )
@@ -102,3 +103,13 @@ def test_depth_is_resized_to_the_frames_with_nearest_sampling():
 def test_depth_of_another_aspect_ratio_is_refused():
     with pytest.raises(DepthReadingError, match="aspect"):
         match_depth_size(torch.ones(1, 10, 10), 10, 20)
+
+
+def test_foreground_depth_is_the_nearest_valid_depth_of_the_first_frame():
+    depth = torch.tensor([[[0.0, 3.0], [float("nan"), 2.5]], [[0.5, 0.5], [0.5, 0.5]]])
+    assert foreground_depth(depth) == 2.5
+
+
+def test_foreground_depth_of_an_empty_first_frame_is_refused():
+    with pytest.raises(DepthReadingError, match="first frame"):
+        foreground_depth(torch.zeros(1, 2, 2))
