@@ -1,0 +1,81 @@
+"""The shared codec interface (``core/codec.py``): ComfyUI latent space, dispatch, frame policy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import fixture_cases, require_fixture
+from safetensors.torch import load_file
+
+from inspatio_nodes.core.codec import (
+    WAN21_LATENT_MEAN,
+    WAN21_LATENT_STD,
+    CodecInputError,
+    describe_weights,
+    from_comfy_latent,
+    load_codec,
+    to_comfy_latent,
+)
+from inspatio_nodes.core.wan.checkpoints import CheckpointError
+from inspatio_nodes.core.wan.taehv import TAEHV
+from inspatio_nodes.core.wan.vae import WanVAE, WanVAEConfig
+
+VAE_CASES = fixture_cases("*wan_vae*_io*.safetensors")
+
+
+def _latents(seed: int = 0) -> torch.Tensor:
+    return torch.randn(2, 3, 16, 4, 5, generator=torch.Generator().manual_seed(seed))
+
+
+def test_raw_and_normalised_latents_round_trip():
+    latents = _latents()
+    raw = to_comfy_latent(latents)
+    assert raw.shape == (2, 16, 3, 4, 5)
+    torch.testing.assert_close(from_comfy_latent(raw), latents, atol=1e-6, rtol=0)
+
+
+def test_raw_latents_follow_comfyui_wan21_process_out():
+    latents = _latents(1)
+    raw = to_comfy_latent(latents)
+    channel = 7
+    expected = latents[:, :, channel] * WAN21_LATENT_STD[channel] + WAN21_LATENT_MEAN[channel]
+    torch.testing.assert_close(raw[:, channel], expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("case_path", VAE_CASES)
+def test_comfyui_process_in_of_the_raw_encoder_mean_gives_the_dit_latents(case_path):
+    io = load_file(str(require_fixture(case_path)))
+    if "debug.mu_unnormalised" not in io:
+        pytest.skip("this fixture set has no unnormalised encoder means")
+    tables = {"mean": tuple(io["mean"].tolist()), "std": tuple(io["std"].tolist())}
+    normalised = from_comfy_latent(io["debug.mu_unnormalised"], **tables)
+    torch.testing.assert_close(normalised, io["latent"], atol=1e-5, rtol=0)
+
+
+def test_the_codec_is_chosen_by_the_weights():
+    vae_weights = WanVAE(WanVAEConfig(base_dim=4)).state_dict()
+    taehv_weights = TAEHV().state_dict()
+    assert isinstance(load_codec(vae_weights), WanVAE)
+    assert isinstance(load_codec(taehv_weights), TAEHV)
+    with pytest.raises(CheckpointError, match="DiT"):
+        load_codec({"blocks.0.self_attn.q.weight": torch.zeros(1)})
+
+
+def test_both_codecs_share_the_frame_layout():
+    torch.manual_seed(0)
+    frames = torch.rand(1, 9, 3, 16, 16) * 2 - 1
+    for codec in (WanVAE(WanVAEConfig(base_dim=4)).eval(), TAEHV().eval()):
+        latents = codec.encode(frames, codec.new_state())
+        assert latents.shape == (1, 3, 16, 2, 2), codec.name
+        assert codec.decode(latents, codec.new_state()).shape == frames.shape, codec.name
+
+
+def test_diffusers_folder_weights_are_named_as_such():
+    weights = {"decoder.up_blocks.0.resnets.0.conv1.weight": torch.zeros(1), "post_quant_conv.weight": torch.zeros(1)}
+    assert "diffusers" in describe_weights(weights)
+
+
+def test_a_wrong_frame_count_suggests_the_nearest_valid_counts():
+    codec = WanVAE(WanVAEConfig(base_dim=4)).eval()
+    with pytest.raises(CodecInputError, match="13 or 17"):
+        codec.encode(torch.zeros(1, 14, 3, 16, 16), codec.new_state())
