@@ -1,1 +1,21 @@
-"""Triton kernels, each beside the plain PyTorch reference of the same function."""
+"""Triton kernels, each beside the plain PyTorch reference of the same function.
+
+The fused kernel module (``rope_attention_triton``) imports Triton, an optional dependency, so it
+is not re-exported: :func:`dispatch` loads it when it is used.
+"""
+
+from .attention_backends import attend, dispatch, kernel_available, rope_table, select_backend
+from .rope import RopeTable, apply_rope
+from .rope_attention import AttentionCallError, rope_cached_attention_reference
+
+__all__ = [
+    "AttentionCallError",
+    "RopeTable",
+    "apply_rope",
+    "attend",
+    "dispatch",
+    "kernel_available",
+    "rope_cached_attention_reference",
+    "rope_table",
+    "select_backend",
+]

@@ -11,6 +11,8 @@
 
 Backends 2-5 only attend: RoPE (float64, as the official code), the concatenation with the cache
 and the cache write come from :func:`kernels.rope_attention.unfused_rope_cached_attention`.
+:func:`attend` runs plain attention (the cross-attention over the text) on the same backends;
+the fused kernel has RoPE built in, so there it falls back to the best of the others.
 The official code prefers SageAttention, then FA3, then FA2 (``wan/modules/attention.py``); here
 the exact backends come before the quantised one. Optional packages are imported lazily, on the
 first call that could use them. ``INSPATIO_ATTENTION_BACKEND=<name>`` forces one backend.
@@ -148,6 +150,33 @@ ATTEND_FUNCTIONS: dict[str, AttendFunction] = {
 }
 
 
+@lru_cache(maxsize=None)
+def rope_table(head_dim: int, max_positions: int, device: torch.device) -> RopeTable:
+    """The table :func:`dispatch` takes, built once per (head dim, positions, device)."""
+    return RopeTable.for_head_dim(head_dim, max_positions).to(device)
+
+
+def _checked_backend(backend: str | None, q: Queries, *, rotates: bool) -> str:
+    """``backend`` if it can run q's device/dtype/head dim, or the selected one when None."""
+    device, dtype, head_dim = q.device, q.dtype, q.shape[-1]
+    if backend is None:
+        backend = select_backend(device, dtype, head_dim)
+    elif not backend_usable(backend, device, dtype, head_dim):
+        raise AttentionCallError(
+            f"attention backend {backend!r} cannot run {dtype} head_dim={head_dim} on {device}: "
+            f"choose another from {BACKEND_PREFERENCE}"
+        )
+    if backend == "triton" and not rotates:
+        return next(name for name in BACKEND_PREFERENCE[1:]
+                    if backend_usable(name, device, dtype, head_dim))
+    return backend
+
+
+def attend(q: Queries, k: Keys, v: Values, *, backend: str | None = None) -> AttentionOutput:
+    """Plain unmasked attention ``[B, N, Hd, Dh]`` (no RoPE, no cache): the cross-attention."""
+    return ATTEND_FUNCTIONS[_checked_backend(backend, q, rotates=False)](q, k, v)
+
+
 def dispatch(q: Queries, k: Keys, v: Values, *, rope: RopeTable, grid: TokenGrid,
              frame_offset: int, cache_k: CacheBuffer | None, cache_v: CacheBuffer | None,
              read_len: int, write_offset: int | None, backend: str | None = None
@@ -155,15 +184,10 @@ def dispatch(q: Queries, k: Keys, v: Values, *, rope: RopeTable, grid: TokenGrid
     """RoPE + KV-cache self-attention (contract of ``rope_cached_attention_reference``).
 
     ``backend`` names one of :data:`BACKEND_PREFERENCE`; None selects with
-    :func:`select_backend`.
+    :func:`select_backend`. ``rope`` comes from :func:`rope_table` (or
+    ``RopeTable.for_head_dim(Dh, max_positions).to(device)``, the same thing).
     """
-    if backend is None:
-        backend = select_backend(q.device, q.dtype, q.shape[-1])
-    elif not backend_usable(backend, q.device, q.dtype, q.shape[-1]):
-        raise AttentionCallError(
-            f"attention backend {backend!r} cannot run {q.dtype} head_dim={q.shape[-1]} on "
-            f"{q.device}: choose another from {BACKEND_PREFERENCE}"
-        )
+    backend = _checked_backend(backend, q, rotates=True)
     call = dict(rope=rope, grid=grid, frame_offset=frame_offset, cache_k=cache_k,
                 cache_v=cache_v, read_len=read_len, write_offset=write_offset)
     if backend == "triton":

@@ -19,6 +19,7 @@ pytest.importorskip("triton", reason="the fused attention kernel needs triton (p
 
 from inspatio_nodes.kernels.attention_backends import (  # noqa: E402
     BACKEND_ENV,
+    attend,
     dispatch,
     kernel_available,
     select_backend,
@@ -235,6 +236,13 @@ def test_cpu_selects_sdpa_and_the_environment_can_force_the_kernel(monkeypatch):
     monkeypatch.setenv(BACKEND_ENV, "flash2")
     with pytest.raises(AttentionCallError, match="flash2"):
         select_backend("cpu", torch.float32, 32)
+
+
+def test_plain_attention_asked_of_the_kernel_runs_on_the_next_backend():
+    q, k, v = (torch.randn(1, 20, HEADS, 16) for _ in range(3))
+    expected = torch.softmax(torch.einsum("bnhd,bmhd->bhnm", q, k) / math.sqrt(16), dim=-1)
+    expected = torch.einsum("bhnm,bmhd->bnhd", expected, v)
+    torch.testing.assert_close(attend(q, k, v, backend="triton"), expected, atol=FP32_ATOL, rtol=0)
 
 
 def test_kernel_is_unavailable_on_cpu_without_the_interpreter(monkeypatch):
