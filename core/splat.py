@@ -206,25 +206,22 @@ def splat_soft(
     weights = corner_weights * projection.valid.to(torch.float32) / depth_weight
 
     pair_offset = torch.arange(n, device=values.device)[:, None, None] * (canvas_height * canvas_width)
-    targets = pair_offset + corner_rows * canvas_width + corner_cols
-    weighted = torch.cat([
-        rearrange(values.to(torch.float32), "n c h w -> n h w c") * weights[..., None],
-        weights[..., None],
-    ], dim=-1)
-    # One flat canvas of (pixel, channel) cells. The contributions are laid out corner-major
-    # (k n h w), so every cell sums its terms in upstream's order. The sum must not depend on
-    # scheduling: two views with bit-identical inputs must get bit-identical sums, or the strict
-    # `<` of the view fusion could pick the later one. CPU index_add_ on a 1-D tensor adds
-    # serially in index order; on CUDA index_put_(accumulate=True) sorts the targets (stably)
-    # and sums each one in order, whereas CUDA index_add_ and CPU index_put_ use unordered atomics.
-    cells = (targets[..., None] * (channels + 1) + torch.arange(channels + 1, device=values.device)).flatten()
-    contributions = weighted.flatten()
-    canvas = values.new_zeros(n * canvas_height * canvas_width * (channels + 1), dtype=torch.float32)
-    if canvas.is_cuda:
-        canvas.index_put_((cells,), contributions, accumulate=True)
-    else:
-        canvas.index_add_(0, cells, contributions)
-    canvas = rearrange(canvas, "(n h w c) -> n c h w", n=n, h=canvas_height, w=canvas_width)
+    targets = (pair_offset + corner_rows * canvas_width + corner_cols).flatten()
+    channel_planes = rearrange(values.to(torch.float32), "n c h w -> c 1 n h w")
+    contributions = torch.cat([channel_planes * weights, weights[None]])  # [C+1, 4, N, H, W]
+    canvas = values.new_zeros((channels + 1, n * canvas_height * canvas_width), dtype=torch.float32)
+    # Contributions are corner-major (k n h w), so every canvas cell sums its terms in upstream's
+    # order. The sum must not depend on scheduling: two views with bit-identical inputs must get
+    # bit-identical sums, or the strict `<` of the view fusion could pick the later one. CPU
+    # index_add_ on a 1-D tensor adds serially in index order; CUDA index_put_(accumulate=True)
+    # sorts the targets stably and sums each in order. (CUDA index_add_ and CPU index_put_ use
+    # unordered atomics.) Hence one 1-D plane per channel.
+    for plane, contribution in zip(canvas, contributions):
+        if plane.is_cuda:
+            plane.index_put_((targets,), contribution.flatten(), accumulate=True)
+        else:
+            plane.index_add_(0, targets, contribution.flatten())
+    canvas = rearrange(canvas, "c (n h w) -> n c h w", n=n, h=canvas_height, w=canvas_width)
     canvas = canvas[:, :, CANVAS_BORDER:-CANVAS_BORDER, CANVAS_BORDER:-CANVAS_BORDER]
     weight_sum = canvas[:, channels]
     known = weight_sum > 0
@@ -552,21 +549,14 @@ def iter_mask_latents(mask_chunks: Iterable[Annotated[Tensor, "T 3 H W uint8"]])
 # Follows ``modules/point_renderer.py`` (``TorchPointCloudRenderer``, mode "fast") of
 # inspatio/worldfm bit for bit on the CPU: a float16 point cache, a float16 camera transform, a
 # float32 projection, a per-pixel minimum-z buffer and "last point in order wins" among the
-# points tied at that minimum. This section is self-contained (its own imports) because the
-# soft z-buffer above it is maintained separately.
+# points tied at that minimum. It uses the module's imports above (torch, einops, dataclass,
+# Annotated, Tensor, Intrinsics, WorldToCamera); Points is the only name it adds.
 
-from dataclasses import dataclass  # noqa: E402
-
-import torch  # noqa: E402
-from einops import rearrange  # noqa: E402
-from torch import Tensor  # noqa: E402
-from typing import Annotated  # noqa: E402
-
-from .types import Intrinsics, Points, WorldToCamera  # noqa: E402
+from .types import Points
 
 PointColoursU8 = Annotated[Tensor, "P 3 uint8 RGB"]
 RenderedImageU8 = Annotated[Tensor, "T H W 3 uint8 RGB, black where no point landed"]
-RenderedDepth = Annotated[Tensor, "T H W float32 z-depth (float16 values), 0 where no point landed"]
+RenderedDepth = Annotated[Tensor, "T H W float32 z-depth (float16 values), 0 where empty"]
 
 NEAR_PLANE = 1e-3  # points at z <= this (float16 comparison) are dropped; there is no far plane
 TIE_TOLERANCE = 1e-4  # a point is drawn when its z is within this of the pixel's minimum z
@@ -605,7 +595,8 @@ def half_point_cloud(points: Points, colours_u8: PointColoursU8) -> HalfPointClo
         )
     # Upstream is handed rgb/255 in float64, casts it to float32, clips, then caches float16.
     unit_rgb = (colours_u8.to(torch.float64) / U8_MAX).to(torch.float32).clamp(0.0, 1.0)
-    return HalfPointCloud(xyz=points.to(torch.float32).to(torch.float16), rgb=unit_rgb.to(torch.float16))
+    xyz16 = points.to(torch.float32).to(torch.float16)
+    return HalfPointCloud(xyz=xyz16, rgb=unit_rgb.to(torch.float16))
 
 
 def render_points_hard(
@@ -623,7 +614,7 @@ def render_points_hard(
     """
     poses = world_to_camera.reshape(-1, 4, 4)
     cameras = intrinsics.reshape(-1, 3, 3).expand(poses.shape[0], 3, 3)
-    frames = [_render_one(cloud, cameras[i], poses[i], height, width) for i in range(poses.shape[0])]
+    frames = [_render_one(cloud, k, pose, height, width) for k, pose in zip(cameras, poses)]
     images, depths = zip(*frames)
     return torch.stack(images), torch.stack(depths)
 
@@ -650,9 +641,8 @@ def _render_one(
     # float32 (the products are exact) and rounded to float16 once; the translation is then
     # added in float16. Written out so every device gives the CPU result.
     xyz32, rotation32 = cloud.xyz.to(torch.float32), rotation.to(torch.float32)
-    rotated = (xyz32[:, 0:1] * rotation32[:, 0] + xyz32[:, 1:2] * rotation32[:, 1]) + xyz32[
-        :, 2:3
-    ] * rotation32[:, 2]
+    x_terms, y_terms, z_terms = (xyz32[:, axis, None] * rotation32[:, axis] for axis in range(3))
+    rotated = (x_terms + y_terms) + z_terms
     camera_points = rotated.to(torch.float16) + translation
     z16 = camera_points[:, 2]
     # float16 comparison against the near plane, as upstream; far=1e6 is +inf in float16, so

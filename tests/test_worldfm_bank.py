@@ -8,8 +8,6 @@ import math
 import pytest
 import torch
 from conftest import fixture_cases, load_json, require_fixture, sibling
-from safetensors.torch import load_file
-
 from inspatio_nodes.core.splat import half_point_cloud, render_points_hard
 from inspatio_nodes.core.worldfm.bank import (
     PanoramaInputError,
@@ -27,6 +25,7 @@ from inspatio_nodes.core.worldfm.bank import (
     select_reference,
     single_image_bank,
 )
+from safetensors.torch import load_file
 
 PANO_CASES = fixture_cases("*worldfm_geometry*pano*.safetensors")
 RENDER_CASES = fixture_cases("*worldfm_geometry*render*.safetensors")
@@ -62,7 +61,9 @@ def test_prepare_depth_matches_upstream(case_path):
     pano, config = _pano_case(case_path)
     scale = config["postprocess_panorama"]["depth_scale"]
     height, width = pano["depth"].shape
-    torch.testing.assert_close(prepare_depth(pano["depth_raw"], scale, width, height), pano["depth"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        prepare_depth(pano["depth_raw"], scale, width, height), pano["depth"], atol=1e-5, rtol=0
+    )
     small_scale = config["prepare_depth_case"]["depth_scale"]
     out = pano["prepare_depth.out"]
     upsampled = prepare_depth(pano["prepare_depth.in"], small_scale, out.shape[1], out.shape[0])
@@ -82,7 +83,9 @@ def test_bank_poses_intrinsics_and_images_match_upstream(case_path):
     pano, _ = _pano_case(case_path)
     bank = _bank_of(pano)
     assert torch.equal(bank_yaw_pitch(), pano["bank.yaw_pitch"])
-    torch.testing.assert_close(bank.camera_to_world.to(torch.float64), pano["bank.c2w"], atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        bank.camera_to_world.to(torch.float64), pano["bank.c2w"], atol=1e-6, rtol=0
+    )
     torch.testing.assert_close(bank.intrinsics, pano["bank.K"], atol=0, rtol=0)
     difference = (bank.images.to(torch.int32) - pano["bank.images_u8"].to(torch.int32)).abs()
     assert int(difference.max()) <= BANK_IMAGE_MAX_DIFF
@@ -106,7 +109,12 @@ def test_selection_counts_scores_and_best_views_match_upstream(case_path):
     unweighted = dataclasses.replace(params, use_distance_weight=False)
     world_to_camera = torch.linalg.inv(render["target.c2w"])
     for pose in range(world_to_camera.shape[0]):
-        arguments = (database, render["render.depth"][pose], render["target.K"], world_to_camera[pose])
+        arguments = (
+            database,
+            render["render.depth"][pose],
+            render["target.K"],
+            world_to_camera[pose],
+        )
         chosen = select_reference(*arguments, params)
         assert (chosen.best, chosen.hits, chosen.samples) == (
             int(render["select.best"][pose]),
@@ -118,29 +126,44 @@ def test_selection_counts_scores_and_best_views_match_upstream(case_path):
         assert torch.equal(plain.counts.to(torch.float32), render["select.counts"][pose])
         assert plain.best == int(render["select.best_unweighted"][pose])
         other = select_reference(*arguments, variant)
-        assert (other.best, other.hits) == (int(render["select_variant.best"][pose]), int(render["select_variant.hits"][pose]))
+        assert (other.best, other.hits) == (
+            int(render["select_variant.best"][pose]),
+            int(render["select_variant.hits"][pose]),
+        )
         assert torch.equal(other.scores, render["select_variant.score"][pose])
 
 
 @pytest.mark.parametrize("case_path", RENDER_CASES)
 def test_selected_reference_is_resized_with_pil_bilinear(case_path):
     render, pano, _, _ = _render_case(case_path)
-    bank = ReferenceBank(images=pano["bank.images_u8"], intrinsics=pano["bank.K"], camera_to_world=pano["bank.c2w"])
+    bank = ReferenceBank(
+        images=pano["bank.images_u8"], intrinsics=pano["bank.K"], camera_to_world=pano["bank.c2w"]
+    )
     size = render["select.cond_nearest_u8"].shape[1]
     for pose, best in enumerate(render["select.best"].tolist()):
-        assert torch.equal(reference_image(bank, best, size), render["select.cond_nearest_u8"][pose])
+        assert torch.equal(
+            reference_image(bank, best, size), render["select.cond_nearest_u8"][pose]
+        )
 
 
 def test_bank_views_look_along_the_documented_axes():
     camera_to_world = bank_camera_to_world(bank_yaw_pitch())
     forward = camera_to_world[:, :3, 2]
     assert camera_to_world.shape == (42, 4, 4)
-    torch.testing.assert_close(forward[0], torch.tensor([1.0, 0.0, 0.0]), atol=1e-6, rtol=0)  # yaw 0
-    torch.testing.assert_close(forward[6], torch.tensor([0.0, 0.0, 1.0]), atol=1e-6, rtol=0)  # yaw -90°
-    torch.testing.assert_close(forward[40], torch.tensor([0.0, -1.0, 0.0]), atol=1e-6, rtol=0)  # up (y down)
+    torch.testing.assert_close(
+        forward[0], torch.tensor([1.0, 0.0, 0.0]), atol=1e-6, rtol=0
+    )  # yaw 0
+    torch.testing.assert_close(
+        forward[6], torch.tensor([0.0, 0.0, 1.0]), atol=1e-6, rtol=0
+    )  # yaw -90°
+    torch.testing.assert_close(
+        forward[40], torch.tensor([0.0, -1.0, 0.0]), atol=1e-6, rtol=0
+    )  # up (y down)
     torch.testing.assert_close(forward[41], torch.tensor([0.0, 1.0, 0.0]), atol=1e-6, rtol=0)
     rotation = camera_to_world[:, :3, :3]
-    torch.testing.assert_close(rotation.transpose(1, 2) @ rotation, torch.eye(3).expand(42, 3, 3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        rotation.transpose(1, 2) @ rotation, torch.eye(3).expand(42, 3, 3), atol=1e-6, rtol=0
+    )
     assert torch.all(torch.linalg.det(rotation) > 0)
     assert torch.all(camera_to_world[:, :3, 3] == 0)
 
@@ -149,7 +172,9 @@ def _sphere_room(height: int = 32, radius: float = 4.0):
     """A panorama of a sphere around the origin with a colour per pixel column and row."""
     rows = torch.arange(height)[:, None].expand(height, 2 * height)
     columns = torch.arange(2 * height)[None].expand(height, 2 * height)
-    panorama = torch.stack([columns * 4 % 256, rows * 8 % 256, (rows + columns) % 256], -1).to(torch.uint8)
+    panorama = torch.stack([columns * 4 % 256, rows * 8 % 256, (rows + columns) % 256], -1).to(
+        torch.uint8
+    )
     return panorama, torch.full((height, 2 * height), radius)
 
 
@@ -161,7 +186,9 @@ def test_selector_picks_the_bank_view_the_target_looks_through():
     database = condition_database(bank, half_point_cloud(points, colours), render_size)
     target_view = 10  # yaw 90°, pitch 45°
     target = bank.world_to_camera[target_view]
-    _, depth = render_points_hard(half_point_cloud(points, colours), bank.intrinsics, target, render_size, render_size)
+    _, depth = render_points_hard(
+        half_point_cloud(points, colours), bank.intrinsics, target, render_size, render_size
+    )
     chosen = select_reference(database, depth[0], bank.intrinsics, target)
     assert chosen.best == target_view
     assert chosen.hits == chosen.samples
@@ -200,12 +227,18 @@ def test_reference_latents_are_encoded_once_per_view():
 
 def test_single_image_with_depth_renders_back_into_its_own_camera():
     height, width = 12, 16
-    image = torch.randint(0, 256, (height, width, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    image = torch.randint(
+        0, 256, (height, width, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    )
     depth = torch.linspace(1.0, 3.0, height * width).reshape(height, width)
-    intrinsics = torch.tensor([[14.0, 0.0, 8.0], [0.0, 14.0, 6.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    intrinsics = torch.tensor(
+        [[14.0, 0.0, 8.0], [0.0, 14.0, 6.0], [0.0, 0.0, 1.0]], dtype=torch.float64
+    )
     world_to_camera = _translation(0.2, -0.1, 0.5)
     points, colours = image_points(image, depth, intrinsics, world_to_camera)
-    _, rendered_depth = render_points_hard(half_point_cloud(points, colours), intrinsics, world_to_camera, height, width)
+    _, rendered_depth = render_points_hard(
+        half_point_cloud(points, colours), intrinsics, world_to_camera, height, width
+    )
     torch.testing.assert_close(rendered_depth[0], depth, atol=2e-3, rtol=0)  # float16 positions
     bank = single_image_bank(image, intrinsics, world_to_camera)
     assert bank.num_views == 1 and torch.equal(bank.images[0], image)

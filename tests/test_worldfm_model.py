@@ -7,8 +7,6 @@ import math
 import pytest
 import torch
 from conftest import fixture_cases, load_json, require_fixture, sibling
-from safetensors.torch import load_file, save_file
-
 from inspatio_nodes.core.worldfm.model import (
     WorldFMCheckpointError,
     WorldFMConfig,
@@ -18,13 +16,21 @@ from inspatio_nodes.core.worldfm.model import (
     sincos_position_table,
     timestep_frequencies,
 )
+from safetensors.torch import load_file, save_file
 
 MODEL_CASES = fixture_cases("*worldfm_model*_io*.safetensors")
 TIMESTEP_KEYS = ("t999", "t200")
 
 
 def tiny_config(**overrides) -> WorldFMConfig:
-    sizes = dict(depth=2, hidden_size=32, num_heads=2, mlp_hidden=64, input_size=8, pe_interpolation=0.125)
+    sizes = {
+        "depth": 2,
+        "hidden_size": 32,
+        "num_heads": 2,
+        "mlp_hidden": 64,
+        "input_size": 8,
+        "pe_interpolation": 0.125,
+    }
     return WorldFMConfig(**(sizes | overrides))
 
 
@@ -33,7 +39,9 @@ def random_model(config: WorldFMConfig, seed: int = 0) -> WorldFMModel:
     model = WorldFMModel(config)
     with torch.no_grad():
         for parameter in model.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) / math.sqrt(parameter.shape[-1]))
+            parameter.copy_(
+                torch.randn(parameter.shape, generator=generator) / math.sqrt(parameter.shape[-1])
+            )
     return model.eval()
 
 
@@ -77,7 +85,9 @@ def test_forward_matches_the_official_model_at_both_timesteps(case_path):
     io, _, _, model = _model_case(case_path)
     with torch.no_grad():
         for key in TIMESTEP_KEYS:
-            out = model(io["inputs.z"], io[f"inputs.timestep_{key}"], io["inputs.cond1"], io["inputs.cond2"])
+            out = model(
+                io["inputs.z"], io[f"inputs.timestep_{key}"], io["inputs.cond1"], io["inputs.cond2"]
+            )
             torch.testing.assert_close(out, io[f"model.{key}.out"], atol=1e-5, rtol=0)
         strip = torch.cat([io["inputs.z"], io["inputs.cond1"], io["inputs.cond2"]], dim=-1)
         full = model.forward_strip(strip, io["inputs.timestep_t999"])
@@ -88,25 +98,47 @@ def test_forward_matches_the_official_model_at_both_timesteps(case_path):
 def test_sub_module_activations_match_the_official_debug_trace(case_path):
     io, debug, _, model = _model_case(case_path)
     captured: dict[str, torch.Tensor] = {}
-    hooks = [model.x_embedder.register_forward_hook(lambda m, i, o: captured.__setitem__("x_embedder", o))]
-    hooks += [model.t_embedder.register_forward_hook(lambda m, i, o: captured.__setitem__("t_embedder", o))]
-    hooks += [model.t_block.register_forward_hook(lambda m, i, o: captured.__setitem__("t_block", o))]
-    hooks += [model.final_layer.register_forward_hook(lambda m, i, o: captured.__setitem__("final_layer", o))]
+    hooks = [
+        model.x_embedder.register_forward_hook(
+            lambda m, i, o: captured.__setitem__("x_embedder", o)
+        )
+    ]
+    hooks += [
+        model.t_embedder.register_forward_hook(
+            lambda m, i, o: captured.__setitem__("t_embedder", o)
+        )
+    ]
+    hooks += [
+        model.t_block.register_forward_hook(lambda m, i, o: captured.__setitem__("t_block", o))
+    ]
+    hooks += [
+        model.final_layer.register_forward_hook(
+            lambda m, i, o: captured.__setitem__("final_layer", o)
+        )
+    ]
     for index, block in enumerate(model.blocks):
-        hooks.append(block.register_forward_hook(lambda m, i, o, name=f"blocks.{index}": captured.__setitem__(name, o)))
+        hooks.append(
+            block.register_forward_hook(
+                lambda m, i, o, name=f"blocks.{index}": captured.__setitem__(name, o)
+            )
+        )
     config = model.config
     for key in TIMESTEP_KEYS:
         captured.clear()
         timestep = io[f"inputs.timestep_{key}"]
         with torch.no_grad():
             model(io["inputs.z"], timestep, io["inputs.cond1"], io["inputs.cond2"])
-        rows, columns = (size // config.patch_size for size in io["model.t999.full_width"].shape[-2:])
+        rows, columns = (
+            size // config.patch_size for size in io["model.t999.full_width"].shape[-2:]
+        )
         captured["pos_embed"] = sincos_position_table(
             config.hidden_size, rows, columns, config.base_size, config.pe_interpolation
         )[None]
         captured["timestep_frequency"] = timestep_frequencies(timestep)
         for name, value in captured.items():
-            torch.testing.assert_close(value, debug[f"debug.{key}.{name}"], atol=1e-5, rtol=0, msg=name)
+            torch.testing.assert_close(
+                value, debug[f"debug.{key}.{name}"], atol=1e-5, rtol=0, msg=name
+            )
     for hook in hooks:
         hook.remove()
 
@@ -128,7 +160,9 @@ def test_position_table_squeezes_the_three_panel_strip_into_the_base_grid():
                 + [math.sin(row_position * w) for w in omegas]
                 + [math.cos(row_position * w) for w in omegas]
             )
-            torch.testing.assert_close(table[row * columns + column], torch.tensor(expected), atol=1e-6, rtol=0)
+            torch.testing.assert_close(
+                table[row * columns + column], torch.tensor(expected), atol=1e-6, rtol=0
+            )
 
 
 def test_timestep_features_put_cosines_first():
@@ -158,7 +192,9 @@ def test_released_style_pth_loads_and_its_safetensors_copy_gives_the_same_output
     state = {f"module.{key}": value for key, value in released_style_state(model).items()}
     torch.save({"state_dict": state}, tmp_path / "worldfm_2-step.pth")
     loaded = load_worldfm(tmp_path / "worldfm_2-step.pth", num_heads=2)
-    save_worldfm_safetensors(tmp_path / "worldfm_2-step.pth", tmp_path / "copy.safetensors", num_heads=2)
+    save_worldfm_safetensors(
+        tmp_path / "worldfm_2-step.pth", tmp_path / "copy.safetensors", num_heads=2
+    )
     copied = load_worldfm(tmp_path / "copy.safetensors")
     assert loaded.config == model.config == copied.config
     inputs = [torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
@@ -172,16 +208,24 @@ def test_missing_keys_are_listed(tmp_path):
     state = released_style_state(random_model(tiny_config()))
     del state["blocks.1.mlp.fc2.weight"]
     save_file(state, str(tmp_path / "broken.safetensors"))
-    with pytest.raises(WorldFMCheckpointError, match=r"missing 1 keys \['blocks.1.mlp.fc2.weight'\]"):
+    with pytest.raises(
+        WorldFMCheckpointError, match=r"missing 1 keys \['blocks.1.mlp.fc2.weight'\]"
+    ):
         load_worldfm(tmp_path / "broken.safetensors", num_heads=2)
 
 
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda s: s.__setitem__("csize_embedder.mlp.0.weight", torch.zeros(2, 2)), "micro-conditioning"),
+        (
+            lambda s: s.__setitem__("csize_embedder.mlp.0.weight", torch.zeros(2, 2)),
+            "micro-conditioning",
+        ),
         (lambda s: s.__setitem__("blocks.0.attn.q_norm.weight", torch.zeros(2)), "qk-norm"),
-        (lambda s: s.__setitem__("x_embedder.proj.weight", torch.zeros(32, 8, 2, 2)), "8-channel latents"),
+        (
+            lambda s: s.__setitem__("x_embedder.proj.weight", torch.zeros(32, 8, 2, 2)),
+            "8-channel latents",
+        ),
         (lambda s: s.__setitem__("pos_embed", torch.zeros(1, 64 * 64, 32)), "1024-px"),
         (lambda s: s.pop("plucker_proj.0.weight"), "text-to-image"),
     ],

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import fixture_cases, load_json, require_fixture, sibling
-from safetensors.torch import load_file
-
+from inspatio_nodes.core.splat import render_points_hard
+from inspatio_nodes.core.worldfm.bank import image_scene, panorama_scene, reference_image
 from inspatio_nodes.core.worldfm.model import WorldFMConfig, WorldFMModel, load_worldfm
 from inspatio_nodes.core.worldfm.sampler import (
     FrameNoise,
-    LatentCodec,
+    ImageCodec,
     WorldFMSamplerError,
     alphas_cumprod,
     decode_to_u8,
+    encode_image,
     frame_noise,
     generate_frame,
+    iter_frames,
     preprocess_u8,
     sample_latent,
     signal_and_noise_scales,
 )
+from safetensors.torch import load_file
 
 MODEL_CASES = fixture_cases("*worldfm_model*_io*.safetensors")
 LATENT_STRIDE = 8
@@ -39,7 +44,7 @@ class ConstantVelocity(torch.nn.Module):
         return torch.cat([self.velocity, torch.full_like(self.velocity, 1e6)], dim=1)
 
 
-def pooling_codec() -> LatentCodec:
+def pooling_codec() -> ImageCodec:
     """A deterministic stand-in VAE: 8× average pooling to 4 channels and nearest upsampling."""
 
     def encode(pixels):
@@ -49,13 +54,16 @@ def pooling_codec() -> LatentCodec:
     def decode(latents):
         return F.interpolate(latents[:, :3], scale_factor=LATENT_STRIDE, mode="nearest").tanh()
 
-    return LatentCodec(encode=encode, decode=decode)
+    return ImageCodec(encode=encode, decode=decode)
 
 
 def _model_case(case_path):
     io = load_file(str(require_fixture(case_path)))
     config = load_json(require_fixture(sibling(case_path, "io", "config", ".json")))
-    model = load_worldfm(require_fixture(sibling(case_path, "io", "weights")), num_heads=config["model_constructor"]["num_heads"])
+    model = load_worldfm(
+        require_fixture(sibling(case_path, "io", "weights")),
+        num_heads=config["model_constructor"]["num_heads"],
+    )
     return io, config, model
 
 
@@ -74,7 +82,9 @@ def test_schedule_and_scales_match_the_official_constants(case_path):
 @pytest.mark.parametrize("case_path", MODEL_CASES)
 def test_one_and_two_step_samplers_replay_the_official_run(case_path):
     io, _, model = _model_case(case_path)
-    one = sample_latent(model, io["inputs.cond1"], io["inputs.cond2"], FrameNoise(io["inputs.z"]), steps=1)
+    one = sample_latent(
+        model, io["inputs.cond1"], io["inputs.cond2"], FrameNoise(io["inputs.z"]), steps=1
+    )
     torch.testing.assert_close(one, io["sampler1.samples"], atol=1e-5, rtol=0)
     noise = FrameNoise(io["inputs.z"], renoise=(io["sampler2.renoise"],))
     two = sample_latent(model, io["inputs.cond1"], io["inputs.cond2"], noise, steps=2)
@@ -126,24 +136,36 @@ def test_two_steps_renoise_to_200_and_recover_the_clean_latent_of_a_true_velocit
 
 
 def test_frames_are_reproducible_per_seed_and_regenerable_alone():
-    config = WorldFMConfig(depth=1, hidden_size=16, num_heads=2, mlp_hidden=32, input_size=4, pe_interpolation=1 / 16)
+    config = WorldFMConfig(
+        depth=1, hidden_size=16, num_heads=2, mlp_hidden=32, input_size=4, pe_interpolation=1 / 16
+    )
     model = WorldFMModel(config).eval()
     codec = pooling_codec()
     size = config.input_size * LATENT_STRIDE
-    renders = torch.randint(0, 256, (3, size, size, 3), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
-    reference = torch.randn(1, 4, config.input_size, config.input_size, generator=torch.Generator().manual_seed(3))
-    sequence = [generate_frame(model, codec, renders[i], reference, seed=7, frame_index=i) for i in range(3)]
+    renders = torch.randint(
+        0, 256, (3, size, size, 3), generator=torch.Generator().manual_seed(2), dtype=torch.uint8
+    )
+    reference = torch.randn(
+        1, 4, config.input_size, config.input_size, generator=torch.Generator().manual_seed(3)
+    )
+    sequence = [
+        generate_frame(model, codec, renders[i], reference, seed=7, frame_index=i) for i in range(3)
+    ]
     alone = generate_frame(model, codec, renders[2], reference, seed=7, frame_index=2)
     assert torch.equal(alone, sequence[2])
     other_seed = generate_frame(model, codec, renders[2], reference, seed=8, frame_index=2)
     assert not torch.equal(other_seed, sequence[2])
-    assert not torch.equal(frame_noise(7, 0, (1, 4, 4, 4), 2).initial, frame_noise(7, 1, (1, 4, 4, 4), 2).initial)
+    assert not torch.equal(
+        frame_noise(7, 0, (1, 4, 4, 4), 2).initial, frame_noise(7, 1, (1, 4, 4, 4), 2).initial
+    )
     assert sequence[0].shape == (1, size, size, 3) and sequence[0].dtype == torch.uint8
 
 
 def test_decoded_pixels_are_offset_by_128_and_truncated():
-    codec = LatentCodec(encode=lambda x: x, decode=lambda latent: latent, scale=0.5)
-    values = torch.tensor([-1.0, -0.999, 0.0, 0.5, 0.99, 1.0]).reshape(1, 1, 2, 3).expand(1, 3, 2, 3)
+    codec = ImageCodec(encode=lambda x: x, decode=lambda latent: latent, scale=0.5)
+    values = (
+        torch.tensor([-1.0, -0.999, 0.0, 0.5, 0.99, 1.0]).reshape(1, 1, 2, 3).expand(1, 3, 2, 3)
+    )
     pixels = decode_to_u8(codec, values * codec.scale)
     assert pixels[0, ..., 0].flatten().tolist() == [0, 0, 128, 191, 254, 255]
 
@@ -154,3 +176,68 @@ def test_only_the_distilled_step_counts_are_accepted():
         sample_latent(ConstantVelocity(z), z, z, FrameNoise(z), steps=4)
     with pytest.raises(WorldFMSamplerError, match="re-noising"):
         sample_latent(ConstantVelocity(z), z, z, FrameNoise(z), steps=2)
+
+
+def _sphere_panorama(height: int = 16, radius: float = 4.0):
+    rows = torch.arange(height)[:, None].expand(height, 2 * height)
+    columns = torch.arange(2 * height)[None].expand(height, 2 * height)
+    panorama = torch.stack([columns * 8 % 256, rows * 16 % 256, (rows + columns) % 256], -1)
+    return panorama.to(torch.uint8), torch.full((height, 2 * height), radius)
+
+
+def _yaw_pose(yaw_degrees: float) -> torch.Tensor:
+    yaw = math.radians(yaw_degrees)
+    pose = torch.eye(4, dtype=torch.float64)
+    pose[0, 0], pose[0, 2], pose[2, 0], pose[2, 2] = (
+        math.cos(yaw),
+        -math.sin(yaw),
+        math.sin(yaw),
+        math.cos(yaw),
+    )
+    return pose
+
+
+def test_streamed_frames_equal_frames_generated_one_by_one():
+    config = WorldFMConfig(
+        depth=1, hidden_size=16, num_heads=2, mlp_hidden=32, input_size=4, pe_interpolation=1 / 16
+    )
+    model = WorldFMModel(config).eval()
+    size = config.input_size * LATENT_STRIDE
+    panorama, distance = _sphere_panorama()
+    scene = panorama_scene(panorama, distance, render_size=size, crop_size=size, focal=size / 2)
+    intrinsics = torch.tensor(
+        [[size / 2, 0, size / 2], [0, size / 2, size / 2], [0, 0, 1]], dtype=torch.float64
+    )
+    poses = torch.stack([_yaw_pose(angle) for angle in (0.0, 10.0, 95.0)])
+    codec = pooling_codec()
+    streamed = list(iter_frames(model, codec, scene, intrinsics, poses, seed=5, steps=2))
+    assert [index for index, _, _ in streamed] == [0, 1, 2]
+    index, frame, chosen = streamed[2]
+    render, _ = render_points_hard(scene.cloud, intrinsics, poses[2], size, size)
+    reference = encode_image(codec, reference_image(scene.bank, chosen.best, size), size)
+    alone = generate_frame(model, codec, render[0], reference, seed=5, frame_index=index)
+    assert torch.equal(alone, frame)
+
+
+def test_a_single_image_scene_always_uses_the_image_as_reference():
+    size = 16
+    image = torch.randint(
+        0, 256, (size, size, 3), generator=torch.Generator().manual_seed(4), dtype=torch.uint8
+    )
+    depth = torch.full((size, size), 2.0)
+    intrinsics = torch.tensor(
+        [[size, 0, size / 2], [0, size, size / 2], [0, 0, 1]], dtype=torch.float64
+    )
+    scene = image_scene(
+        image, depth, intrinsics, torch.eye(4, dtype=torch.float64), render_size=size
+    )
+    config = WorldFMConfig(
+        depth=1, hidden_size=16, num_heads=2, mlp_hidden=32, input_size=2, pe_interpolation=1 / 32
+    )
+    poses = torch.stack([_yaw_pose(angle) for angle in (0.0, 5.0)])
+    frames = list(
+        iter_frames(
+            WorldFMModel(config).eval(), pooling_codec(), scene, intrinsics, poses, seed=0, steps=1
+        )
+    )
+    assert [chosen.best for _, _, chosen in frames] == [0, 0]

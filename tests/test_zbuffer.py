@@ -7,22 +7,25 @@ import math
 import pytest
 import torch
 from conftest import fixture_cases, require_fixture, sibling
-from safetensors.torch import load_file
-
 from inspatio_nodes.core.splat import (
     PointRenderError,
     half_point_cloud,
     render_points_hard,
 )
+from safetensors.torch import load_file
 
 RENDER_CASES = fixture_cases("*worldfm_geometry*render*.safetensors")
 
 
 def _pinhole(focal: float, centre: float) -> torch.Tensor:
-    return torch.tensor([[focal, 0.0, centre], [0.0, focal, centre], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    return torch.tensor(
+        [[focal, 0.0, centre], [0.0, focal, centre], [0.0, 0.0, 1.0]], dtype=torch.float64
+    )
 
 
-def _points_at_pixels(us: list[float], vs: list[float], zs: list[float], focal: float, centre: float):
+def _points_at_pixels(
+    us: list[float], vs: list[float], zs: list[float], focal: float, centre: float
+):
     """World points (identity camera) that project exactly to the given sub-pixel positions."""
     rows = [[(u - centre) * z / focal, (v - centre) * z / focal, z] for u, v, z in zip(us, vs, zs)]
     return torch.tensor(rows, dtype=torch.float32)
@@ -68,7 +71,9 @@ def test_pixel_coordinates_round_half_to_even():
     focal, centre = 10.0, 0.0
     points = _points_at_pixels([2.5, 3.5, 0.5], [1.0, 1.0, 0.5], [1.0, 1.0, 1.0], focal, centre)
     colours = torch.tensor([[255, 0, 0], [0, 255, 0], [0, 0, 255]], dtype=torch.uint8)
-    image, depth = render_points_hard(half_point_cloud(points, colours), _pinhole(focal, centre), torch.eye(4), 6, 6)
+    image, depth = render_points_hard(
+        half_point_cloud(points, colours), _pinhole(focal, centre), torch.eye(4), 6, 6
+    )
     assert image[0, 1, 2].tolist() == [255, 0, 0]  # 2.5 -> 2
     assert image[0, 1, 4].tolist() == [0, 255, 0]  # 3.5 -> 4
     assert image[0, 0, 0].tolist() == [0, 0, 255]  # 0.5 -> 0
@@ -77,9 +82,13 @@ def test_pixel_coordinates_round_half_to_even():
 
 def test_nearest_point_wins_and_the_last_of_tied_points_is_drawn():
     focal, centre = 10.0, 2.0
-    points = _points_at_pixels([1, 1, 3, 3, 3], [1, 1, 3, 3, 3], [2.0, 1.0, 1.0, 1.0, 3.0], focal, centre)
+    points = _points_at_pixels(
+        [1, 1, 3, 3, 3], [1, 1, 3, 3, 3], [2.0, 1.0, 1.0, 1.0, 3.0], focal, centre
+    )
     colours = torch.tensor([[10] * 3, [20] * 3, [30] * 3, [40] * 3, [50] * 3], dtype=torch.uint8)
-    image, depth = render_points_hard(half_point_cloud(points, colours), _pinhole(focal, centre), torch.eye(4), 5, 5)
+    image, depth = render_points_hard(
+        half_point_cloud(points, colours), _pinhole(focal, centre), torch.eye(4), 5, 5
+    )
     # 20 -> 19 and 40 -> 39: float16 colours are truncated, not rounded.
     assert image[0, 1, 1].tolist() == [19] * 3
     assert image[0, 3, 3].tolist() == [39] * 3
@@ -90,12 +99,16 @@ def test_nearest_point_wins_and_the_last_of_tied_points_is_drawn():
 def test_points_at_or_behind_the_near_plane_are_dropped_and_all_behind_is_an_error():
     colours = torch.full((2, 3), 200, dtype=torch.uint8)
     points = torch.tensor([[0.0, 0.0, 1e-4], [0.0, 0.0, 2.0]])
-    _, depth = render_points_hard(half_point_cloud(points, colours), _pinhole(4.0, 1.0), torch.eye(4), 3, 3)
+    _, depth = render_points_hard(
+        half_point_cloud(points, colours), _pinhole(4.0, 1.0), torch.eye(4), 3, 3
+    )
     assert depth[0, 1, 1] == 2.0
 
     behind = torch.tensor([[0.0, 0.0, -1.0], [0.5, 0.0, -2.0]])
     with pytest.raises(PointRenderError, match="behind the camera"):
-        render_points_hard(half_point_cloud(behind, colours), _pinhole(4.0, 1.0), torch.eye(4), 3, 3)
+        render_points_hard(
+            half_point_cloud(behind, colours), _pinhole(4.0, 1.0), torch.eye(4), 3, 3
+        )
 
 
 def test_point_colours_must_match_the_points():

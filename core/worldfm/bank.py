@@ -18,8 +18,9 @@ share one set of conventions that is easier to check in one place.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Callable
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from einops import rearrange
 from PIL import Image as PILImage
 from torch import Tensor
 
-from ..splat import HalfPointCloud, render_points_hard
+from ..splat import HalfPointCloud, half_point_cloud, render_points_hard
 from ..types import CameraToWorld, Intrinsics, Points, WorldToCamera
 
 PanoramaU8 = Annotated[Tensor, "H W 3 uint8 RGB equirectangular, W = 2H"]
@@ -40,7 +41,16 @@ ViewDepths = Annotated[Tensor, "V S S float32 z-depth, 0 where empty"]
 
 #: Bank layout: pitch-major, pitches then yaws in this order, then straight up and down.
 BANK_PITCHES = (0.0, math.pi / 4, -math.pi / 4, math.pi / 6, -math.pi / 6)
-BANK_YAWS = (0.0, math.pi / 4, math.pi / 2, 3 * math.pi / 4, math.pi, -3 * math.pi / 4, -math.pi / 2, -math.pi / 4)
+BANK_YAWS = (
+    0.0,
+    math.pi / 4,
+    math.pi / 2,
+    3 * math.pi / 4,
+    math.pi,
+    -3 * math.pi / 4,
+    -math.pi / 2,
+    -math.pi / 4,
+)
 BANK_POLES = ((0.0, math.pi / 2), (0.0, -math.pi / 2))
 RELEASED_CROP_SIZE = 504
 RELEASED_CROP_FOCAL = 320.0
@@ -76,9 +86,13 @@ def prepare_depth(depth_raw: Tensor, scale: float, width: int, height: int) -> D
     depth = torch.where(valid, depth, torch.zeros_like(depth))
     if tuple(depth.shape) != (height, width):
         stacked = torch.stack([depth * valid, valid.to(torch.float32)])[None]
-        weighted, weight = F.interpolate(stacked, size=(height, width), mode="bilinear", align_corners=False)[0]
+        weighted, weight = F.interpolate(
+            stacked, size=(height, width), mode="bilinear", align_corners=False
+        )[0]
         has_weight = weight > MASK_WEIGHT_FLOOR
-        depth = torch.where(has_weight, weighted / torch.where(has_weight, weight, torch.ones_like(weight)), 0.0)
+        depth = torch.where(
+            has_weight, weighted / torch.where(has_weight, weight, torch.ones_like(weight)), 0.0
+        )
     filled = depth > 0
     if not bool(filled.any()):
         raise PanoramaInputError("the distance map has no valid (finite, positive) value")
@@ -165,7 +179,9 @@ def bank_camera_to_world(yaw_pitch: Tensor) -> CameraToWorld:
     (cos y·cos p, −sin p, −sin y·cos p).
     """
     yaw, pitch = yaw_pitch.to(torch.float64).unbind(-1)
-    forward = torch.stack([yaw.cos() * pitch.cos(), pitch.sin(), yaw.sin() * pitch.cos()], -1).to(torch.float32)
+    forward = torch.stack([yaw.cos() * pitch.cos(), pitch.sin(), yaw.sin() * pitch.cos()], -1).to(
+        torch.float32
+    )
     forward = F.normalize(forward, dim=-1)
     up_axis = torch.tensor([0.0, 1.0, 0.0]).expand_as(forward)
     right = torch.linalg.cross(forward, up_axis)
@@ -186,13 +202,17 @@ def panorama_bank(
     """The 42-view bank: crop_size² perspective crops with fx = fy = focal, cx = cy = crop_size/2."""
     _check_panorama(panorama)
     centre = crop_size / 2
-    intrinsics = torch.tensor([[focal, 0.0, centre], [0.0, focal, centre], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    intrinsics = torch.tensor(
+        [[focal, 0.0, centre], [0.0, focal, centre], [0.0, 0.0, 1.0]], dtype=torch.float64
+    )
     camera_to_world = bank_camera_to_world(bank_yaw_pitch())
     images = _sample_crops(panorama, camera_to_world[:, :3, :3], crop_size, focal, centre)
     return ReferenceBank(images=images, intrinsics=intrinsics, camera_to_world=camera_to_world)
 
 
-def _sample_crops(panorama: PanoramaU8, rotation: Tensor, crop_size: int, focal: float, centre: float) -> BankImagesU8:
+def _sample_crops(
+    panorama: PanoramaU8, rotation: Tensor, crop_size: int, focal: float, centre: float
+) -> BankImagesU8:
     """Perspective crops sampled from the panorama at integer pixel positions (no half pixel)."""
     height, width = panorama.shape[:2]
     pixel = torch.arange(crop_size, dtype=torch.float32)
@@ -231,13 +251,23 @@ def _bilinear_wrap_x(image: Tensor, x: Tensor, y: Tensor) -> Tensor:
     return top * (1 - wy) + bottom * wy
 
 
-def single_image_bank(image: Annotated[Tensor, "H W 3 uint8 RGB"], intrinsics: Intrinsics, world_to_camera: WorldToCamera) -> ReferenceBank:
+def single_image_bank(
+    image: Annotated[Tensor, "H W 3 uint8 RGB"],
+    intrinsics: Intrinsics,
+    world_to_camera: WorldToCamera,
+) -> ReferenceBank:
     """The degraded bank of a single perspective image: the image is the only reference view."""
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != torch.uint8:
-        raise PanoramaInputError(f"the image must be RGB uint8 [H, W, 3], got {tuple(image.shape)} {image.dtype}")
-    camera_to_world = torch.linalg.inv(world_to_camera.to(torch.float64).reshape(4, 4)).to(torch.float32)
+        raise PanoramaInputError(
+            f"the image must be RGB uint8 [H, W, 3], got {tuple(image.shape)} {image.dtype}"
+        )
+    camera_to_world = torch.linalg.inv(world_to_camera.to(torch.float64).reshape(4, 4)).to(
+        torch.float32
+    )
     return ReferenceBank(
-        images=image[None], intrinsics=intrinsics.to(torch.float64), camera_to_world=camera_to_world[None]
+        images=image[None],
+        intrinsics=intrinsics.to(torch.float64),
+        camera_to_world=camera_to_world[None],
     )
 
 
@@ -258,13 +288,17 @@ def image_points(
         raise PanoramaInputError("the depth map has no valid (finite, positive) value")
     rows, columns = torch.nonzero(valid, as_tuple=True)
     pixels = torch.stack([columns, rows, torch.ones_like(rows)], dim=-1).to(torch.float64)
-    camera_points = (pixels @ torch.linalg.inv(intrinsics.to(torch.float64)).T) * depth[valid].to(torch.float64)[:, None]
+    camera_points = (pixels @ torch.linalg.inv(intrinsics.to(torch.float64)).T) * depth[valid].to(
+        torch.float64
+    )[:, None]
     camera_to_world = torch.linalg.inv(world_to_camera.to(torch.float64).reshape(4, 4))
     world_points = camera_points @ camera_to_world[:3, :3].T + camera_to_world[:3, 3]
     return world_points.to(torch.float32), image[valid]
 
 
-def reference_image(bank: ReferenceBank, view: int, size: int) -> Annotated[Tensor, "S S 3 uint8 RGB"]:
+def reference_image(
+    bank: ReferenceBank, view: int, size: int
+) -> Annotated[Tensor, "S S 3 uint8 RGB"]:
     """A bank view resized to size² with PIL bilinear, as upstream prepares ``cond2``."""
     picture = PILImage.fromarray(bank.images[view].cpu().numpy())
     return torch.from_numpy(np.asarray(picture.resize((size, size), PILImage.BILINEAR)).copy())
@@ -306,7 +340,9 @@ class ConditionDatabase:
     centres: Annotated[Tensor, "V 3 float32 camera centres"]
 
 
-def condition_database(bank: ReferenceBank, cloud: HalfPointCloud, render_size: int) -> ConditionDatabase:
+def condition_database(
+    bank: ReferenceBank, cloud: HalfPointCloud, render_size: int
+) -> ConditionDatabase:
     crop_height, crop_width = bank.images.shape[1:3]
     scaled = bank.intrinsics.clone()
     scaled[0] *= render_size / crop_width
@@ -315,9 +351,15 @@ def condition_database(bank: ReferenceBank, cloud: HalfPointCloud, render_size: 
     world_to_camera = torch.linalg.inv(camera_to_world.to(torch.float64)).to(torch.float32)
     projections = scaled.to(torch.float32) @ world_to_camera[:, :3, :4]
     _, depths = render_points_hard(
-        cloud, bank.intrinsics, torch.linalg.inv(camera_to_world.to(torch.float64)), render_size, render_size
+        cloud,
+        bank.intrinsics,
+        torch.linalg.inv(camera_to_world.to(torch.float64)),
+        render_size,
+        render_size,
     )
-    return ConditionDatabase(projections=projections, depths=depths, centres=camera_to_world[:, :3, 3].clone())
+    return ConditionDatabase(
+        projections=projections, depths=depths, centres=camera_to_world[:, :3, 3].clone()
+    )
 
 
 @dataclass(frozen=True)
@@ -336,6 +378,10 @@ class SelectionParams:
     dist_max_m: float = 20.0
     weight_near: float = 1.0
     weight_far: float = 0.0
+
+
+#: The release's settings (``default.yaml``, which differ from the function's own defaults).
+RELEASED_SELECTION = SelectionParams()
 
 
 @dataclass(frozen=True)
@@ -368,7 +414,9 @@ def sample_pixels(height: int, width: int, params: SelectionParams) -> tuple[Ten
         y0, y1 = (1 - fraction) * 0.5 * (height - 1), (1 + fraction) * 0.5 * (height - 1)
         inside = (u >= round(x0)) & (u <= round(x1)) & (v >= round(y0)) & (v <= round(y1))
         centre_u, centre_v = grid(x0, x1, y0, y1, params.center_grid)
-        flat = torch.unique(torch.cat([v[~inside], centre_v]) * width + torch.cat([u[~inside], centre_u]))
+        flat = torch.unique(
+            torch.cat([v[~inside], centre_v]) * width + torch.cat([u[~inside], centre_u])
+        )
         u, v = flat % width, flat // width
     return u, v
 
@@ -378,7 +426,7 @@ def select_reference(
     depth: Annotated[Tensor, "S S float32 z-depth of the target render"],
     intrinsics: Intrinsics,
     world_to_camera: WorldToCamera,
-    params: SelectionParams = SelectionParams(),
+    params: SelectionParams = RELEASED_SELECTION,
 ) -> Selection:
     """The bank view whose depth render agrees best with the target's (depth-consistency test)."""
     height, width = depth.shape
@@ -397,8 +445,12 @@ def select_reference(
         return Selection(best=0, hits=0, samples=0, counts=empty.to(torch.int64), scores=empty)
 
     # Upstream works from a float32 camera-to-world; recover it exactly from the canonical Tcw.
-    camera_to_world = torch.linalg.inv(world_to_camera.to(torch.float64).reshape(4, 4)).to(torch.float32)
-    pixels = torch.stack([u.to(torch.float32), v.to(torch.float32), torch.ones_like(sampled)], dim=1)
+    camera_to_world = torch.linalg.inv(world_to_camera.to(torch.float64).reshape(4, 4)).to(
+        torch.float32
+    )
+    pixels = torch.stack(
+        [u.to(torch.float32), v.to(torch.float32), torch.ones_like(sampled)], dim=1
+    )
     camera_points = (pixels @ torch.linalg.inv(intrinsics.to(torch.float32)).T) * sampled[:, None]
     upstream_world_to_camera = torch.linalg.inv(camera_to_world)
     rotation, translation = upstream_world_to_camera[:3, :3], upstream_world_to_camera[:3, 3]
@@ -415,11 +467,19 @@ def select_reference(
     for dy in range(-radius, radius + 1):
         for dx in range(-radius, radius + 1):
             shifted_u, shifted_v = column + dx, row + dy
-            on_view = (shifted_u >= 0) & (shifted_u < width) & (shifted_v >= 0) & (shifted_v < height) & (z > 0)
+            on_view = (
+                (shifted_u >= 0)
+                & (shifted_u < width)
+                & (shifted_v >= 0)
+                & (shifted_v < height)
+                & (z > 0)
+            )
             flat = (shifted_v * width + shifted_u).clamp(0, height * width - 1)
             view_depth = torch.gather(view_depths, 1, flat)
             usable = on_view & (view_depth > 0)
-            closest = torch.minimum(closest, torch.where(usable, (view_depth - z).abs(), float("inf")))
+            closest = torch.minimum(
+                closest, torch.where(usable, (view_depth - z).abs(), float("inf"))
+            )
     tolerance = torch.maximum(params.eps_rel * z, torch.full_like(z, params.eps_abs))
     hit = closest < tolerance
 
@@ -427,7 +487,9 @@ def select_reference(
     if params.max_view_angle_deg < ANGLE_TEST_OFF_DEGREES:
         cos_limit = math.cos(math.radians(params.max_view_angle_deg))
         from_target = F.normalize(world_points - target_centre[None], dim=1, eps=PROJECTION_EPS)
-        from_views = F.normalize(world_points[None] - database.centres[:, None], dim=2, eps=PROJECTION_EPS)
+        from_views = F.normalize(
+            world_points[None] - database.centres[:, None], dim=2, eps=PROJECTION_EPS
+        )
         hit &= (from_views * from_target[None]).sum(dim=2) >= cos_limit
 
     counts = hit.sum(dim=1)
@@ -436,6 +498,49 @@ def select_reference(
         distance = torch.linalg.vector_norm(database.centres - target_centre[None], dim=1)
         span = max(params.dist_max_m - params.dist_min_m, 1e-6)
         far_fraction = ((distance - params.dist_min_m) / span).clamp(0, 1)
-        scores = scores * (params.weight_near + (params.weight_far - params.weight_near) * far_fraction)
+        scores = scores * (
+            params.weight_near + (params.weight_far - params.weight_near) * far_fraction
+        )
     best = int(torch.argmax(scores))  # first maximum; all zero (target >= dist_max away) -> view 0
-    return Selection(best=best, hits=int(counts[best]), samples=int(u.numel()), counts=counts, scores=scores)
+    return Selection(
+        best=best, hits=int(counts[best]), samples=int(u.numel()), counts=counts, scores=scores
+    )
+
+
+# --- a prepared scene ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorldFMScene:
+    """Everything a frame needs from the scene: the point cache, the bank and its condition DB."""
+
+    cloud: HalfPointCloud
+    bank: ReferenceBank
+    database: ConditionDatabase
+    render_size: int
+
+
+def panorama_scene(
+    panorama: PanoramaU8,
+    distance: DistanceMap,
+    render_size: int,
+    crop_size: int = RELEASED_CROP_SIZE,
+    focal: float = RELEASED_CROP_FOCAL,
+) -> WorldFMScene:
+    """The scene of an equirectangular panorama and its distance map (already prepared)."""
+    cloud = half_point_cloud(*panorama_points(panorama, distance))
+    bank = panorama_bank(panorama, crop_size, focal)
+    return WorldFMScene(cloud, bank, condition_database(bank, cloud, render_size), render_size)
+
+
+def image_scene(
+    image: Annotated[Tensor, "H W 3 uint8 RGB"],
+    depth: Annotated[Tensor, "H W z-depth"],
+    intrinsics: Intrinsics,
+    world_to_camera: WorldToCamera,
+    render_size: int,
+) -> WorldFMScene:
+    """The degraded scene of one perspective image with its own depth: one reference view."""
+    cloud = half_point_cloud(*image_points(image, depth, intrinsics, world_to_camera))
+    bank = single_image_bank(image, intrinsics, world_to_camera)
+    return WorldFMScene(cloud, bank, condition_database(bank, cloud, render_size), render_size)

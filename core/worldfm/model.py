@@ -134,7 +134,9 @@ def sincos_position_table(
 def timestep_frequencies(timesteps: Timesteps) -> Annotated[Tensor, "B 256 [cos | sin]"]:
     """Sinusoidal timestep features, cos first, formed in float32 as upstream does."""
     half = TIMESTEP_FREQUENCY_DIM // 2
-    exponents = -math.log(MAX_PERIOD) * torch.arange(half, dtype=torch.float32, device=timesteps.device)
+    exponents = -math.log(MAX_PERIOD) * torch.arange(
+        half, dtype=torch.float32, device=timesteps.device
+    )
     frequencies = torch.exp(exponents / half)
     angles = timesteps.to(torch.float32)[:, None] * frequencies[None]
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
@@ -148,7 +150,10 @@ class PatchEmbed(nn.Module):
     def __init__(self, config: WorldFMConfig) -> None:
         super().__init__()
         self.proj = nn.Conv2d(
-            config.in_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
+            config.in_channels,
+            config.hidden_size,
+            kernel_size=config.patch_size,
+            stride=config.patch_size,
         )
 
     def forward(self, strip: Tensor) -> Tokens:
@@ -158,7 +163,11 @@ class PatchEmbed(nn.Module):
 class TimestepEmbedder(nn.Module):
     def __init__(self, hidden_size: int) -> None:
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(TIMESTEP_FREQUENCY_DIM, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+        self.mlp = nn.Sequential(
+            nn.Linear(TIMESTEP_FREQUENCY_DIM, hidden_size),
+            nn.SiLU(),
+            nn.Linear(hidden_size, hidden_size),
+        )
 
     def forward(self, timesteps: Timesteps) -> TimeEmbedding:
         dtype = self.mlp[0].weight.dtype
@@ -175,7 +184,9 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(hidden_size, hidden_size)
 
     def forward(self, tokens: Tokens) -> Tokens:
-        q, k, v = rearrange(self.qkv(tokens), "b n (three hd dh) -> three b hd n dh", three=3, hd=self.num_heads)
+        q, k, v = rearrange(
+            self.qkv(tokens), "b n (three hd dh) -> three b hd n dh", three=3, hd=self.num_heads
+        )
         # Bidirectional over all three panels: no mask, no RoPE, no qk-norm.
         attended = F.scaled_dot_product_attention(q, k, v)
         return self.proj(rearrange(attended, "b hd n dh -> b n (hd dh)"))
@@ -204,7 +215,9 @@ class WorldFMBlock(nn.Module):
         modulation = self.scale_shift_table[None] + rearrange(
             shared_modulation, "b (six d) -> b six d", six=BLOCK_MODULATIONS
         )
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation[:, :, None].unbind(1)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation[
+            :, :, None
+        ].unbind(1)
         normalised = F.layer_norm(tokens, tokens.shape[-1:], eps=LAYER_NORM_EPS)
         tokens = tokens + gate_msa * self.attn(modulate(normalised, shift_msa, scale_msa))
         normalised = F.layer_norm(tokens, tokens.shape[-1:], eps=LAYER_NORM_EPS)
@@ -220,7 +233,9 @@ class FinalLayer(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.zeros(FINAL_MODULATIONS, config.hidden_size))
 
     def forward(self, tokens: Tokens, time_embedding: TimeEmbedding) -> Tensor:
-        shift, scale = (self.scale_shift_table[None] + time_embedding[:, None])[:, :, None].unbind(1)
+        shift, scale = (self.scale_shift_table[None] + time_embedding[:, None])[:, :, None].unbind(
+            1
+        )
         normalised = F.layer_norm(tokens, tokens.shape[-1:], eps=LAYER_NORM_EPS)
         return self.linear(modulate(normalised, shift, scale))
 
@@ -233,7 +248,9 @@ class WorldFMModel(nn.Module):
         self.config = config
         self.x_embedder = PatchEmbed(config)
         self.t_embedder = TimestepEmbedder(config.hidden_size)
-        self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(config.hidden_size, BLOCK_MODULATIONS * config.hidden_size))
+        self.t_block = nn.Sequential(
+            nn.SiLU(), nn.Linear(config.hidden_size, BLOCK_MODULATIONS * config.hidden_size)
+        )
         self.blocks = nn.ModuleList(WorldFMBlock(config) for _ in range(config.depth))
         self.final_layer = FinalLayer(config)
 
@@ -246,15 +263,21 @@ class WorldFMModel(nn.Module):
     ) -> ModelOutput:
         """The target panel of the model output: all out_channels, the first 4 are the v-prediction."""
         panel_width = noisy.shape[-1]
-        strip = self.forward_strip(torch.cat([noisy, render_latent, reference_latent], dim=-1), timesteps)
+        strip = self.forward_strip(
+            torch.cat([noisy, render_latent, reference_latent], dim=-1), timesteps
+        )
         return strip[..., :panel_width]
 
-    def forward_strip(self, strip: Annotated[Tensor, "B C h 3w"], timesteps: Timesteps) -> Annotated[Tensor, "B out h 3w"]:
+    def forward_strip(
+        self, strip: Annotated[Tensor, "B C h 3w"], timesteps: Timesteps
+    ) -> Annotated[Tensor, "B out h 3w"]:
         """The model on a pre-concatenated strip, returning all three panels."""
         config = self.config
         p = config.patch_size
         rows, columns = strip.shape[-2] // p, strip.shape[-1] // p
-        positions = sincos_position_table(config.hidden_size, rows, columns, config.base_size, config.pe_interpolation)
+        positions = sincos_position_table(
+            config.hidden_size, rows, columns, config.base_size, config.pe_interpolation
+        )
         tokens = self.x_embedder(strip) + positions.to(device=strip.device, dtype=strip.dtype)
         time_embedding = self.t_embedder(timesteps.to(strip.device))
         shared_modulation = self.t_block(time_embedding)
@@ -312,7 +335,9 @@ def load_worldfm(path: str | Path, num_heads: int | None = None) -> WorldFMModel
             f"{len(unexpected)} keys {unexpected[:8]}. Use worldfm_1-step.pth or worldfm_2-step.pth "
             "from the inspatio/worldfm release"
         )
-    mismatched = [key for key, value in model.state_dict().items() if value.shape != state[key].shape]
+    mismatched = [
+        key for key, value in model.state_dict().items() if value.shape != state[key].shape
+    ]
     if mismatched:
         raise WorldFMCheckpointError(
             f"{path} has tensors of unexpected shape for the inferred config {config}: {mismatched[:8]}"
@@ -321,7 +346,9 @@ def load_worldfm(path: str | Path, num_heads: int | None = None) -> WorldFMModel
     return model.eval()
 
 
-def save_worldfm_safetensors(source: str | Path, destination: str | Path, num_heads: int | None = None) -> None:
+def save_worldfm_safetensors(
+    source: str | Path, destination: str | Path, num_heads: int | None = None
+) -> None:
     """Write a safetensors copy holding only the used tensors, with the config in its metadata."""
     model = load_worldfm(source, num_heads=num_heads)
     config_json = json.dumps(asdict(model.config))
@@ -380,7 +407,9 @@ def _config_from(
             f"{DEFAULT_CONFIG.in_channels}: it is another PixArt variant (e.g. with a mask channel)"
         )
     depth = len({key.split(".")[1] for key in state if key.startswith("blocks.")})
-    final_rows = state["final_layer.linear.weight"].shape[0] if "final_layer.linear.weight" in state else 0
+    final_rows = (
+        state["final_layer.linear.weight"].shape[0] if "final_layer.linear.weight" in state else 0
+    )
     input_size = DEFAULT_CONFIG.input_size
     if square_position_table is not None:
         # The constructor's square table (never used): its side is the base grid, input_size / patch.
@@ -405,7 +434,9 @@ def _config_from(
         patch_size=patch_size,
         in_channels=in_channels,
         out_channels=final_rows // patch_size**2,
-        mlp_hidden=state["blocks.0.mlp.fc1.weight"].shape[0] if "blocks.0.mlp.fc1.weight" in state else 0,
+        mlp_hidden=state["blocks.0.mlp.fc1.weight"].shape[0]
+        if "blocks.0.mlp.fc1.weight" in state
+        else 0,
     )
 
 

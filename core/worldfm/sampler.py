@@ -8,7 +8,7 @@ clean latent is decoded by the host's VAE and converted to uint8 pixels.
 Follows ``modules/worldfm_infer.py`` (``WorldFMTriConditionInprocess.infer_from_render_u8`` and
 ``_preprocess_u8_tensor``) and ``run_pipeline.py`` of inspatio/worldfm at 8881a7b. The VAE is
 whatever the host provides (ComfyUI's SDXL-style AutoencoderKL), reached only through
-:class:`LatentCodec`, so this module never loads one.
+:class:`ImageCodec`, so this module never loads one.
 
 The network output is used as a *v*-prediction although upstream calls it ``eps``:
 ``x0 = a·x_t − s·v`` for ``x_t = a·x0 + s·ε`` (the epsilon formula is off by ~700).
@@ -17,13 +17,24 @@ The network output is used as a *v*-prediction although upstream calls it ``eps`
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Callable
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..splat import render_points_hard
+from ..types import Intrinsics, WorldToCamera
+from .bank import (
+    RELEASED_SELECTION,
+    ReferenceLatentCache,
+    Selection,
+    SelectionParams,
+    WorldFMScene,
+    select_reference,
+)
 from .model import VAE_STRIDE, FrameLatents, WorldFMModel
 
 ImageU8 = Annotated[Tensor, "H W 3 uint8 RGB"]
@@ -51,7 +62,7 @@ class WorldFMSamplerError(ValueError):
 
 
 @dataclass(frozen=True)
-class LatentCodec:
+class ImageCodec:
     """The host's image VAE: pixels in [-1, 1] ``[B, 3, H, W]`` <-> raw latents ``[B, 4, h, w]``.
 
     ``scale`` multiplies encoded latents before they reach the model, and divides the sample
@@ -98,7 +109,9 @@ def frame_generator(seed: int, frame_index: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
-def frame_noise(seed: int, frame_index: int, latent_shape: tuple[int, ...], steps: int) -> FrameNoise:
+def frame_noise(
+    seed: int, frame_index: int, latent_shape: tuple[int, ...], steps: int
+) -> FrameNoise:
     """The initial noise and re-noising draws of frame ``frame_index`` (float32, CPU)."""
     timesteps = _timesteps(steps)
     generator = frame_generator(seed, frame_index)
@@ -130,12 +143,18 @@ def sample_latent(
         signal, noise_scale = (value.to(device) for value in signal_and_noise_scales(timestep))
         clean = signal * latent - noise_scale * velocity
         if step + 1 < len(timesteps):
-            next_signal, next_noise = (value.to(device) for value in signal_and_noise_scales(timesteps[step + 1]))
-            latent = next_signal * clean + next_noise * noise.renoise[step].to(device=device, dtype=dtype)
+            next_signal, next_noise = (
+                value.to(device) for value in signal_and_noise_scales(timesteps[step + 1])
+            )
+            latent = next_signal * clean + next_noise * noise.renoise[step].to(
+                device=device, dtype=dtype
+            )
     return clean
 
 
-def preprocess_u8(image: ImageU8, target_height: int, target_width: int) -> Annotated[Tensor, "3 H W"]:
+def preprocess_u8(
+    image: ImageU8, target_height: int, target_width: int
+) -> Annotated[Tensor, "3 H W"]:
     """Upstream ``_preprocess_u8_tensor``: cover-resize (bicubic), centre crop, map to [-1, 1].
 
     The resize keeps the aspect ratio with scale max(th/H, tw/W) and sizes rounded half to even
@@ -151,19 +170,21 @@ def preprocess_u8(image: ImageU8, target_height: int, target_width: int) -> Anno
     factor = max(target_height / height, target_width / width)
     resized_height, resized_width = round(height * factor), round(width * factor)
     if (resized_height, resized_width) != (height, width):
-        pixels = F.interpolate(pixels, size=(resized_height, resized_width), mode="bicubic", align_corners=False)
+        pixels = F.interpolate(
+            pixels, size=(resized_height, resized_width), mode="bicubic", align_corners=False
+        )
     top, left = (resized_height - target_height) // 2, (resized_width - target_width) // 2
     cropped = pixels[0, :, top : top + target_height, left : left + target_width]
     return (cropped - 0.5) / 0.5
 
 
-def encode_image(codec: LatentCodec, image: ImageU8, image_size: int) -> FrameLatents:
+def encode_image(codec: ImageCodec, image: ImageU8, image_size: int) -> FrameLatents:
     """The model-space latent (VAE latent × scale) of a uint8 image at image_size²."""
     pixels = preprocess_u8(image, image_size, image_size)[None]
     return codec.encode(pixels) * codec.scale
 
 
-def decode_to_u8(codec: LatentCodec, latent: FrameLatents) -> FramesU8:
+def decode_to_u8(codec: ImageCodec, latent: FrameLatents) -> FramesU8:
     """Decoded frames as uint8 [B, H, W, 3]: clamp(127.5·x + 128, 0, 255), truncated."""
     pixels = codec.decode(latent / codec.scale)
     values = (PIXEL_HALF_RANGE * pixels.to(torch.float32) + PIXEL_OFFSET).clamp(0.0, U8_MAX)
@@ -172,7 +193,7 @@ def decode_to_u8(codec: LatentCodec, latent: FrameLatents) -> FramesU8:
 
 def generate_frame(
     model: WorldFMModel,
-    codec: LatentCodec,
+    codec: ImageCodec,
     render: ImageU8,
     reference_latent: FrameLatents,
     *,
@@ -198,3 +219,42 @@ def _timesteps(steps: int) -> tuple[int, ...]:
             f"got {steps}: use 1 with worldfm_1-step and 2 with worldfm_2-step"
         )
     return STEP_TIMESTEPS[steps]
+
+
+def iter_frames(
+    model: WorldFMModel,
+    codec: ImageCodec,
+    scene: WorldFMScene,
+    intrinsics: Intrinsics,
+    world_to_camera: WorldToCamera,
+    *,
+    seed: int,
+    steps: int = 2,
+    selection: SelectionParams = RELEASED_SELECTION,
+    references: ReferenceLatentCache | None = None,
+) -> Iterator[tuple[int, FramesU8, Selection]]:
+    """Frame by frame: anchor render, reference selection, generation. Yields (index, frame, selection).
+
+    ``intrinsics`` is the target K for the render canvas (used as given, as upstream);
+    ``world_to_camera`` is [T, 4, 4] canonical Tcw. Pass a ``references`` cache to reuse the
+    encoded bank views across calls on the same scene and codec.
+    """
+    image_size = model.config.input_size * VAE_STRIDE
+    if references is None:
+        references = ReferenceLatentCache(
+            scene.bank, scene.render_size, lambda image: encode_image(codec, image, image_size)
+        )
+    size = scene.render_size
+    for index, pose in enumerate(world_to_camera.reshape(-1, 4, 4)):
+        render, depth = render_points_hard(scene.cloud, intrinsics, pose, size, size)
+        chosen = select_reference(scene.database, depth[0], intrinsics, pose, selection)
+        frame = generate_frame(
+            model,
+            codec,
+            render[0],
+            references[chosen.best],
+            seed=seed,
+            frame_index=index,
+            steps=steps,
+        )
+        yield index, frame, chosen
