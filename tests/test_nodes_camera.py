@@ -1,0 +1,148 @@
+"""Camera-path nodes: presets, keyframe JSON, operations and preview, called as ComfyUI would."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from inspatio_nodes.core.camera import camera_centres, intrinsics_from_fov
+from inspatio_nodes.core.path_presets import PRESETS
+from inspatio_nodes.core.scene import scene_from_video
+from inspatio_nodes.nodes.camera import (
+    DEFAULT_KEYFRAMES_JSON,
+    PATH_OPERATIONS,
+    InSpatioCameraKeyframes,
+    InSpatioCameraPathPreview,
+    InSpatioCameraPreset,
+    InSpatioConcatCameraPaths,
+    InSpatioFollowSourceCamera,
+    InSpatioModifyCameraPath,
+    InSpatioRetimeCameraPath,
+)
+from inspatio_nodes.nodes.comfy import NodeInputError
+
+HEIGHT, WIDTH, SCENE_FRAMES = 32, 48, 5
+SCENE_DEPTH = 2.0
+
+
+def _scene(moving: bool = False):
+    poses = torch.eye(4).repeat(SCENE_FRAMES, 1, 1)
+    if moving:
+        poses[:, 0, 3] = -torch.linspace(0, 0.5, SCENE_FRAMES)
+    frames = torch.rand(SCENE_FRAMES, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    depth = torch.full((SCENE_FRAMES, HEIGHT, WIDTH), SCENE_DEPTH)
+    return scene_from_video(frames, depth, intrinsics_from_fov(60.0, WIDTH, HEIGHT), poses, 12.0,
+                            (HEIGHT, WIDTH))
+
+
+def _preset(preset="orbit_left", frames=9, scene=None, **overrides):
+    arguments = dict(preset=preset, frames=frames, strength=1.0, easing="linear", radius_ratio=1.0,
+                     rotation_only=False, relative_to_source=False)
+    arguments.update(overrides)
+    return InSpatioCameraPreset().build(**arguments, scene=scene)
+
+
+def _keyframes(frames: int = 9):
+    document = json.loads(DEFAULT_KEYFRAMES_JSON)
+    document["frames"] = frames
+    document["keyframes"] = [key for key in document["keyframes"] if key["frame"] < frames]
+    return InSpatioCameraKeyframes().build(json.dumps(document))[0]
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_preset_builds_a_path_of_the_requested_length(preset):
+    path, frames = _preset(preset, frames=7, scene=_scene())
+    assert frames == path.num_frames == 7
+
+
+def test_orbit_keeps_its_distance_to_the_pivot_at_the_scene_foreground_depth():
+    path, _ = _preset("orbit_left", frames=9, scene=_scene(), strength=2.0)
+    pivot = torch.tensor([0.0, 0.0, SCENE_DEPTH], dtype=torch.float64)
+    distances = torch.linalg.vector_norm(camera_centres(path.world_to_camera) - pivot, dim=-1)
+    torch.testing.assert_close(distances, torch.full_like(distances, SCENE_DEPTH))
+
+
+def test_zero_frames_follows_the_scene_length():
+    path, frames = _preset("dolly_in", frames=0, scene=_scene())
+    assert frames == SCENE_FRAMES
+
+
+def test_zero_frames_without_a_scene_names_the_frames_input():
+    with pytest.raises(NodeInputError, match="Path Preset: input 'frames'"):
+        _preset(frames=0)
+
+
+def test_relative_to_source_needs_the_scene_length():
+    with pytest.raises(NodeInputError, match="input 'relative_to_source'"):
+        _preset(frames=SCENE_FRAMES + 1, scene=_scene(moving=True), relative_to_source=True)
+
+
+def test_default_keyframes_document_is_valid_and_starts_at_the_origin():
+    assert InSpatioCameraKeyframes.VALIDATE_INPUTS(DEFAULT_KEYFRAMES_JSON) is True
+    path, frames = InSpatioCameraKeyframes().build(DEFAULT_KEYFRAMES_JSON)
+    assert frames == json.loads(DEFAULT_KEYFRAMES_JSON)["frames"]
+    torch.testing.assert_close(camera_centres(path.world_to_camera[:1]), torch.zeros(1, 3, dtype=torch.float64))
+
+
+def test_malformed_keyframes_fail_validation_with_the_node_and_input_named():
+    message = InSpatioCameraKeyframes.VALIDATE_INPUTS('{"format": "inspatio.camera_path/1", "frames": 3}')
+    assert isinstance(message, str) and "Keyframes: input 'path_json'" in message
+    with pytest.raises(NodeInputError, match="input 'path_json'"):
+        InSpatioCameraKeyframes().build("not json")
+
+
+def test_concatenation_adds_the_frame_counts():
+    path, frames = InSpatioConcatCameraPaths().concatenate(_keyframes(9), _preset(frames=4)[0])
+    assert frames == 13
+    torch.testing.assert_close(path.world_to_camera[9:], _preset(frames=4)[0].world_to_camera)
+
+
+def test_retime_by_speed_and_by_frame_count():
+    path = _keyframes(9)
+    _, faster = InSpatioRetimeCameraPath().retime(path, speed=2.0, frames=0, easing="linear", interpolation="smooth")
+    _, exact = InSpatioRetimeCameraPath().retime(path, speed=2.0, frames=21, easing="linear", interpolation="linear")
+    assert (faster, exact) == (5, 21)
+
+
+def test_bad_speed_names_the_speed_input():
+    with pytest.raises(NodeInputError, match="input 'speed'"):
+        InSpatioRetimeCameraPath().retime(_keyframes(9), speed=0.0, frames=0, easing="linear", interpolation="smooth")
+
+
+@pytest.mark.parametrize(
+    "operation, expected_frames", [("reverse", 9), ("ping_pong", 17), ("loop", 27), ("hold_end", 12), ("hold_start", 12)]
+)
+def test_path_operations_give_the_expected_lengths(operation, expected_frames):
+    count = 3
+    _, frames = InSpatioModifyCameraPath().modify(_keyframes(9), operation, count)
+    assert frames == expected_frames
+    assert operation in PATH_OPERATIONS
+
+
+def test_following_a_moving_source_camera_moves_the_path_with_it():
+    still, _ = _preset("static", frames=SCENE_FRAMES, scene=_scene(moving=True))
+    followed, _ = InSpatioFollowSourceCamera().compose(still, _scene(moving=True))
+    torch.testing.assert_close(followed.world_to_camera.float(), _scene(moving=True).world_to_camera)
+
+
+def test_preview_node_returns_one_two_panel_image():
+    result = InSpatioCameraPathPreview().preview(_scene(), _preset(frames=9)[0], panel_size=64, frustum_every=0)
+    (image,) = result["result"]
+    assert image.shape == (1, 64, 128, 3)
+    assert result["ui"]["images"] == []  # outside ComfyUI nothing is written
+
+
+def test_preview_panel_too_small_names_the_input():
+    with pytest.raises(NodeInputError, match="input 'panel_size'"):
+        InSpatioCameraPathPreview().preview(_scene(), _preset(frames=3)[0], panel_size=8, frustum_every=0)
+
+
+def test_every_camera_input_has_a_tooltip():
+    nodes = (InSpatioCameraPreset, InSpatioCameraKeyframes, InSpatioConcatCameraPaths, InSpatioRetimeCameraPath,
+             InSpatioModifyCameraPath, InSpatioFollowSourceCamera, InSpatioCameraPathPreview)
+    for node in nodes:
+        for section in node.INPUT_TYPES().values():
+            for name, (_, options) in section.items():
+                assert options.get("tooltip"), f"{node.__name__}.{name} has no tooltip"
