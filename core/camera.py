@@ -199,9 +199,13 @@ def recentre_principal_point(intrinsics: Intrinsics, width: int, height: int) ->
     the v1 fixtures depend on).
     """
     check_intrinsics(intrinsics)
+    # Upstream forms the scale in Python float64 (`.item()`) and multiplies it into the K tensor
+    # in K's own dtype; the same order of rounding keeps float32 K bit-exact.
+    scale_x = (width / (2.0 * intrinsics[..., 0, 2].double())).to(intrinsics.dtype)
+    scale_y = (height / (2.0 * intrinsics[..., 1, 2].double())).to(intrinsics.dtype)
     recentred = intrinsics.clone()
-    recentred[..., 0, 0] = intrinsics[..., 0, 0] * width / (2.0 * intrinsics[..., 0, 2])
-    recentred[..., 1, 1] = intrinsics[..., 1, 1] * height / (2.0 * intrinsics[..., 1, 2])
+    recentred[..., 0, 0] = intrinsics[..., 0, 0] * scale_x
+    recentred[..., 1, 1] = intrinsics[..., 1, 1] * scale_y
     recentred[..., 0, 2] = width / 2.0
     recentred[..., 1, 2] = height / 2.0
     return recentred

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from scipy.interpolate import UnivariateSpline
 
-from .types import CameraToWorld
+from .paths import CameraPath, path_from_relative_motion
+from .types import CameraToWorld, Intrinsics, WorldToCamera
 
 #: More keys than this → smoothing spline; this many or fewer → piecewise linear (v1 rule).
 MAX_LINEAR_KEYFRAMES = 3
@@ -255,6 +256,34 @@ def trajectory_camera_to_world(
     return official_camera_to_world(
         keys.pitch_degrees, keys.yaw_degrees, radius, radius_zoom, frames,
         rotation_only=rotation_only,
+    )
+
+
+def trajectory_path(
+    keys: KeyframeLines,
+    frames: int,
+    source_world_to_camera: WorldToCamera | None = None,
+    style: TrajectoryStyle = "render_point_cloud",
+    *,
+    foreground_depth: float = 1.0,
+    radius_ratio: float = 1.0,
+    rotation_only: bool = False,
+    relative_to_source: bool = False,
+    intrinsics: Intrinsics | None = None,
+    fps: float | None = None,
+) -> CameraPath:
+    """Target path of a v1 trajectory file: ``Tcw = inv(inv(c2w_src0) @ rel)`` per frame.
+
+    Without source poses this is v1 ``TestDataset``'s ``target_extrinsics`` (``inv(rel)``); with
+    them, v1 ``generate_target_c2ws`` (and ``relative_to_source`` as there).
+    """
+    relative = trajectory_camera_to_world(
+        keys, frames, style, foreground_depth=foreground_depth, radius_ratio=radius_ratio,
+        rotation_only=rotation_only,
+    )
+    return path_from_relative_motion(
+        relative, source_world_to_camera, relative_to_source=relative_to_source,
+        intrinsics=intrinsics, fps=fps,
     )
 
 

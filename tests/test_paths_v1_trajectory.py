@@ -7,10 +7,13 @@ frame counts, source re-indexing and target extrinsics. Everything is read from 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from conftest import fixture_cases, load_json, require_fixture
+from safetensors import safe_open
 
 from inspatio_nodes.core.camera import world_to_camera_from_camera_to_world
 from inspatio_nodes.core.trajectory_v1 import (
@@ -21,12 +24,13 @@ from inspatio_nodes.core.trajectory_v1 import (
     interpolate_line_uniform,
     official_camera_to_world,
     total_keyframe_angle,
-    trajectory_camera_to_world,
+    trajectory_path,
 )
 
 POSE_TOLERANCE = 1e-6
 INTERPOLATION_TOLERANCE = 1e-6
 TRAJECTORY_FIXTURES = fixture_cases("traj_*.json")
+RENDER_WARP_FIXTURES = fixture_cases("render_warp_io.safetensors")
 
 
 def _cases(path, kind: str) -> list[dict]:
@@ -95,21 +99,46 @@ def test_dataset_target_extrinsics_match_test_dataset(case_path):
     keys = _file_keyframes(case_path)
     for case in _cases(case_path, "TestDataset.get_data"):
         params = case["params"]
-        camera_to_world = trajectory_camera_to_world(
+        path = trajectory_path(
             keys,
             case["n_frames"],
-            "test_dataset",
+            style="test_dataset",
             foreground_depth=params["first_depth_min"],
             radius_ratio=params["radius_ratio"],
             rotation_only=params["rotation_only"],
         )
         torch.testing.assert_close(
-            world_to_camera_from_camera_to_world(camera_to_world),
+            path.world_to_camera,
             torch.tensor(case["Tcw"], dtype=torch.float64),
             atol=POSE_TOLERANCE,
             rtol=0,
             msg=case["name"],
         )
+
+
+@pytest.mark.parametrize("warp_path", RENDER_WARP_FIXTURES)
+def test_renderer_target_poses_match_generate_target_c2ws(warp_path):
+    # The v1 renderer fixture names its trajectory file; its keys are in the traj_*.json whose
+    # keyframes come from that file (raw r, composed with the first source pose).
+    with safe_open(str(require_fixture(warp_path)), "pt") as tensors:
+        case = json.loads(json.loads(tensors.metadata()["info"])["case"])
+        source_world_to_camera = tensors.get_tensor("warp_in.source_tcw").double()
+        expected = tensors.get_tensor("warp_in.target_tcw").double()
+    trajectories = [
+        path for path in warp_path.parent.glob("traj_*.json")
+        if load_json(path)["keyframes"]["file"] == case["traj"]
+    ]
+    if not trajectories:
+        pytest.skip(f"no traj_*.json holds the keyframes of {case['traj']}")
+    path = trajectory_path(
+        _file_keyframes(trajectories[0]),
+        len(expected),
+        source_world_to_camera,
+        style="render_point_cloud",
+        rotation_only=case["rotation_only"],
+        relative_to_source=case["relative_to_source"],
+    )
+    torch.testing.assert_close(path.world_to_camera, expected, atol=POSE_TOLERANCE, rtol=0)
 
 
 def test_bounce_plays_forward_then_backward():
