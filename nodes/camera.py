@@ -10,6 +10,8 @@ STRING widget), files ``core/path_files.py``, operations ``core/paths.py``, the 
 
 from __future__ import annotations
 
+import os
+
 from . import comfy as cf
 from .errors import reported_as
 
@@ -20,6 +22,8 @@ CAMERA_PATH_TYPE = "INSPATIO_CAMERA_PATH"
 DEFAULT_FRAMES = 81  # 4k + 1, three blocks of the released model
 MAX_FRAMES = 10000
 PATH_OPERATIONS = ("reverse", "ping_pong", "loop", "hold_end", "hold_start")
+LOAD_FORMATS = ("tcw_text", "c2w_text", "v1_trajectory", "inspatio_json", "transforms_json", "worldfm_meta")
+SAVE_FORMATS = ("tcw_text", "inspatio_json", "transforms_json", "worldfm_meta")
 
 # A gentle orbit around a point 2 units in front of the first camera: a valid document of the wire
 # format that shows its fields, so editing starts from something that renders.
@@ -143,6 +147,143 @@ class InSpatioCameraKeyframes:
 
         with reported_as(self.NODE, "path_json"):
             return _path_output(path_from_json(path_json, "path_json"))
+
+
+class InSpatioLoadCameraPath:
+    """A camera path from a file: v1.5 Tcw text, the v1 pitch/yaw/r file, JSON, transforms.json, meta.json."""
+
+    NODE = "InSpatio Load Camera Path"
+    CATEGORY = CATEGORY
+    RETURN_TYPES = PATH_RETURN_TYPES
+    RETURN_NAMES = PATH_RETURN_NAMES
+    OUTPUT_TOOLTIPS = PATH_OUTPUT_TOOLTIPS
+    FUNCTION = "load"
+    DESCRIPTION = "Read a camera file once into the canonical form (OpenCV world-to-camera per frame)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from typing import get_args
+
+        from ..core.trajectory_v1 import TrajectoryStyle
+
+        return {
+            "required": {
+                "file": ("STRING", {"default": "target_tcw.txt", "tooltip":
+                    "Path of the camera file (absolute, or relative to the directory ComfyUI runs in)."}),
+                "format": (list(LOAD_FORMATS), {"default": "tcw_text", "tooltip":
+                    "tcw_text: v1.5 target_tcw.txt / source_tcw.txt (16 numbers per line, world-to-camera); "
+                    "c2w_text: the same with camera-to-world poses; v1_trajectory: the v1 three-line "
+                    "pitch / yaw / r keyframe file; inspatio_json: the keyframe wire format; transforms_json: "
+                    "NeRF (OpenGL) or WorldFM transforms.json; worldfm_meta: WorldFM meta.json."}),
+                "frames": ("INT", {"default": 0, "min": 0, "max": MAX_FRAMES, "tooltip":
+                    "v1_trajectory only: frames to interpolate; 0 = as many as the scene has."}),
+                "v1_style": (list(get_args(TrajectoryStyle)), {"default": "render_point_cloud", "tooltip":
+                    "v1_trajectory only: 'render_point_cloud' uses the raw r (what the official renders "
+                    "use); 'test_dataset' scales r by the foreground depth x radius_ratio."}),
+                "radius_ratio": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 100.0, "step": 0.01, "tooltip":
+                    "v1_trajectory only: the official radius_ratio of the 'test_dataset' style."}),
+                "rotation_only": ("BOOLEAN", {"default": False, "tooltip":
+                    "v1_trajectory only: zero the translation (official --rotation_only)."}),
+            },
+            "optional": {
+                "scene": (SCENE_TYPE, {"tooltip": "v1_trajectory: anchors the keyframes to the scene's first "
+                                                  "camera and foreground depth, and gives the frame count."}),
+            },
+        }
+
+    @classmethod
+    def IS_CHANGED(cls, file, **_):
+        # Re-read when the file changes on disk, like core LoadVideo (fingerprint by mtime).
+        try:
+            return os.path.getmtime(file)
+        except (OSError, TypeError):
+            return float("nan")
+
+    def load(self, file, format, frames, v1_style, radius_ratio, rotation_only, scene=None):
+        from ..core import path_files
+
+        readers = {
+            "tcw_text": lambda: _poses_path(path_files.read_pose_text(file, "world_to_camera")),
+            "c2w_text": lambda: _poses_path(path_files.read_pose_text(file, "camera_to_world")),
+            "inspatio_json": lambda: path_files.read_path_json(file),
+            "transforms_json": lambda: path_files.read_transforms_json(file),
+            "worldfm_meta": lambda: path_files.read_worldfm_meta(file),
+            "v1_trajectory": lambda: self._v1_path(file, frames, v1_style, radius_ratio, rotation_only, scene),
+        }
+        if format not in readers:
+            raise cf.NodeInputError(self.NODE, "format", f"is {format!r}: use one of {', '.join(LOAD_FORMATS)}")
+        with reported_as(self.NODE, "file"):
+            return _path_output(readers[format]())
+
+    def _v1_path(self, file, frames, v1_style, radius_ratio, rotation_only, scene):
+        from ..core.depth import foreground_depth
+        from ..core.path_files import read_v1_trajectory
+        from ..core.trajectory_v1 import trajectory_path
+
+        if frames == 0 and scene is None:
+            raise cf.NodeInputError(self.NODE, "frames", "is 0 (follow the scene) but no scene is connected")
+        keys = read_v1_trajectory(file)
+        with reported_as(self.NODE, "scene"):
+            depth = 1.0 if scene is None else foreground_depth(scene.depth)
+        source = None if scene is None else scene.world_to_camera
+        with reported_as(self.NODE, "v1_style"):
+            return trajectory_path(keys, frames or scene.num_frames, source, v1_style, foreground_depth=depth,
+                                   radius_ratio=radius_ratio, rotation_only=rotation_only)
+
+
+class InSpatioSaveCameraPath:
+    """Write a camera path to a file (to reuse it, or to run it through the official scripts)."""
+
+    NODE = "InSpatio Save Camera Path"
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("file",)
+    OUTPUT_TOOLTIPS = ("The path of the written file.",)
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+    DESCRIPTION = "tcw_text (v1.5 target_tcw.txt), inspatio_json, transforms_json (NeRF) or worldfm_meta."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "camera_path": (CAMERA_PATH_TYPE, {"tooltip": "The path to write."}),
+                "file": ("STRING", {"default": "camera_path.json", "tooltip":
+                    "Where to write (absolute, or relative to the directory ComfyUI runs in); overwritten."}),
+                "format": (list(SAVE_FORMATS), {"default": "inspatio_json", "tooltip":
+                    "tcw_text: one row-major world-to-camera per line (v1.5 target_tcw.txt); inspatio_json: "
+                    "the wire format; transforms_json: NeRF style (OpenGL axes); worldfm_meta: WorldFM meta.json "
+                    "(needs intrinsics on the path)."}),
+                "image_width": ("INT", {"default": 832, "min": 1, "max": 16384, "tooltip":
+                    "transforms_json only: the image width written as 'w'."}),
+                "image_height": ("INT", {"default": 480, "min": 1, "max": 16384, "tooltip":
+                    "transforms_json only: the image height written as 'h'."}),
+            },
+        }
+
+    def save(self, camera_path, file, format, image_width, image_height):
+        from ..core import path_files
+
+        writers = {
+            "tcw_text": lambda: path_files.write_pose_text(file, camera_path.world_to_camera),
+            "inspatio_json": lambda: path_files.write_path_json(file, camera_path),
+            "transforms_json": lambda: path_files.write_transforms_json(file, camera_path, image_width, image_height),
+            "worldfm_meta": lambda: path_files.write_worldfm_meta(file, camera_path),
+        }
+        if format not in writers:
+            raise cf.NodeInputError(self.NODE, "format", f"is {format!r}: use one of {', '.join(SAVE_FORMATS)}")
+        with reported_as(self.NODE, "file"):
+            try:
+                writers[format]()
+            except OSError as error:
+                raise cf.NodeInputError(self.NODE, "file", f"cannot be written: {error}") from error
+        return {"ui": {"text": (file,)}, "result": (file,)}
+
+
+def _poses_path(world_to_camera):
+    from ..core.paths import CameraPath
+
+    return CameraPath(world_to_camera)
 
 
 class InSpatioConcatCameraPaths:
@@ -317,6 +458,8 @@ class InSpatioCameraPathPreview:
 NODE_CLASS_MAPPINGS = {
     "InSpatioCameraPreset": InSpatioCameraPreset,
     "InSpatioCameraKeyframes": InSpatioCameraKeyframes,
+    "InSpatioLoadCameraPath": InSpatioLoadCameraPath,
+    "InSpatioSaveCameraPath": InSpatioSaveCameraPath,
     "InSpatioConcatCameraPaths": InSpatioConcatCameraPaths,
     "InSpatioRetimeCameraPath": InSpatioRetimeCameraPath,
     "InSpatioModifyCameraPath": InSpatioModifyCameraPath,

@@ -18,8 +18,10 @@ from inspatio_nodes.nodes.camera import (
     InSpatioCameraPreset,
     InSpatioConcatCameraPaths,
     InSpatioFollowSourceCamera,
+    InSpatioLoadCameraPath,
     InSpatioModifyCameraPath,
     InSpatioRetimeCameraPath,
+    InSpatioSaveCameraPath,
 )
 from inspatio_nodes.nodes.comfy import NodeInputError
 
@@ -140,9 +142,48 @@ def test_preview_panel_too_small_names_the_input():
 
 
 def test_every_camera_input_has_a_tooltip():
-    nodes = (InSpatioCameraPreset, InSpatioCameraKeyframes, InSpatioConcatCameraPaths, InSpatioRetimeCameraPath,
-             InSpatioModifyCameraPath, InSpatioFollowSourceCamera, InSpatioCameraPathPreview)
+    nodes = (InSpatioCameraPreset, InSpatioCameraKeyframes, InSpatioLoadCameraPath, InSpatioSaveCameraPath,
+             InSpatioConcatCameraPaths, InSpatioRetimeCameraPath, InSpatioModifyCameraPath,
+             InSpatioFollowSourceCamera, InSpatioCameraPathPreview)
     for node in nodes:
         for section in node.INPUT_TYPES().values():
             for name, (_, options) in section.items():
                 assert options.get("tooltip"), f"{node.__name__}.{name} has no tooltip"
+
+
+def _load(file, format, frames=0, scene=None, **overrides):
+    arguments = dict(file=str(file), format=format, frames=frames, v1_style="render_point_cloud",
+                     radius_ratio=1.0, rotation_only=False)
+    arguments.update(overrides)
+    return InSpatioLoadCameraPath().load(**arguments, scene=scene)
+
+
+@pytest.mark.parametrize("format", ["tcw_text", "inspatio_json", "transforms_json"])
+def test_saved_paths_load_back_with_the_same_poses(tmp_path, format):
+    path = _keyframes(9)
+    file = tmp_path / f"path.{format}"
+    result = InSpatioSaveCameraPath().save(path, str(file), format, image_width=WIDTH, image_height=HEIGHT)
+    assert result["result"] == (str(file),)
+    loaded, frames = _load(file, format)
+    assert frames == 9
+    torch.testing.assert_close(loaded.world_to_camera, path.world_to_camera, atol=1e-6, rtol=0)
+
+
+def test_v1_trajectory_file_follows_the_scene_length(tmp_path):
+    file = tmp_path / "orbit.txt"
+    file.write_text("0 0 0\n0 10 20\n1 1 1\n")
+    path, frames = _load(file, "v1_trajectory", scene=_scene())
+    assert frames == SCENE_FRAMES
+    assert not torch.allclose(path.world_to_camera[0], path.world_to_camera[-1])
+
+
+def test_malformed_camera_file_names_the_file_input(tmp_path):
+    file = tmp_path / "broken.txt"
+    file.write_text("1 2 3\n")
+    with pytest.raises(NodeInputError, match="Load Camera Path: input 'file'.*line 1"):
+        _load(file, "tcw_text")
+
+
+def test_saving_worldfm_meta_without_intrinsics_names_the_file_input(tmp_path):
+    with pytest.raises(NodeInputError, match="Save Camera Path: input 'file'.*K"):
+        InSpatioSaveCameraPath().save(_keyframes(3), str(tmp_path / "meta.json"), "worldfm_meta", 8, 8)
