@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import random
 import string
+import weakref
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
@@ -60,6 +61,8 @@ PREVIEW_FORMAT = "JPEG"  # the binary preview format ComfyUI's progress hook sen
 UINT8_MAX = 255.0
 
 _registered_folders: set[str] = set()
+# Streaming codecs built from ComfyUI VAE objects, one per VAE object, dropped with it.
+_codecs_by_vae: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class NodeInputError(ValueError):
@@ -263,15 +266,23 @@ def load_to_device(model: ManagedModel, memory_required: int) -> torch.device:
     partial low-VRAM loading only works for layers built from ``comfy.ops``, so the module is
     always loaded whole.
     """
-    import torch
-
     if model.patcher is None:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = compute_device()
         model.module.to(device)
         return device
     model_management = _comfy_module("comfy.model_management")
     model_management.load_models_gpu([model.patcher], memory_required=memory_required, force_full_load=True)
     return model.patcher.load_device
+
+
+def compute_device() -> torch.device:
+    """Where models run: ComfyUI's torch device, else CUDA when present, else the CPU."""
+    import torch
+
+    model_management = _comfy_module("comfy.model_management")
+    if model_management is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return model_management.get_torch_device()
 
 
 def intermediate_device() -> torch.device:
@@ -294,6 +305,57 @@ def release_memory() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+# --- VAE objects and streaming codecs -------------------------------------------------------
+
+
+def vae_codec(node: str, input_name: str, vae: Any) -> ManagedModel:
+    """The streaming Wan2.1 codec of a ComfyUI VAE object (from core Load VAE), built once per object.
+
+    ComfyUI's own ``VAE.decode`` starts a fresh causal cache on every call, so decoding block by
+    block is not equal to one whole decode (COMFYUI.md §6.7). The core codec keeps its cache in a
+    state the caller owns; it is built from the VAE's weights, so users keep the file they have.
+    """
+    if vae in _codecs_by_vae:
+        return _codecs_by_vae[vae]
+    first_stage = getattr(vae, "first_stage_model", None)
+    if first_stage is None:
+        raise NodeInputError(
+            node, input_name, f"is a {type(vae).__name__}, not a VAE: connect Load VAE with wan_2.1_vae.safetensors"
+        )
+    from ..core.codec import load_codec
+    from ..core.wan.checkpoints import CheckpointError
+
+    dtype = getattr(vae, "vae_dtype", None) or next(first_stage.parameters()).dtype
+    try:
+        codec = load_codec(first_stage.state_dict(), dtype=dtype)
+    except CheckpointError as error:
+        raise NodeInputError(node, input_name, f"cannot be used: {error}") from error
+    managed = manage_model(codec)
+    _codecs_by_vae[vae] = managed
+    return managed
+
+
+def streaming_codec(node: str, input_name: str, codec_or_vae: Any) -> ManagedModel:
+    """The codec of a ``VAE,INSPATIO_CODEC`` input: a loaded TAEHV as is, a ComfyUI VAE via :func:`vae_codec`."""
+    if isinstance(codec_or_vae, ManagedModel):
+        return codec_or_vae
+    return vae_codec(node, input_name, codec_or_vae)
+
+
+def vae_working_memory(vae: Any, height: int, width: int) -> int:
+    """Bytes ComfyUI budgets for coding ``height``×``width`` frames with this VAE (its own
+    estimate, which for Wan2.1 depends on the frame size only); 0 for objects without one."""
+    estimate_encode = getattr(vae, "memory_used_encode", None)
+    estimate_decode = getattr(vae, "memory_used_decode", None)
+    if estimate_encode is None or estimate_decode is None:
+        return 0
+    from ..core.codec import LATENT_CHANNELS, RGB_CHANNELS, SPATIAL_STRIDE
+
+    pixel_shape = (1, RGB_CHANNELS, 1, height, width)
+    latent_shape = (1, LATENT_CHANNELS, 1, height // SPATIAL_STRIDE, width // SPATIAL_STRIDE)
+    return int(max(estimate_encode(pixel_shape, vae.vae_dtype), estimate_decode(latent_shape, vae.vae_dtype)))
 
 
 # --- data formats: IMAGE, MASK, CONDITIONING, LATENT ----------------------------------------

@@ -1,0 +1,294 @@
+"""World-model nodes: Initialize World Cache (encode the conditions) and InSpatio World Sampler.
+
+Place in the data flow: Render Condition (``INSPATIO_RENDER``: render, mask and the source video
+aligned with the camera path) + CONDITIONING + the Wan VAE → **Initialize World Cache**: the
+source video and the render are encoded by the streaming codec built from ComfyUI's VAE object,
+the mask is packed into the DiT's 4 mask channels, the prompt is cut or padded to the model's
+text length → ``INSPATIO_WORLD_STATE`` →
+**InSpatio World Sampler**: the DiT is loaded with a memory estimate that includes the KV cache,
+a ``core.world.Session`` caches the text K/V and holds the fixed-capacity KV cache, and every block
+is generated (prefill + denoising steps) and decoded as it finishes → LATENT (ComfyUI raw space)
+and IMAGE frames.
+
+The frame-count policy is v1.5's: the run is padded to whole blocks by repeating the last frame
+(``core/scene.py``), and the frames are cut back to the render's count. The per-block loop
+follows ``pipeline/causal_inference.py`` through ``core/world.py``; this module only moves data
+between the codec, the session and ComfyUI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import comfy as cf
+from .errors import reported_as
+from .loaders import CODEC_OR_VAE, WorldModel
+
+if TYPE_CHECKING:
+    import torch
+
+    from .render import RenderCondition
+
+    from ..core.types import MaskLatents, RenderLatents, TextEmbeddings, VideoFrames, VideoLatents
+
+CATEGORY = "InSpatio/World"
+MAX_SEED = 0xFFFFFFFFFFFFFFFF
+RELEASED_DENOISING_STEPS = "1000, 750, 500, 250"  # core.schedule.RELEASED_DENOISING_STEPS, as text
+RELEASED_SHIFT = 5.0
+
+
+@dataclass(frozen=True)
+class WorldState:
+    """What ``INSPATIO_WORLD_STATE`` carries: every per-run input of the sampler, on the CPU.
+
+    Latents are normalised Wan2.1 ``[1, G, C, h, w]`` with G a whole number of blocks;
+    ``valid_frames`` is the number of frames the output is cut back to.
+    """
+
+    model: WorldModel
+    text: TextEmbeddings
+    reference: VideoLatents
+    render: RenderLatents
+    mask: MaskLatents
+    valid_frames: int
+    fps: float
+    decoder: cf.ManagedModel
+    decoder_memory: int
+
+    @property
+    def latent_frames(self) -> int:
+        return int(self.reference.shape[1])
+
+
+def _block_frame_indices(codec_chunks: list[list[int]]) -> list[list[int]]:
+    """Group the codec's 1, 4, 4, ... frame chunks into one list per block of latent frames, so a
+    block is encoded in one call (the codec takes 1 + 4k frames first, then multiples of 4)."""
+    from ..core.scene import FRAMES_PER_BLOCK
+
+    return [
+        [index for chunk in codec_chunks[start : start + FRAMES_PER_BLOCK] for index in chunk]
+        for start in range(0, len(codec_chunks), FRAMES_PER_BLOCK)
+    ]
+
+
+def _encode_stream(codec: Any, frames: VideoFrames, chunks: list[list[int]], device: torch.device,
+                   bar: cf.ProgressBar) -> VideoLatents:
+    """Encode the padded video block by block through one codec stream (CPU latents)."""
+    import torch
+
+    state = codec.new_state()
+    latents = []
+    for block in chunks:
+        cf.check_interrupted()
+        chunk = frames[torch.tensor(block)].to(device)
+        latents.append(codec.encode(chunk[None], state).float().cpu())
+        bar.update()
+    return torch.cat(latents, dim=1)
+
+
+class InSpatioWorldCacheInit:
+    DISPLAY_NAME = "Initialize World Cache"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Encodes the source video and the render with the Wan VAE, packs the mask and the "
+        "prompt: everything the world sampler needs, computed once."
+    )
+    RETURN_TYPES = ("INSPATIO_WORLD_STATE",)
+    RETURN_NAMES = ("world_state",)
+    OUTPUT_TOOLTIPS = ("The encoded conditions, for InSpatio World Sampler.",)
+    FUNCTION = "initialize"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "world_model": ("INSPATIO_WORLD_MODEL", {"tooltip": "From Load InSpatio-World Model."}),
+                "vae": ("VAE", {"tooltip": "The Wan2.1 VAE (Load VAE with wan_2.1_vae.safetensors)."}),
+                "positive": ("CONDITIONING", {
+                    "tooltip": "The prompt, from CLIPTextEncode with a Wan (umT5) text encoder.",
+                }),
+                "condition": ("INSPATIO_RENDER", {
+                    "tooltip": "From Render Condition: the render, its mask and the aligned source video.",
+                }),
+            }
+        }
+
+    def initialize(self, world_model: WorldModel, vae: Any, positive: list,
+                   condition: RenderCondition) -> tuple[WorldState]:
+        import torch
+
+        from ..core.scene import chunk_frame_indices, padded_frame_count
+        from ..core.splat import pack_mask_latents
+
+        node = self.DISPLAY_NAME
+        config = world_model.config
+        text = cf.conditioning_to_text_embeddings(node, "positive", positive, config.text_len, config.text_dim)
+        valid_frames = condition.num_frames
+        blocks = _block_frame_indices(chunk_frame_indices(valid_frames, padded_frame_count(valid_frames)))
+        height, width = condition.render.shape[-2:]
+        decoder = cf.vae_codec(node, "vae", vae)
+        decoder_memory = cf.vae_working_memory(vae, height, width)
+        device = cf.load_to_device(decoder, decoder_memory)
+        bar = cf.progress_bar(2 * len(blocks))
+        with torch.inference_mode(), reported_as(node, "condition"):
+            reference = _encode_stream(decoder.module, condition.source_frames, blocks, device, bar)
+            render_latents = _encode_stream(decoder.module, condition.render, blocks, device, bar)
+            padded_mask = condition.mask[torch.tensor([index for block in blocks for index in block]), 0]
+            mask_latents = pack_mask_latents(padded_mask * 2.0 - 1.0)  # known +1, hole -1
+        state = WorldState(
+            model=world_model, text=text, reference=reference, render=render_latents, mask=mask_latents,
+            valid_frames=valid_frames, fps=condition.fps, decoder=decoder, decoder_memory=decoder_memory,
+        )
+        return (state,)
+
+
+class ProgressNoise:
+    """Seeded noise that also reports the denoising steps of a block to the progress bar.
+
+    ``core.world.Session.step`` draws noise once before every denoising step (the initial noise,
+    then one re-noise per later step), so each draw after the first of a block marks the previous
+    step as done, and is the point between steps where a Cancel is honoured.
+    """
+
+    def __init__(self, seed: int, steps_per_block: int, bar: cf.ProgressBar):
+        from ..core.world import SeededNoise
+
+        self.noise = SeededNoise(seed)
+        self.steps_per_block = steps_per_block
+        self.bar = bar
+        self.draws = 0
+
+    def draw(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        cf.check_interrupted()
+        if self.draws % self.steps_per_block:
+            self.bar.update()
+        self.draws += 1
+        return self.noise.draw(shape, dtype, device)
+
+
+def parse_denoising_steps(node: str, text: str) -> tuple[int, ...]:
+    """``"1000, 750, 500, 250"`` → ``(1000, 750, 500, 250)``, with an error naming the widget."""
+    try:
+        steps = tuple(int(value) for value in text.replace(",", " ").split())
+    except ValueError:
+        steps = ()
+    if not steps:
+        raise cf.NodeInputError(
+            node, "denoising_steps",
+            f"is {text!r}; give comma-separated timesteps in 1..1000 such as {RELEASED_DENOISING_STEPS!r}",
+        )
+    return steps
+
+
+class InSpatioWorldSampler:
+    DISPLAY_NAME = "InSpatio World Sampler"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Generates the video block by block (3 latent frames each) with the causal DiT and its KV "
+        "cache, and decodes each block as it finishes."
+    )
+    RETURN_TYPES = ("LATENT", "IMAGE")
+    RETURN_NAMES = ("latent", "frames")
+    OUTPUT_TOOLTIPS = (
+        "Generated latents in ComfyUI's raw Wan2.1 space (core VAE Decode works), whole blocks.",
+        "Decoded frames, cut to the render's frame count.",
+    )
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "world_state": ("INSPATIO_WORLD_STATE", {"tooltip": "From Initialize World Cache."}),
+                "seed": ("INT", {
+                    "default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+                    "tooltip": "Seed of the noise; the same inputs and seed give the same video.",
+                }),
+                "denoising_steps": ("STRING", {
+                    "default": RELEASED_DENOISING_STEPS,
+                    "tooltip": "Timesteps before the shift warp; the release was distilled for "
+                               "1000, 750, 500, 250.",
+                }),
+                "shift": ("FLOAT", {
+                    "default": RELEASED_SHIFT, "min": 0.01, "max": 100.0, "step": 0.01,
+                    "tooltip": "Timestep shift of the flow-matching schedule (5 in the release).",
+                }),
+                "num_blocks": ("INT", {
+                    "default": 0, "min": 0, "max": 10_000,
+                    "tooltip": "Blocks to generate (3 latent frames, 12 video frames each); 0 = all.",
+                }),
+            },
+            "optional": {
+                "decoder": (CODEC_OR_VAE, {
+                    "tooltip": "Decoder for the frames: the Wan VAE (default: the cache's VAE) or "
+                               "TAEHV (Load TAEHV), about 20× cheaper.",
+                }),
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, denoising_steps: str) -> bool | str:
+        try:
+            parse_denoising_steps(cls.DISPLAY_NAME, denoising_steps)
+        except cf.NodeInputError as error:
+            return str(error)
+        return True
+
+    def sample(self, world_state: WorldState, seed: int, denoising_steps: str, shift: float,
+               num_blocks: int, decoder: Any = None) -> tuple[dict, torch.Tensor]:
+        import torch
+
+        from ..core import attention
+        from ..core.codec import to_comfy_latent
+        from ..core.schedule import FlowMatchSchedule
+        from ..core.world import SamplerConfig, Session, session_memory_bytes
+
+        node = self.DISPLAY_NAME
+        with reported_as(node, "denoising_steps"):
+            schedule = FlowMatchSchedule(denoising_steps=parse_denoising_steps(node, denoising_steps), shift=shift)
+        sampler = SamplerConfig(schedule=schedule)
+        block = sampler.frames_per_block
+        available = world_state.latent_frames // block
+        blocks = available if num_blocks == 0 else min(num_blocks, available)
+        model = world_state.model
+        _, _, _, latent_height, latent_width = world_state.reference.shape
+
+        codec, codec_memory = world_state.decoder, world_state.decoder_memory
+        if decoder is not None:
+            codec, codec_memory = cf.streaming_codec(node, "decoder", decoder), 0
+        memory = session_memory_bytes(
+            model.config, latent_height, latent_width, dtype=model.dtype, frames_per_block=block
+        )
+        device = cf.load_to_device(model.managed, memory)
+        cf.load_to_device(codec, codec_memory)
+        attention.set_backend(model.attention_backend)
+
+        steps = len(schedule.denoising_steps)
+        bar = cf.progress_bar(blocks * steps)
+        latents, frames = [], []
+        with torch.inference_mode():
+            session = Session(
+                model.managed.module, world_state.text.to(device),
+                latent_height=latent_height, latent_width=latent_width,
+                noise=ProgressNoise(seed, steps, bar), sampler=sampler,
+            )
+            decode_state = codec.module.new_state()
+            for index in range(blocks):
+                window = slice(index * block, (index + 1) * block)
+                clean = session.step(world_state.reference[:, window], world_state.render[:, window],
+                                     world_state.mask[:, window])
+                block_frames = codec.module.decode(clean, decode_state)[0].float().cpu()
+                latents.append(clean.float().cpu())
+                frames.append(block_frames)
+                bar.update(preview=cf.frames_to_image(block_frames[-1:])[0])
+            del session  # frees the KV cache before the outputs are handed on
+        cf.release_memory()
+        raw = to_comfy_latent(torch.cat(latents, dim=1))
+        image = cf.frames_to_image(torch.cat(frames)[: world_state.valid_frames])
+        return (cf.latent_output(raw), image)
+
+
+NODE_CLASSES = (InSpatioWorldCacheInit, InSpatioWorldSampler)
+NODE_CLASS_MAPPINGS = {node.__name__: node for node in NODE_CLASSES}
+NODE_DISPLAY_NAME_MAPPINGS = {node.__name__: node.DISPLAY_NAME for node in NODE_CLASSES}
