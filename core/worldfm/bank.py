@@ -65,6 +65,8 @@ PROJECTION_EPS = 1e-8
 #: Angles at or above this disable the view-angle test.
 ANGLE_TEST_OFF_DEGREES = 179.999
 U8_MAX = 255.0
+#: Bank pixels are rounded half up (uint8(value + 0.5)), unlike torch.round.
+ROUND_HALF_UP = 0.5
 
 
 class PanoramaInputError(ValueError):
@@ -102,9 +104,9 @@ def prepare_depth(depth_raw: Tensor, scale: float, width: int, height: int) -> D
 def panorama_points(panorama: PanoramaU8, distance: DistanceMap) -> tuple[Points, PointColoursU8]:
     """One point per panorama pixel, row-major, in OpenCV world coordinates (y down).
 
-    θ = j/W·2π − π and φ = i/H·π with no half-pixel offset (row 0 is the zenith, column 0 is
-    θ = −π); X = r·sinφ·cosθ, Y = −r·cosφ, Z = −r·sinφ·sinθ, all float32. The panorama centre
-    column faces +x and column W/4 faces +z.
+    θ = j/W·2π − π and φ = i/H·π with no half-pixel offset (row 0 is the zenith, column 0
+    is θ = −π); X = r·sinφ·cosθ, Y = −r·cosφ, Z = −r·sinφ·sinθ, all float32. The panorama
+    centre column faces +x and column W/4 faces +z.
     """
     height, width = _check_panorama(panorama)
     if tuple(distance.shape) != (height, width):
@@ -131,7 +133,8 @@ def panorama_points(panorama: PanoramaU8, distance: DistanceMap) -> tuple[Points
 def _check_panorama(panorama: PanoramaU8) -> tuple[int, int]:
     if panorama.ndim != 3 or panorama.shape[-1] != 3 or panorama.dtype != torch.uint8:
         raise PanoramaInputError(
-            f"the panorama must be an RGB uint8 image [H, W, 3], got {tuple(panorama.shape)} {panorama.dtype}"
+            "the panorama must be an RGB uint8 image [H, W, 3], got "
+            f"{tuple(panorama.shape)} {panorama.dtype}"
         )
     height, width = panorama.shape[:2]
     if width != 2 * height:
@@ -199,7 +202,7 @@ def bank_camera_to_world(yaw_pitch: Tensor) -> CameraToWorld:
 def panorama_bank(
     panorama: PanoramaU8, crop_size: int = RELEASED_CROP_SIZE, focal: float = RELEASED_CROP_FOCAL
 ) -> ReferenceBank:
-    """The 42-view bank: crop_size² perspective crops with fx = fy = focal, cx = cy = crop_size/2."""
+    """The 42-view bank: crop_size² crops with fx = fy = focal and cx = cy = crop_size / 2."""
     _check_panorama(panorama)
     centre = crop_size / 2
     intrinsics = torch.tensor(
@@ -227,14 +230,18 @@ def _sample_crops(
     rays = F.normalize(rays, dim=-1)
     # Back in the y-up frame: the y-up basis [r u f] is A·R_cv·A with the forward column negated.
     flip = torch.diag(torch.tensor([1.0, -1.0, -1.0]))
-    basis = flip @ rotation @ flip * torch.tensor([1.0, 1.0, -1.0])
-    directions = torch.einsum("vij,hwj->vhwi", basis, rays)
-    theta = torch.atan2(directions[..., 2], directions[..., 0])
-    phi = torch.arccos(directions[..., 1].clamp(-1.0, 1.0))
-    x = torch.remainder((theta + math.pi) / (2 * math.pi) * width, width)
-    y = (phi / math.pi * height).clamp(0.0, height - LAST_ROW_MARGIN)
-    values = _bilinear_wrap_x(panorama.to(torch.float32), x, y)
-    return (values + 0.5).clamp(0.0, U8_MAX).to(torch.uint8)
+    bases = flip @ rotation @ flip * torch.tensor([1.0, 1.0, -1.0])
+    source = panorama.to(torch.float32)
+    crops = []
+    for basis in bases:  # one view at a time: a released bank view is 504² rays
+        directions = torch.einsum("ij,hwj->hwi", basis, rays)
+        theta = torch.atan2(directions[..., 2], directions[..., 0])
+        phi = torch.arccos(directions[..., 1].clamp(-1.0, 1.0))
+        x = torch.remainder((theta + math.pi) / (2 * math.pi) * width, width)
+        y = (phi / math.pi * height).clamp(0.0, height - LAST_ROW_MARGIN)
+        values = _bilinear_wrap_x(source, x, y)
+        crops.append((values + ROUND_HALF_UP).clamp(0.0, U8_MAX).to(torch.uint8))
+    return torch.stack(crops)
 
 
 def _bilinear_wrap_x(image: Tensor, x: Tensor, y: Tensor) -> Tensor:
@@ -281,7 +288,8 @@ def image_points(
     height, width = image.shape[:2]
     if tuple(depth.shape) != (height, width):
         raise PanoramaInputError(
-            f"the depth map is {tuple(depth.shape)} but the image is {(height, width)}: resize the depth to the image"
+            f"the depth map is {tuple(depth.shape)} but the image is {(height, width)}: "
+            "resize the depth to the image"
         )
     valid = torch.isfinite(depth) & (depth > 0)
     if not bool(valid.any()):
@@ -386,7 +394,7 @@ RELEASED_SELECTION = SelectionParams()
 
 @dataclass(frozen=True)
 class Selection:
-    """The chosen view, its hit count, the number of valid samples, and every view's counts/scores."""
+    """The chosen view, its hits, the number of valid samples, every view's counts and scores."""
 
     best: int
     hits: int

@@ -94,6 +94,10 @@ class WorldFMConfig:
         )
 
 
+#: The released model: XL/2 at 512 px (64×64 latents).
+DEFAULT_CONFIG = WorldFMConfig()
+
+
 def sincos_position_table(
     hidden_size: int, rows: int, columns: int, base_size: int, pe_interpolation: float
 ) -> PositionTable:
@@ -253,6 +257,8 @@ class WorldFMModel(nn.Module):
         )
         self.blocks = nn.ModuleList(WorldFMBlock(config) for _ in range(config.depth))
         self.final_layer = FinalLayer(config)
+        # Not a parameter or buffer: the released file has no usable table (upstream drops it).
+        self._position_tables: dict[tuple, Tensor] = {}
 
     def forward(
         self,
@@ -261,7 +267,7 @@ class WorldFMModel(nn.Module):
         render_latent: FrameLatents,
         reference_latent: FrameLatents,
     ) -> ModelOutput:
-        """The target panel of the model output: all out_channels, the first 4 are the v-prediction."""
+        """The target panel of the output: all out_channels; the first 4 are the v-prediction."""
         panel_width = noisy.shape[-1]
         strip = self.forward_strip(
             torch.cat([noisy, render_latent, reference_latent], dim=-1), timesteps
@@ -275,16 +281,24 @@ class WorldFMModel(nn.Module):
         config = self.config
         p = config.patch_size
         rows, columns = strip.shape[-2] // p, strip.shape[-1] // p
-        positions = sincos_position_table(
-            config.hidden_size, rows, columns, config.base_size, config.pe_interpolation
-        )
-        tokens = self.x_embedder(strip) + positions.to(device=strip.device, dtype=strip.dtype)
+        tokens = self.x_embedder(strip) + self._positions(rows, columns, strip)
         time_embedding = self.t_embedder(timesteps.to(strip.device))
         shared_modulation = self.t_block(time_embedding)
         for block in self.blocks:
             tokens = block(tokens, shared_modulation)
         patches = self.final_layer(tokens, time_embedding)
         return rearrange(patches, "b (h w) (p q c) -> b c (h p) (w q)", h=rows, w=columns, p=p, q=p)
+
+    def _positions(self, rows: int, columns: int, like: Tensor) -> PositionTable:
+        """The fixed table for this token grid, built once per grid, device and dtype."""
+        key = (rows, columns, like.device, like.dtype)
+        if key not in self._position_tables:
+            config = self.config
+            table = sincos_position_table(
+                config.hidden_size, rows, columns, config.base_size, config.pe_interpolation
+            )
+            self._position_tables[key] = table.to(device=like.device, dtype=like.dtype)
+        return self._position_tables[key]
 
 
 # --- checkpoints -------------------------------------------------------------------------------
@@ -332,15 +346,16 @@ def load_worldfm(path: str | Path, num_heads: int | None = None) -> WorldFMModel
         raise WorldFMCheckpointError(
             f"{path} does not match a WorldFM model of depth {config.depth} and width "
             f"{config.hidden_size}: missing {len(missing)} keys {missing[:8]}, unexpected "
-            f"{len(unexpected)} keys {unexpected[:8]}. Use worldfm_1-step.pth or worldfm_2-step.pth "
-            "from the inspatio/worldfm release"
+            f"{len(unexpected)} keys {unexpected[:8]}. Use worldfm_1-step.pth or "
+            "worldfm_2-step.pth from the inspatio/worldfm release"
         )
     mismatched = [
         key for key, value in model.state_dict().items() if value.shape != state[key].shape
     ]
     if mismatched:
         raise WorldFMCheckpointError(
-            f"{path} has tensors of unexpected shape for the inferred config {config}: {mismatched[:8]}"
+            f"{path} has tensors of unexpected shape for the inferred config {config}: "
+            f"{mismatched[:8]}"
         )
     model.load_state_dict(state, strict=True)
     return model.eval()
@@ -412,12 +427,13 @@ def _config_from(
     )
     input_size = DEFAULT_CONFIG.input_size
     if square_position_table is not None:
-        # The constructor's square table (never used): its side is the base grid, input_size / patch.
+        # The constructor's square table (never used): its side is input_size / patch.
         input_size = math.isqrt(square_position_table.shape[-2]) * patch_size
     image_size = input_size * VAE_STRIDE
     if image_size in OTHER_PIXART_RESOLUTIONS:
         raise WorldFMCheckpointError(
-            f"{path} is {OTHER_PIXART_RESOLUTIONS[image_size]} (positional grid for {image_size} px), "
+            f"{path} is {OTHER_PIXART_RESOLUTIONS[image_size]} "
+            f"(positional grid for {image_size} px), "
             f"while WorldFM is a {DEFAULT_CONFIG.input_size * VAE_STRIDE}-px model"
         )
     heads = num_heads if num_heads is not None else hidden_size // PIXART_HEAD_DIM
@@ -438,6 +454,3 @@ def _config_from(
         if "blocks.0.mlp.fc1.weight" in state
         else 0,
     )
-
-
-DEFAULT_CONFIG = WorldFMConfig()

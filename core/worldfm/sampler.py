@@ -233,7 +233,7 @@ def iter_frames(
     selection: SelectionParams = RELEASED_SELECTION,
     references: ReferenceLatentCache | None = None,
 ) -> Iterator[tuple[int, FramesU8, Selection]]:
-    """Frame by frame: anchor render, reference selection, generation. Yields (index, frame, selection).
+    """Frame by frame: anchor render, reference selection, generation -> (index, frame, choice).
 
     ``intrinsics`` is the target K for the render canvas (used as given, as upstream);
     ``world_to_camera`` is [T, 4, 4] canonical Tcw. Pass a ``references`` cache to reuse the
