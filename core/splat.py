@@ -186,37 +186,40 @@ def splat_soft(
     # keeps far-away points finite.
     position = torch.minimum(position.clamp_min(0), upper[:, None, None].to(position))
     low, high = position.floor(), position.ceil()
-    (x, y), (x_low, y_low), (x_high, y_high) = position.unbind(1), low.unbind(1), high.unbind(1)
+    # Bilinear factors of the low and high neighbour along each axis, as upstream writes them:
+    # 1 - (o - floor(o)) and 1 - (ceil(o) - o). At an integral coordinate floor == ceil and both
+    # neighbours take full weight.
+    (x_to_low, y_to_low), (x_to_high, y_to_high) = (1 - (position - low)).unbind(1), (1 - (high - position)).unbind(1)
     # Corner order NW, SW, NE, SE as upstream, so each pixel sums its terms in the same order.
-    # At an integral coordinate floor == ceil and both corners of a pair take full weight.
     corner_weights = torch.stack([
-        (1 - (y - y_low)) * (1 - (x - x_low)),
-        (1 - (y_high - y)) * (1 - (x - x_low)),
-        (1 - (y - y_low)) * (1 - (x_high - x)),
-        (1 - (y_high - y)) * (1 - (x_high - x)),
+        y_to_low * x_to_low,
+        y_to_high * x_to_low,
+        y_to_low * x_to_high,
+        y_to_high * x_to_high,
     ])
-    corner_rows = torch.stack([y_low, y_high, y_low, y_high]).long()
-    corner_cols = torch.stack([x_low, x_low, x_high, x_high]).long()
+    (x_low, y_low), (x_high, y_high) = low.long().unbind(1), high.long().unbind(1)
+    corner_rows = torch.stack([y_low, y_high, y_low, y_high])
+    corner_cols = torch.stack([x_low, x_low, x_high, x_high])
 
     z = projection.z.to(torch.float32)
     if peak is None:
         peak = log_depth_peak(z, config)
     log_depth = torch.log(1 + z.clamp(0, config.depth_saturation))
     depth_weight = torch.exp(log_depth / peak.clamp_min(LOG_DEPTH_PEAK_FLOOR) * config.sharpness)
-    weights = corner_weights * projection.valid.to(torch.float32) / depth_weight
+    # Upstream multiplies by the 0/1 validity before dividing: the same numbers as this select.
+    weights = torch.where(projection.valid, corner_weights / depth_weight, 0.0)
 
     pair_offset = torch.arange(n, device=values.device)[:, None, None] * (canvas_height * canvas_width)
     targets = (pair_offset + corner_rows * canvas_width + corner_cols).flatten()
-    channel_planes = rearrange(values.to(torch.float32), "n c h w -> c 1 n h w")
-    contributions = torch.cat([channel_planes * weights, weights[None]])  # [C+1, 4, N, H, W]
     canvas = values.new_zeros((channels + 1, n * canvas_height * canvas_width), dtype=torch.float32)
     # Contributions are corner-major (k n h w), so every canvas cell sums its terms in upstream's
     # order. The sum must not depend on scheduling: two views with bit-identical inputs must get
     # bit-identical sums, or the strict `<` of the view fusion could pick the later one. CPU
     # index_add_ on a 1-D tensor adds serially in index order; CUDA index_put_(accumulate=True)
     # sorts the targets stably and sums each in order. (CUDA index_add_ and CPU index_put_ use
-    # unordered atomics.) Hence one 1-D plane per channel.
-    for plane, contribution in zip(canvas, contributions):
+    # unordered atomics.) Hence one 1-D plane per channel, the weights last.
+    for channel, plane in enumerate(canvas):
+        contribution = weights if channel == channels else values[:, channel].to(torch.float32) * weights
         if plane.is_cuda:
             plane.index_put_((targets,), contribution.flatten(), accumulate=True)
         else:
@@ -582,6 +585,9 @@ class HalfPointCloud:
     @property
     def num_points(self) -> int:
         return int(self.xyz.shape[0])
+
+    def to(self, device: torch.device | str) -> HalfPointCloud:
+        return HalfPointCloud(xyz=self.xyz.to(device), rgb=self.rgb.to(device))
 
 
 def half_point_cloud(points: Points, colours_u8: PointColoursU8) -> HalfPointCloud:

@@ -347,6 +347,11 @@ class ConditionDatabase:
     depths: ViewDepths
     centres: Annotated[Tensor, "V 3 float32 camera centres"]
 
+    def to(self, device: torch.device | str) -> ConditionDatabase:
+        return ConditionDatabase(
+            self.projections.to(device), self.depths.to(device), self.centres.to(device)
+        )
+
 
 def condition_database(
     bank: ReferenceBank, cloud: HalfPointCloud, render_size: int
@@ -358,6 +363,7 @@ def condition_database(
     camera_to_world = bank.camera_to_world.to(torch.float32)
     world_to_camera = torch.linalg.inv(camera_to_world.to(torch.float64)).to(torch.float32)
     projections = scaled.to(torch.float32) @ world_to_camera[:, :3, :4]
+    device = cloud.xyz.device
     _, depths = render_points_hard(
         cloud,
         bank.intrinsics,
@@ -366,7 +372,9 @@ def condition_database(
         render_size,
     )
     return ConditionDatabase(
-        projections=projections, depths=depths, centres=camera_to_world[:, :3, 3].clone()
+        projections=projections.to(device),
+        depths=depths,
+        centres=camera_to_world[:, :3, 3].to(device),
     )
 
 
@@ -403,7 +411,9 @@ class Selection:
     scores: Annotated[Tensor, "V float32"]
 
 
-def sample_pixels(height: int, width: int, params: SelectionParams) -> tuple[Tensor, Tensor]:
+def sample_pixels(
+    height: int, width: int, params: SelectionParams, device: torch.device | str | None = None
+) -> tuple[Tensor, Tensor]:
     """(u, v) of the sample grid: an outer grid minus the central box, plus a denser centre grid.
 
     float32 ``torch.linspace`` rounded half to even; the box bounds use Python's ``round``;
@@ -411,7 +421,8 @@ def sample_pixels(height: int, width: int, params: SelectionParams) -> tuple[Ten
     """
 
     def grid(x0: float, x1: float, y0: float, y1: float, count: int) -> tuple[Tensor, Tensor]:
-        xs, ys = torch.linspace(x0, x1, count), torch.linspace(y0, y1, count)
+        xs = torch.linspace(x0, x1, count, device=device)
+        ys = torch.linspace(y0, y1, count, device=device)
         yy, xx = torch.meshgrid(ys, xs, indexing="ij")
         return torch.round(xx).to(torch.int64).flatten(), torch.round(yy).to(torch.int64).flatten()
 
@@ -444,27 +455,29 @@ def select_reference(
             f"the target depth is {tuple(depth.shape)} but the condition database was built for "
             f"{tuple(database.depths.shape[1:])}: render the target at the database's size"
         )
-    u, v = sample_pixels(height, width, params)
+    device = depth.device
+    u, v = sample_pixels(height, width, params, device)
     sampled = depth[v, u]
     valid = sampled > 0
     u, v, sampled = u[valid], v[valid], sampled[valid]
     if u.numel() == 0:
-        empty = torch.zeros(num_views)
+        empty = torch.zeros(num_views, device=device)
         return Selection(best=0, hits=0, samples=0, counts=empty.to(torch.int64), scores=empty)
 
     # Upstream works from a float32 camera-to-world; recover it exactly from the canonical Tcw.
-    camera_to_world = torch.linalg.inv(world_to_camera.to(torch.float64).reshape(4, 4)).to(
-        torch.float32
-    )
+    camera_to_world = torch.linalg.inv(world_to_camera.to("cpu", torch.float64).reshape(4, 4))
+    camera_to_world = camera_to_world.to(device=device, dtype=torch.float32)
+    inverse_intrinsics = torch.linalg.inv(intrinsics.to(device=device, dtype=torch.float32))
     pixels = torch.stack(
         [u.to(torch.float32), v.to(torch.float32), torch.ones_like(sampled)], dim=1
     )
-    camera_points = (pixels @ torch.linalg.inv(intrinsics.to(torch.float32)).T) * sampled[:, None]
+    camera_points = (pixels @ inverse_intrinsics.T) * sampled[:, None]
     upstream_world_to_camera = torch.linalg.inv(camera_to_world)
     rotation, translation = upstream_world_to_camera[:3, :3], upstream_world_to_camera[:3, 3]
     world_points = (camera_points - translation[None]) @ rotation
     homogeneous = torch.cat([world_points, torch.ones_like(world_points[:, :1])], dim=1)
 
+    database = database.to(device)
     projected = torch.einsum("vij,mj->vmi", database.projections, homogeneous)
     z = projected[..., 2]
     column = torch.round(projected[..., 0] / (z + PROJECTION_EPS)).to(torch.int64)
@@ -526,6 +539,12 @@ class WorldFMScene:
     bank: ReferenceBank
     database: ConditionDatabase
     render_size: int
+
+    def to(self, device: torch.device | str) -> WorldFMScene:
+        """The same scene with its geometry on ``device`` (bank images stay on the CPU for PIL)."""
+        return WorldFMScene(
+            self.cloud.to(device), self.bank, self.database.to(device), self.render_size
+        )
 
 
 def panorama_scene(
