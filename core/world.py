@@ -15,7 +15,7 @@ parity fixtures replay the official run): per block the initial noise, then each
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -157,8 +157,19 @@ class Session:
         self.blocks_done = 0
 
     @torch.no_grad()
-    def step(self, reference: VideoLatents, render: RenderLatents, mask: MaskLatents) -> VideoLatents:
-        """The next block: ``[B, frames_per_block, 16, h, w]`` clean latents (the last step's x0)."""
+    def step(
+        self,
+        reference: VideoLatents,
+        render: RenderLatents,
+        mask: MaskLatents,
+        *,
+        on_step: Callable[[int], None] | None = None,
+    ) -> VideoLatents:
+        """The next block: ``[B, frames_per_block, 16, h, w]`` clean latents (the last step's x0).
+
+        ``on_step(index)`` runs after each denoising step (progress; raise from it to cancel, which
+        leaves the session at the previous block).
+        """
         reference, render, mask = (
             self._checked(name, latents, channels)
             for name, latents, channels in (
@@ -185,6 +196,8 @@ class Session:
             if index + 1 < len(timesteps):
                 fresh = self.noise.draw(tuple(clean.shape), clean.dtype, self.device)
                 noisy = schedule.add_noise(clean, fresh, timesteps[index + 1])
+            if on_step is not None:
+                on_step(index)
         self.previous = clean
         self.blocks_done += 1
         return clean
