@@ -26,7 +26,16 @@ from torch import Tensor, nn
 
 from ..attention import RopeTable, attention, rope_cached_attention
 from ..cache import SpatiotemporalCache
-from ..types import FlowPrediction, ModelInput, Modulation, TextEmbeddings, TextKV, TimeEmbedding, Tokens
+from ..types import (
+    FlowPrediction,
+    ModelInput,
+    Modulation,
+    Queries,
+    TextEmbeddings,
+    TextKV,
+    TimeEmbedding,
+    Tokens,
+)
 
 LATENT_CHANNELS = 16
 MASK_CHANNELS = 4
@@ -127,8 +136,8 @@ class LayerNorm(nn.LayerNorm):
         return F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps).type_as(x)
 
 
-class SelfAttention(nn.Module):
-    """q/k/v/o projections with RMS-normed q and k; attention runs through the KV cache."""
+class Projections(nn.Module):
+    """The q/k/v/o Linear layers (with bias) and the RMS norms of q and k, shared by both attentions."""
 
     def __init__(self, config: WanDiTConfig) -> None:
         super().__init__()
@@ -140,61 +149,35 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(config.dim, config.eps)
         self.norm_k = RMSNorm(config.dim, config.eps)
 
-    def forward(
-        self,
-        x: Tokens,
-        *,
-        rope: RopeTable,
-        grid: tuple[int, int, int],
-        frame_offset: int,
-        cache_k: Tensor,
-        cache_v: Tensor,
-        read_len: int,
-        write_offset: int | None,
-    ) -> Tokens:
-        split = "b n (hd dh) -> b n hd dh"
-        q = rearrange(self.norm_q(self.q(x)), split, hd=self.num_heads)
-        k = rearrange(self.norm_k(self.k(x)), split, hd=self.num_heads)
-        v = rearrange(self.v(x), split, hd=self.num_heads)
-        out = rope_cached_attention(
-            q,
-            k,
-            v,
-            rope=rope,
-            grid=grid,
-            frame_offset=frame_offset,
-            cache_k=cache_k,
-            cache_v=cache_v,
-            read_len=read_len,
-            write_offset=write_offset,
-        )
-        return self.o(rearrange(out, "b n hd dh -> b n (hd dh)"))
+    def split_heads(self, x: Tokens) -> Queries:
+        return rearrange(x, "b n (hd dh) -> b n hd dh", hd=self.num_heads)
+
+    def merge_heads_and_project(self, x: Queries) -> Tokens:
+        return self.o(rearrange(x, "b n hd dh -> b n (hd dh)"))
 
 
-class CrossAttention(nn.Module):
+class SelfAttention(Projections):
+    """Self-attention of the video tokens; keys and values run through the KV cache."""
+
+    def forward(self, x: Tokens, **cache_args) -> Tokens:
+        """``cache_args`` are the keyword arguments of :func:`~core.attention.rope_cached_attention`."""
+        q = self.split_heads(self.norm_q(self.q(x)))
+        k = self.split_heads(self.norm_k(self.k(x)))
+        v = self.split_heads(self.v(x))
+        return self.merge_heads_and_project(rope_cached_attention(q, k, v, **cache_args))
+
+
+class CrossAttention(Projections):
     """Attention from the video tokens to the whole padded text: no RoPE and no padding mask."""
-
-    def __init__(self, config: WanDiTConfig) -> None:
-        super().__init__()
-        self.num_heads = config.num_heads
-        self.q = nn.Linear(config.dim, config.dim)
-        self.k = nn.Linear(config.dim, config.dim)
-        self.v = nn.Linear(config.dim, config.dim)
-        self.o = nn.Linear(config.dim, config.dim)
-        self.norm_q = RMSNorm(config.dim, config.eps)
-        self.norm_k = RMSNorm(config.dim, config.eps)
 
     def text_kv(self, text_tokens: Tokens) -> TextKV:
         """The K/V of the embedded text, ``[2, B, L, Hd, Dh]``: computed once per prompt."""
-        split = "b l (hd dh) -> b l hd dh"
-        keys = rearrange(self.norm_k(self.k(text_tokens)), split, hd=self.num_heads)
-        values = rearrange(self.v(text_tokens), split, hd=self.num_heads)
-        return torch.stack([keys, values])
+        keys = self.split_heads(self.norm_k(self.k(text_tokens)))
+        return torch.stack([keys, self.split_heads(self.v(text_tokens))])
 
     def forward(self, x: Tokens, text_kv: TextKV) -> Tokens:
-        q = rearrange(self.norm_q(self.q(x)), "b n (hd dh) -> b n hd dh", hd=self.num_heads)
-        out = attention(q, text_kv[0], text_kv[1])
-        return self.o(rearrange(out, "b n hd dh -> b n (hd dh)"))
+        q = self.split_heads(self.norm_q(self.q(x)))
+        return self.merge_heads_and_project(attention(q, text_kv[0], text_kv[1]))
 
 
 class AttentionBlock(nn.Module):
@@ -215,12 +198,12 @@ class AttentionBlock(nn.Module):
         )
         self.modulation = nn.Parameter(torch.randn(1, BLOCK_MODULATIONS, config.dim) / config.dim**0.5)
 
-    def forward(self, x: Tokens, time_modulation: Modulation, text_kv: TextKV, **attention_args) -> Tokens:
+    def forward(self, x: Tokens, time_modulation: Modulation, text_kv: TextKV, **cache_args) -> Tokens:
         shift_attn, scale_attn, gate_attn, shift_ffn, scale_ffn, gate_ffn = (
             self.modulation + time_modulation
         ).unbind(dim=1)
         attended = self.self_attn(
-            self.norm1(x) * (1 + scale_attn[:, None]) + shift_attn[:, None], **attention_args
+            self.norm1(x) * (1 + scale_attn[:, None]) + shift_attn[:, None], **cache_args
         )
         x = x + attended * gate_attn[:, None]
         x = x + self.cross_attn(self.norm3(x), text_kv)
