@@ -377,3 +377,14 @@ def align_frame_counts(num_source: int, num_targets: int, policy: FrameCountPoli
             return list(range(num_targets))
         return bounce_indices(num_source, num_targets)
     raise SceneInputError(f"frame-count policy {policy!r}: use 'exact', 'shortest', 'hold_last' or 'bounce'")
+
+
+def align_scene_to_path(scene: Scene, num_poses: int, policy: FrameCountPolicy) -> Scene:
+    """The video re-indexed so that frame t drives target pose t (:func:`align_frame_counts`).
+
+    Image scenes are returned unchanged: every view is splatted into every target frame. With
+    "shortest" the caller cuts the path to the returned scene's length.
+    """
+    if scene.kind == "images":
+        return scene
+    return scene.select_frames(align_frame_counts(scene.num_frames, num_poses, policy))

@@ -14,6 +14,7 @@ from inspatio_nodes.core.scene import (
     SceneInputError,
     adaptive_frame_indices,
     align_frame_counts,
+    align_scene_to_path,
     bounce_indices,
     chunk_frame_indices,
     decode_depth_u16,
@@ -143,6 +144,16 @@ def test_path_and_video_lengths_are_aligned_by_an_explicit_policy():
         align_frame_counts(3, 5, "exact")
     with pytest.raises(SceneInputError, match="frame-count policy"):
         align_frame_counts(3, 5, "loop")
+
+
+def test_a_short_video_holds_its_last_frame_for_a_longer_path():
+    colours, depth, intrinsics = _inputs(3)
+    scene = scene_from_video(colours, depth, intrinsics, resolution=None)
+    held = align_scene_to_path(scene, 5, "hold_last")
+    assert held.num_frames == 5 and torch.equal(held.frames[4], scene.frames[2])
+    assert align_scene_to_path(scene, 2, "shortest").num_frames == 2
+    images = scene_from_images(colours[:1], depth[:1], intrinsics, torch.eye(4)[None], resolution=None)
+    assert align_scene_to_path(images, 7, "exact") is images
 
 
 # --- construction --------------------------------------------------------------------------------
