@@ -91,6 +91,35 @@ def test_one_and_two_step_samplers_replay_the_official_run(case_path):
     torch.testing.assert_close(two, io["sampler2.samples"], atol=1e-5, rtol=0)
 
 
+class RecordedOutputs(torch.nn.Module):
+    """Replays recorded model outputs in order and records the inputs it was called with."""
+
+    def __init__(self, outputs: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.outputs = list(outputs)
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, noisy, timesteps, render_latent, reference_latent):
+        self.inputs.append(noisy)
+        return self.outputs.pop(0)
+
+
+@pytest.mark.parametrize("case_path", MODEL_CASES)
+def test_sampler_arithmetic_replays_the_official_float32_run_bit_exactly(case_path):
+    io, _, _ = _model_case(case_path)
+    replay = RecordedOutputs([io["sampler2.model_out1"], io["sampler2.model_out2"]])
+    noise = FrameNoise(io["inputs.z"], renoise=(io["sampler2.renoise"],))
+    samples = sample_latent(replay, io["inputs.cond1"], io["inputs.cond2"], noise, steps=2)
+    assert torch.equal(replay.inputs[1], io["sampler2.noisy"])
+    assert torch.equal(samples, io["sampler2.samples"])
+    one_step = RecordedOutputs([io["sampler1.model_out"]])
+    samples = sample_latent(
+        one_step, io["inputs.cond1"], io["inputs.cond2"], FrameNoise(io["inputs.z"]), steps=1
+    )
+    assert torch.equal(samples, io["sampler1.samples"])
+    assert torch.equal(samples, io["sampler2.pred_x0"])
+
+
 @pytest.mark.parametrize("case_path", MODEL_CASES)
 def test_preprocessing_matches_the_official_render_path(case_path):
     io, _, _ = _model_case(case_path)

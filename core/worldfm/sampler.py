@@ -55,6 +55,8 @@ PREDICTION_CHANNELS = 4
 PIXEL_HALF_RANGE = 127.5
 PIXEL_OFFSET = 128.0
 U8_MAX = 255.0
+#: Model pixels are (x − 0.5) / 0.5 of [0, 1] pixels (torchvision Normalize(0.5, 0.5)).
+UNIT_TO_SIGNED = 0.5
 
 
 class WorldFMSamplerError(ValueError):
@@ -175,7 +177,7 @@ def preprocess_u8(
         )
     top, left = (resized_height - target_height) // 2, (resized_width - target_width) // 2
     cropped = pixels[0, :, top : top + target_height, left : left + target_width]
-    return (cropped - 0.5) / 0.5
+    return (cropped - UNIT_TO_SIGNED) / UNIT_TO_SIGNED
 
 
 def encode_image(codec: ImageCodec, image: ImageU8, image_size: int) -> FrameLatents:
