@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import fixture_cases, load_json, require_fixture, sibling
+from inspatio_nodes.core.camera import CameraError
 from inspatio_nodes.core.splat import render_points_hard
 from inspatio_nodes.core.worldfm.bank import image_scene, panorama_scene, reference_image
 from inspatio_nodes.core.worldfm.model import WorldFMConfig, WorldFMModel, load_worldfm
@@ -270,3 +271,18 @@ def test_a_single_image_scene_always_uses_the_image_as_reference():
         )
     )
     assert [chosen.best for _, _, chosen in frames] == [0, 0]
+
+
+def test_target_cameras_are_checked_before_any_work():
+    panorama, distance = _sphere_panorama()
+    scene = panorama_scene(panorama, distance, render_size=16, crop_size=16, focal=8.0)
+    config = WorldFMConfig(
+        depth=1, hidden_size=16, num_heads=2, mlp_hidden=32, input_size=2, pe_interpolation=1 / 32
+    )
+    intrinsics = torch.tensor([[8.0, 0, 8], [0, 8, 8], [0, 0, 1]], dtype=torch.float64)
+    scaled_pose = torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0], dtype=torch.float64))[None]
+    frames = iter_frames(
+        WorldFMModel(config), pooling_codec(), scene, intrinsics, scaled_pose, seed=0, steps=1
+    )
+    with pytest.raises(CameraError, match="target world_to_camera"):
+        next(frames)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..camera import check_intrinsics, check_rigid
 from ..splat import render_points_hard
 from ..types import Intrinsics, WorldToCamera
 from .bank import (
@@ -241,6 +242,8 @@ def iter_frames(
     ``world_to_camera`` is [T, 4, 4] canonical Tcw. Pass a ``references`` cache to reuse the
     encoded bank views across calls on the same scene and codec.
     """
+    check_intrinsics(intrinsics, "target intrinsics")
+    check_rigid(world_to_camera, "target world_to_camera")
     image_size = model.config.input_size * VAE_STRIDE
     if references is None:
         references = ReferenceLatentCache(
