@@ -4,8 +4,7 @@ Place in the data flow: every self-attention call of :mod:`core.wan.dit` (the KV
 the context and the four denoising steps of a block) goes through :func:`rope_cached_attention`,
 and every cross-attention call over the text through :func:`attention`. Nothing else in the pack
 computes attention for the DiT, so a faster backend (a fused Triton kernel, flash-attn,
-SageAttention) plugs in here by adding one entry to ``_SELF_ATTENTION_BACKENDS`` and one to
-``_ATTENTION_BACKENDS``; the DiT does not change.
+SageAttention) plugs in here as one more :class:`Backend` in ``_BACKENDS``; the DiT does not change.
 
 Follows ``wan/modules/causal_model.py`` (``causal_rope_apply``, ``CausalWanSelfAttention``) and
 ``wan/modules/model.py`` (``rope_params``) of the official InSpatio-World v1 code: adjacent channel
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +27,6 @@ from .types import Keys, Queries, RopeAngles, Values
 ROPE_THETA = 10_000.0
 ROPE_MAX_POSITIONS = 1024  # the official tables cover 1024 positions per axis
 AXES_SHARING_PAIRS = 3  # frame, row and column split the complex pairs of a head
-
-BackendName = Literal["auto", "sdpa"]
 
 
 class AttentionBackendError(ValueError):
@@ -157,17 +153,33 @@ def _sdpa_rope_cached_attention(
     return out
 
 
-SelfAttentionBackend = Callable[..., Tensor]
-_SELF_ATTENTION_BACKENDS: dict[str, SelfAttentionBackend] = {"sdpa": _sdpa_rope_cached_attention}
-_ATTENTION_BACKENDS: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {"sdpa": _sdpa_attention}
-_AUTO_PREFERENCE = ("sdpa",)  # fastest first; "auto" takes the first that can run
+@dataclass(frozen=True)
+class Backend:
+    """One way to compute attention: both entry points, and where it can run."""
 
-_selected_backend: str = "auto"
+    name: str
+    rope_cached_attention: Callable[..., Tensor]
+    attention: Callable[[Tensor, Tensor, Tensor], Tensor]
+    installed: Callable[[], bool]
+    runs_on: Callable[[torch.device, torch.dtype], bool]
+
+
+SDPA = Backend(
+    name="sdpa",
+    rope_cached_attention=_sdpa_rope_cached_attention,
+    attention=_sdpa_attention,
+    installed=lambda: True,
+    runs_on=lambda device, dtype: True,
+)
+_BACKENDS: tuple[Backend, ...] = (SDPA,)  # preference order of "auto": fastest first
+AUTO = "auto"
+
+_selected_backend: str = AUTO
 
 
 def available_backends() -> list[str]:
-    """Backend names a user may pick here (``"auto"`` first), for the loader's widget."""
-    return ["auto", *_SELF_ATTENTION_BACKENDS]
+    """Backend names a user may pick on this installation (``"auto"`` first), for the loader widget."""
+    return [AUTO, *(backend.name for backend in _BACKENDS if backend.installed())]
 
 
 def set_backend(name: str) -> None:
@@ -180,16 +192,21 @@ def set_backend(name: str) -> None:
     _selected_backend = name
 
 
-def selected_backend() -> str:
-    """The backend that runs now: ``"auto"`` resolved to a concrete name."""
-    if _selected_backend != "auto":
-        return _selected_backend
-    return next(name for name in _AUTO_PREFERENCE if name in _SELF_ATTENTION_BACKENDS)
+def resolve_backend(device: torch.device, dtype: torch.dtype) -> Backend:
+    """The backend that runs for tensors on ``device`` in ``dtype``: ``"auto"`` picks the fastest."""
+    if _selected_backend == AUTO:
+        return next(b for b in _BACKENDS if b.installed() and b.runs_on(device, dtype))
+    backend = next(b for b in _BACKENDS if b.name == _selected_backend)
+    if not backend.runs_on(device, dtype):
+        raise AttentionBackendError(
+            f"attention backend {backend.name!r} cannot run on {device} in {dtype}: choose 'auto'"
+        )
+    return backend
 
 
 def attention(q: Queries, k: Keys, v: Values) -> Queries:
     """Plain attention, no mask, no RoPE (cross-attention over the text). ``[B, N, Hd, Dh]`` in and out."""
-    return _ATTENTION_BACKENDS[selected_backend()](q, k, v)
+    return resolve_backend(q.device, q.dtype).attention(q, k, v)
 
 
 def rope_cached_attention(
@@ -227,7 +244,7 @@ def rope_cached_attention(
                 f"KV cache of {capacity} tokens cannot serve read_len={read_len}, "
                 f"write up to {write_end}: allocate the cache for the context length"
             )
-    return _SELF_ATTENTION_BACKENDS[selected_backend()](
+    return resolve_backend(q.device, q.dtype).rope_cached_attention(
         q,
         k,
         v,

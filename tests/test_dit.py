@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from inspatio_nodes.core.attention import RopeTable, apply_rope
+from inspatio_nodes.core import attention
+from inspatio_nodes.core.attention import AttentionBackendError, RopeTable, apply_rope
 from inspatio_nodes.core.cache import CacheShape, SpatiotemporalCache
 from inspatio_nodes.core.wan.dit import (
     CONDITION_CHANNELS,
@@ -166,3 +167,15 @@ def test_text_longer_than_the_model_text_len_is_refused():
 def test_latent_size_not_divisible_by_the_patch_is_refused():
     with pytest.raises(ValueError, match="not divisible by the patch"):
         tiny_config().tokens_per_frame(7, 6)
+
+
+def test_backend_choice_lists_auto_first_and_refuses_unknown_names():
+    names = attention.available_backends()
+    assert names[0] == "auto" and "sdpa" in names
+    with pytest.raises(AttentionBackendError, match="choose one of"):
+        attention.set_backend("flash-attn-9")
+    attention.set_backend("sdpa")
+    try:
+        assert attention.resolve_backend(torch.device("cpu"), torch.float32).name == "sdpa"
+    finally:
+        attention.set_backend("auto")
