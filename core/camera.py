@@ -63,9 +63,7 @@ def check_intrinsics(intrinsics: Intrinsics, name: str = "intrinsics") -> Intrin
         raise CameraError(f"{name} contains NaN or infinite values")
     focal = torch.stack([intrinsics[..., 0, 0], intrinsics[..., 1, 1]], dim=-1)
     if (focal <= 0).any():
-        raise CameraError(
-            f"{name} has a non-positive focal length (fx or fy ≤ 0): pass a pixel K"
-        )
+        raise CameraError(f"{name} has a non-positive focal length (fx or fy ≤ 0): pass a pixel K")
     return intrinsics
 
 

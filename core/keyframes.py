@@ -195,9 +195,7 @@ def _path_from_document(document: object) -> CameraPath:
         raise CameraPathFormatError("the document must be a JSON object")
     _check_keys(document, TOP_LEVEL_KEYS, "the document")
     if document.get("format") != FORMAT:
-        raise CameraPathFormatError(
-            f"'format' must be {FORMAT!r}, got {document.get('format')!r}"
-        )
+        raise CameraPathFormatError(f"'format' must be {FORMAT!r}, got {document.get('format')!r}")
     if "frames" not in document or "keyframes" not in document:
         raise CameraPathFormatError("the document needs 'frames' and 'keyframes'")
     interpolation = document.get("interpolation", "smooth")

@@ -301,16 +301,16 @@ def _transforms_path(document: dict, path: FileLike, fps: float | None) -> Camer
     return CameraPath(world_to_camera, _single_intrinsics(intrinsics, path), fps)
 
 
-def write_transforms_json(
-    path: FileLike, camera_path: CameraPath, width: int, height: int
-) -> None:
+def write_transforms_json(path: FileLike, camera_path: CameraPath, width: int, height: int) -> None:
     """NeRF-style ``transforms.json`` (OpenGL camera axes), readable by common NeRF tools."""
     document: dict = {"w": width, "h": height}
     if camera_path.intrinsics is not None:
         intrinsics = camera_path.intrinsics.double()
         document.update(
-            fl_x=float(intrinsics[0, 0]), fl_y=float(intrinsics[1, 1]),
-            cx=float(intrinsics[0, 2]), cy=float(intrinsics[1, 2]),
+            fl_x=float(intrinsics[0, 0]),
+            fl_y=float(intrinsics[1, 1]),
+            cx=float(intrinsics[0, 2]),
+            cy=float(intrinsics[1, 2]),
         )
     opengl = opengl_from_world_to_camera(camera_path.world_to_camera.double())
     document["frames"] = [{"transform_matrix": matrix} for matrix in opengl.tolist()]

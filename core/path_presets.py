@@ -25,8 +25,9 @@ zeroes the translation, as v1 ``--rotation_only`` does.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -206,7 +207,11 @@ def preset_motion(
         scaled = KeyframeLines(keys.pitch_degrees, keys.yaw_degrees, radius_line)
         radius, radius_zoom = scaled_radii(scaled, "test_dataset", scene_depth, radius_ratio)
         return keyframe_camera_to_world(
-            keys.pitch_degrees, keys.yaw_degrees, radius, radius_zoom, progress.numpy(),
+            keys.pitch_degrees,
+            keys.yaw_degrees,
+            radius,
+            radius_zoom,
+            progress.numpy(),
             rotation_only=rotation_only,
         )
     motion = preset.motion(progress, amplitude)
@@ -237,10 +242,18 @@ def preset_path(
     ``radius_ratio · scene_depth``.
     """
     relative = preset_motion(
-        name, frames, amplitude=amplitude, easing=easing, scene_depth=scene_depth,
-        radius_ratio=radius_ratio, rotation_only=rotation_only,
+        name,
+        frames,
+        amplitude=amplitude,
+        easing=easing,
+        scene_depth=scene_depth,
+        radius_ratio=radius_ratio,
+        rotation_only=rotation_only,
     )
     return path_from_relative_motion(
-        relative, source_world_to_camera, relative_to_source=relative_to_source,
-        intrinsics=intrinsics, fps=fps,
+        relative,
+        source_world_to_camera,
+        relative_to_source=relative_to_source,
+        intrinsics=intrinsics,
+        fps=fps,
     )

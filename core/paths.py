@@ -16,8 +16,9 @@ frame-count policy :func:`fit_to_frames`, and anchoring of relative motions to t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor

@@ -44,7 +44,6 @@ def _check_interpolation(interpolation: str) -> None:
         )
 
 
-
 def _segments(key_times: KeyTimes, sample_times: SampleTimes) -> tuple[Tensor, Tensor]:
     """Segment index ``i`` (keys i, i+1) and local parameter ``u`` in [0, 1] of every sample.
 

@@ -254,7 +254,11 @@ def trajectory_camera_to_world(
     """Relative camera-to-world motions ``[frames, 4, 4]`` of a v1 file, radii scaled by style."""
     radius, radius_zoom = scaled_radii(keys, style, foreground_depth, radius_ratio)
     return official_camera_to_world(
-        keys.pitch_degrees, keys.yaw_degrees, radius, radius_zoom, frames,
+        keys.pitch_degrees,
+        keys.yaw_degrees,
+        radius,
+        radius_zoom,
+        frames,
         rotation_only=rotation_only,
     )
 
@@ -278,12 +282,19 @@ def trajectory_path(
     them, v1 ``generate_target_c2ws`` (and ``relative_to_source`` as there).
     """
     relative = trajectory_camera_to_world(
-        keys, frames, style, foreground_depth=foreground_depth, radius_ratio=radius_ratio,
+        keys,
+        frames,
+        style,
+        foreground_depth=foreground_depth,
+        radius_ratio=radius_ratio,
         rotation_only=rotation_only,
     )
     return path_from_relative_motion(
-        relative, source_world_to_camera, relative_to_source=relative_to_source,
-        intrinsics=intrinsics, fps=fps,
+        relative,
+        source_world_to_camera,
+        relative_to_source=relative_to_source,
+        intrinsics=intrinsics,
+        fps=fps,
     )
 
 

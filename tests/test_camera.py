@@ -7,8 +7,6 @@ import math
 import pytest
 import torch
 from conftest import fixture_cases, require_fixture
-from safetensors import safe_open
-
 from inspatio_nodes.core.camera import (
     CameraError,
     camera_centres,
@@ -29,6 +27,7 @@ from inspatio_nodes.core.camera import (
     world_to_camera_from_camera_to_world,
     world_to_camera_from_opengl,
 )
+from safetensors import safe_open
 
 FLOAT64_TOLERANCE = 1e-12
 RENDER_WARP_FIXTURES = fixture_cases("render_warp_io.safetensors")
@@ -36,7 +35,9 @@ RENDER_WARP_FIXTURES = fixture_cases("render_warp_io.safetensors")
 
 def random_rigid_poses(count: int, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    rotations, _ = torch.linalg.qr(torch.randn(count, 3, 3, generator=generator, dtype=torch.float64))
+    rotations, _ = torch.linalg.qr(
+        torch.randn(count, 3, 3, generator=generator, dtype=torch.float64)
+    )
     rotations = rotations * torch.linalg.det(rotations)[:, None, None]  # proper rotations only
     translations = torch.randn(count, 3, generator=generator, dtype=torch.float64)
     return pose_from_rotation_translation(rotations, translations)
@@ -50,7 +51,9 @@ def project(intrinsics: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
 def test_fov_intrinsics_put_the_image_edge_at_half_the_field_of_view():
     intrinsics = intrinsics_from_fov(90.0, 832, 480)
     edge = torch.tensor([math.tan(math.radians(45.0)), 0.0, 1.0], dtype=torch.float64)
-    torch.testing.assert_close(project(intrinsics, edge), torch.tensor([832.0, 240.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        project(intrinsics, edge), torch.tensor([832.0, 240.0], dtype=torch.float64)
+    )
     vertical = intrinsics_from_fov(90.0, 832, 480, fov_axis="vertical")
     assert vertical[1, 1] == pytest.approx(240.0)
 
@@ -94,8 +97,12 @@ def test_recentred_principal_point_matches_v1_scale_intrinsic(case_path):
 def test_rigid_inverse_is_the_matrix_inverse():
     poses = random_rigid_poses(8)
     identity = torch.eye(4, dtype=torch.float64).expand(8, 4, 4)
-    torch.testing.assert_close(invert_rigid(poses) @ poses, identity, atol=FLOAT64_TOLERANCE, rtol=0)
-    torch.testing.assert_close(compose(poses, invert_rigid(poses)), identity, atol=FLOAT64_TOLERANCE, rtol=0)
+    torch.testing.assert_close(
+        invert_rigid(poses) @ poses, identity, atol=FLOAT64_TOLERANCE, rtol=0
+    )
+    torch.testing.assert_close(
+        compose(poses, invert_rigid(poses)), identity, atol=FLOAT64_TOLERANCE, rtol=0
+    )
 
 
 def test_camera_centre_maps_to_the_camera_origin():
@@ -103,7 +110,9 @@ def test_camera_centre_maps_to_the_camera_origin():
     centres = camera_centres(poses)
     homogeneous = torch.cat([centres, torch.ones(5, 1, dtype=torch.float64)], dim=-1)
     in_camera = (poses @ homogeneous[..., None])[..., :3, 0]
-    torch.testing.assert_close(in_camera, torch.zeros(5, 3, dtype=torch.float64), atol=FLOAT64_TOLERANCE, rtol=0)
+    torch.testing.assert_close(
+        in_camera, torch.zeros(5, 3, dtype=torch.float64), atol=FLOAT64_TOLERANCE, rtol=0
+    )
 
 
 def test_look_at_points_the_optical_axis_at_the_target_with_y_down():
@@ -112,7 +121,9 @@ def test_look_at_points_the_optical_axis_at_the_target_with_y_down():
     world_to_camera = look_at(eye, target)
     target_in_camera = world_to_camera[:3, :3] @ target + world_to_camera[:3, 3]
     distance = torch.linalg.vector_norm(target - eye)
-    torch.testing.assert_close(target_in_camera, torch.tensor([0.0, 0.0, float(distance)], dtype=torch.float64))
+    torch.testing.assert_close(
+        target_in_camera, torch.tensor([0.0, 0.0, float(distance)], dtype=torch.float64)
+    )
     # World up (−y) must appear up on screen: a point above the target projects to negative y.
     above = target + torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64)
     assert (world_to_camera[:3, :3] @ above + world_to_camera[:3, 3])[1] < 0
@@ -132,7 +143,9 @@ def test_camera_to_world_and_opengl_conversions_round_trip():
     torch.testing.assert_close(
         world_to_camera_from_camera_to_world(camera_to_world_from_world_to_camera(poses)), poses
     )
-    torch.testing.assert_close(world_to_camera_from_opengl(opengl_from_world_to_camera(poses)), poses)
+    torch.testing.assert_close(
+        world_to_camera_from_opengl(opengl_from_world_to_camera(poses)), poses
+    )
 
 
 def test_opengl_camera_looks_down_its_negative_z():
@@ -165,4 +178,3 @@ def test_bad_intrinsics_are_rejected_with_the_input_name():
         check_intrinsics(torch.diag(torch.tensor([0.0, 1.0, 1.0])), "source K")
     with pytest.raises(CameraError, match="fov_degrees"):
         intrinsics_from_fov(180.0, 64, 48)
-

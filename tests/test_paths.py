@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from inspatio_nodes.core.camera import (
     CameraError,
     camera_centres,
@@ -46,7 +45,9 @@ def yaw_rotation(degrees: float) -> torch.Tensor:
 def camera_path(centres: list[list[float]], yaws: list[float]) -> CameraPath:
     """A path of cameras at ``centres`` turned by ``yaws`` degrees about the vertical axis."""
     rotations = torch.stack([yaw_rotation(yaw) for yaw in yaws])
-    camera_to_world = pose_from_rotation_translation(rotations, torch.tensor(centres, dtype=torch.float64))
+    camera_to_world = pose_from_rotation_translation(
+        rotations, torch.tensor(centres, dtype=torch.float64)
+    )
     return CameraPath(invert_rigid(camera_to_world))
 
 
@@ -72,16 +73,24 @@ def test_interpolation_passes_through_every_key(interpolation):
 
 def test_slerp_turns_at_constant_angular_speed_about_one_axis():
     key_rotations = torch.stack([yaw_rotation(0.0), yaw_rotation(90.0)])
-    samples = interpolate_rotations(torch.tensor([0.0, 1.0]), key_rotations, torch.linspace(0, 1, 7), "linear")
-    torch.testing.assert_close(rotation_angle_degrees(samples), torch.linspace(0, 90, 7, dtype=torch.float64))
+    samples = interpolate_rotations(
+        torch.tensor([0.0, 1.0]), key_rotations, torch.linspace(0, 1, 7), "linear"
+    )
+    torch.testing.assert_close(
+        rotation_angle_degrees(samples), torch.linspace(0, 90, 7, dtype=torch.float64)
+    )
 
 
 def test_interpolated_poses_stay_rigid():
     path = camera_path([[0, 0, 0], [1, 0, 0.5], [1.5, -0.2, 2]], [0, 120, -60])
-    poses = interpolate_poses(torch.tensor([0.0, 4.0, 9.0]), path.world_to_camera, torch.linspace(0, 9, 40))
+    poses = interpolate_poses(
+        torch.tensor([0.0, 4.0, 9.0]), path.world_to_camera, torch.linspace(0, 9, 40)
+    )
     rotations = poses[:, :3, :3]
     identity = torch.eye(3, dtype=torch.float64).expand(40, 3, 3)
-    torch.testing.assert_close(rotations @ rotations.transpose(-1, -2), identity, atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        rotations @ rotations.transpose(-1, -2), identity, atol=1e-12, rtol=0
+    )
 
 
 def test_smooth_interpolation_has_no_velocity_jump_at_a_key():
@@ -92,7 +101,9 @@ def test_smooth_interpolation_has_no_velocity_jump_at_a_key():
     around_key = torch.tensor([10.0 - 2 * step, 10.0 - step, 10.0, 10.0 + step, 10.0 + 2 * step])
 
     def velocity_jump(interpolation: str) -> float:
-        centres = camera_centres(interpolate_poses(key_times, path.world_to_camera, around_key, interpolation))
+        centres = camera_centres(
+            interpolate_poses(key_times, path.world_to_camera, around_key, interpolation)
+        )
         before, after = centres[2] - centres[1], centres[3] - centres[2]
         return float(torch.linalg.vector_norm(after - before) / step)
 
@@ -110,17 +121,24 @@ def test_look_at_keyframes_keep_facing_their_target():
         Keyframe(20, (0.0, -1.0, 1.0), look_at=target),
     ]
     path = path_from_keyframes(keyframes, 21)
-    towards_target = torch.tensor(target, dtype=torch.float64) - camera_centres(path.world_to_camera)
+    towards_target = torch.tensor(target, dtype=torch.float64) - camera_centres(
+        path.world_to_camera
+    )
     towards_target = towards_target / towards_target.norm(dim=-1, keepdim=True)
     torch.testing.assert_close(optical_axes(path), towards_target)
 
 
 def test_frames_outside_the_keys_hold_the_end_poses():
     identity = (1.0, 0.0, 0.0, 0.0)
-    keyframes = [Keyframe(3, (0.0, 0.0, 0.0), rotation=identity), Keyframe(6, (1.0, 0.0, 0.0), rotation=identity)]
+    keyframes = [
+        Keyframe(3, (0.0, 0.0, 0.0), rotation=identity),
+        Keyframe(6, (1.0, 0.0, 0.0), rotation=identity),
+    ]
     path = path_from_keyframes(keyframes, 10, "linear")
     centres = camera_centres(path.world_to_camera)[:, 0]
-    torch.testing.assert_close(centres, torch.tensor([0, 0, 0, 0, 1 / 3, 2 / 3, 1, 1, 1, 1], dtype=torch.float64))
+    torch.testing.assert_close(
+        centres, torch.tensor([0, 0, 0, 0, 1 / 3, 2 / 3, 1, 1, 1, 1], dtype=torch.float64)
+    )
 
 
 def test_keyframes_sharing_a_frame_are_rejected():
@@ -141,7 +159,10 @@ def test_a_keyframe_needs_exactly_one_orientation():
 
 def test_reverse_ping_pong_loop_and_hold_reorder_the_poses():
     path = camera_path([[0, 0, 0], [1, 0, 0], [2, 0, 0]], [0, 0, 0])
-    order = lambda result: camera_centres(result.world_to_camera)[:, 0].tolist()  # noqa: E731
+
+    def order(result: CameraPath) -> list[float]:
+        return camera_centres(result.world_to_camera)[:, 0].tolist()
+
     assert order(reverse(path)) == [2, 1, 0]
     assert order(ping_pong(path)) == [0, 1, 2, 1, 0]
     assert order(loop(path, 2)) == [0, 1, 2, 0, 1, 2]
@@ -161,8 +182,12 @@ def test_resample_keeps_the_ends_and_the_motion():
     path = camera_path([[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0]], [0, 10, 20, 30])
     longer = resample(path, 7, "linear")
     assert longer.num_frames == 7
-    torch.testing.assert_close(camera_centres(longer.world_to_camera)[:, 0], torch.linspace(0, 3, 7, dtype=torch.float64))
-    torch.testing.assert_close(longer.world_to_camera[::2], path.world_to_camera, atol=TOLERANCE, rtol=0)
+    torch.testing.assert_close(
+        camera_centres(longer.world_to_camera)[:, 0], torch.linspace(0, 3, 7, dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        longer.world_to_camera[::2], path.world_to_camera, atol=TOLERANCE, rtol=0
+    )
 
 
 def test_retime_at_double_speed_halves_the_frames_and_eases():
@@ -182,7 +207,9 @@ def test_retime_at_double_speed_halves_the_frames_and_eases():
 def test_frame_policies_fit_a_short_path(policy, expected):
     path = camera_path([[0, 0, 0], [1, 0, 0], [2, 0, 0]], [0, 0, 0])
     fitted = fit_to_frames(path, 5, policy)
-    torch.testing.assert_close(camera_centres(fitted.world_to_camera)[:, 0], torch.tensor(expected, dtype=torch.float64))
+    torch.testing.assert_close(
+        camera_centres(fitted.world_to_camera)[:, 0], torch.tensor(expected, dtype=torch.float64)
+    )
 
 
 def test_a_length_mismatch_is_an_error_by_default():
@@ -203,7 +230,9 @@ def test_a_camera_path_rejects_non_rigid_poses():
 
 
 def test_relative_motion_is_anchored_to_the_first_source_camera():
-    relative = invert_rigid(look_at(torch.tensor([0.5, 0.0, 0.0]), torch.tensor([0.0, 0.0, 2.0])))[None]
+    relative = invert_rigid(look_at(torch.tensor([0.5, 0.0, 0.0]), torch.tensor([0.0, 0.0, 2.0])))[
+        None
+    ]
     path = path_from_relative_motion(relative, torch.eye(4, dtype=torch.float64)[None])
     torch.testing.assert_close(path.world_to_camera, invert_rigid(relative))
 
@@ -231,7 +260,9 @@ def test_orbit_keeps_its_distance_to_the_pivot_and_faces_it():
     pivot = torch.tensor([0.0, 0.0, depth * ratio], dtype=torch.float64)
     offsets = pivot - camera_centres(path.world_to_camera)
     distances = offsets.norm(dim=-1)
-    torch.testing.assert_close(distances, torch.full((11,), depth * ratio, dtype=torch.float64), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        distances, torch.full((11,), depth * ratio, dtype=torch.float64), atol=1e-6, rtol=0
+    )
     torch.testing.assert_close(optical_axes(path), offsets / distances[:, None], atol=1e-6, rtol=0)
     assert camera_centres(path.world_to_camera)[-1, 0] < 0  # orbiting left moves towards −x
 
@@ -243,10 +274,14 @@ def test_dolly_in_moves_along_the_optical_axis_by_the_depth_multiple():
     torch.testing.assert_close(camera_centres(path.world_to_camera), expected)
 
 
-@pytest.mark.parametrize("name", ["pan_left", "pan_right", "tilt_up", "tilt_down", "roll_clockwise"])
+@pytest.mark.parametrize(
+    "name", ["pan_left", "pan_right", "tilt_up", "tilt_down", "roll_clockwise"]
+)
 def test_pan_tilt_and_roll_are_pure_rotations(name):
     path = preset_path(name, 6, scene_depth=2.0)
-    torch.testing.assert_close(camera_centres(path.world_to_camera), torch.zeros(6, 3, dtype=torch.float64))
+    torch.testing.assert_close(
+        camera_centres(path.world_to_camera), torch.zeros(6, 3, dtype=torch.float64)
+    )
     final_angle = rotation_angle_degrees(path.world_to_camera[-1, :3, :3])
     assert float(final_angle) == pytest.approx(PRESETS[name].default_amplitude, abs=1e-4)
 
@@ -261,7 +296,9 @@ def test_truck_and_pedestal_slide_without_turning(name, axis, sign):
     path = preset_path(name, 4, scene_depth=2.0, amplitude=0.5)
     final_centre = camera_centres(path.world_to_camera)[-1]
     assert float(final_centre[axis]) == pytest.approx(sign * 1.0)
-    torch.testing.assert_close(path.world_to_camera[:, :3, :3], torch.eye(3, dtype=torch.float64).expand(4, 3, 3))
+    torch.testing.assert_close(
+        path.world_to_camera[:, :3, :3], torch.eye(3, dtype=torch.float64).expand(4, 3, 3)
+    )
 
 
 def test_every_preset_starts_at_the_source_camera_and_stays_rigid():
@@ -269,7 +306,9 @@ def test_every_preset_starts_at_the_source_camera_and_stays_rigid():
         if name == "x_y_circle_cycle":
             continue  # the official smoothing spline does not start at the identity (v1 quirk)
         path = preset_path(name, 9, easing="ease_in_out", scene_depth=1.5)
-        torch.testing.assert_close(path.world_to_camera[0], torch.eye(4, dtype=torch.float64), atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            path.world_to_camera[0], torch.eye(4, dtype=torch.float64), atol=1e-6, rtol=0
+        )
 
 
 def test_rotation_only_removes_every_translation():

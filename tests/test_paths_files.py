@@ -9,9 +9,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from inspatio_nodes.core.camera import invert_rigid, look_at
-from inspatio_nodes.core.keyframes import FORMAT, CameraPathFormatError, path_from_json, path_to_json
+from inspatio_nodes.core.keyframes import (
+    FORMAT,
+    CameraPathFormatError,
+    path_from_json,
+    path_to_json,
+)
 from inspatio_nodes.core.path_files import (
     PathFileError,
     format_pose_text,
@@ -28,11 +32,13 @@ from inspatio_nodes.core.path_files import (
     write_v1_trajectory,
     write_worldfm_meta,
 )
-from inspatio_nodes.core.paths import CameraPath, PathError
+from inspatio_nodes.core.paths import CameraPath
 from inspatio_nodes.core.trajectory_v1 import KeyframeLines
 
 TOLERANCE = 1e-12
-FUZZ_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ_SETTINGS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def orbiting_path(frames: int = 5, with_intrinsics: bool = True) -> CameraPath:
@@ -71,14 +77,18 @@ def test_pose_text_is_read_as_float32_like_upstream():
 def test_camera_to_world_pose_text_is_inverted_once():
     poses = orbiting_path().world_to_camera
     text = format_pose_text(invert_rigid(poses))
-    torch.testing.assert_close(parse_pose_text(text, kind="camera_to_world"), poses, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        parse_pose_text(text, kind="camera_to_world"), poses, atol=1e-6, rtol=0
+    )
 
 
 def test_json_wire_format_round_trips(tmp_path):
     path = orbiting_path()
     write_path_json(tmp_path / "path.json", path)
     restored = read_path_json(tmp_path / "path.json")
-    torch.testing.assert_close(restored.world_to_camera, path.world_to_camera, atol=TOLERANCE, rtol=0)
+    torch.testing.assert_close(
+        restored.world_to_camera, path.world_to_camera, atol=TOLERANCE, rtol=0
+    )
     torch.testing.assert_close(restored.intrinsics, path.intrinsics)
     assert restored.fps == path.fps and json.loads(path_to_json(path))["format"] == FORMAT
 
@@ -87,32 +97,53 @@ def test_nerf_transforms_round_trip(tmp_path):
     path = orbiting_path()
     write_transforms_json(tmp_path / "transforms.json", path, width=416, height=240)
     restored = read_transforms_json(tmp_path / "transforms.json")
-    torch.testing.assert_close(restored.world_to_camera, path.world_to_camera, atol=TOLERANCE, rtol=0)
+    torch.testing.assert_close(
+        restored.world_to_camera, path.world_to_camera, atol=TOLERANCE, rtol=0
+    )
     torch.testing.assert_close(restored.intrinsics, path.intrinsics)
 
 
 def test_nerf_field_of_view_gives_the_focal_length(tmp_path):
-    document = {"camera_angle_x": np.pi / 2, "w": 200, "h": 100, "frames": [{"transform_matrix": np.eye(4).tolist()}]}
+    document = {
+        "camera_angle_x": np.pi / 2,
+        "w": 200,
+        "h": 100,
+        "frames": [{"transform_matrix": np.eye(4).tolist()}],
+    }
     (tmp_path / "transforms.json").write_text(json.dumps(document))
     intrinsics = read_transforms_json(tmp_path / "transforms.json").intrinsics
-    assert float(intrinsics[0, 0]) == pytest.approx(100.0) and float(intrinsics[0, 2]) == pytest.approx(100.0)
+    assert float(intrinsics[0, 0]) == pytest.approx(100.0) and float(
+        intrinsics[0, 2]
+    ) == pytest.approx(100.0)
 
 
 def test_worldfm_transforms_use_opencv_camera_to_world(tmp_path):
     path = orbiting_path()
     camera_to_world = invert_rigid(path.world_to_camera)
-    frames = [{"id": index, "K": path.intrinsics.tolist(), "c2w": pose.tolist()} for index, pose in enumerate(camera_to_world)]
+    frames = [
+        {"id": index, "K": path.intrinsics.tolist(), "c2w": pose.tolist()}
+        for index, pose in enumerate(camera_to_world)
+    ]
     (tmp_path / "transforms.json").write_text(json.dumps({"frames": frames}))
     restored = read_transforms_json(tmp_path / "transforms.json")
-    torch.testing.assert_close(restored.world_to_camera, path.world_to_camera, atol=TOLERANCE, rtol=0)
+    torch.testing.assert_close(
+        restored.world_to_camera, path.world_to_camera, atol=TOLERANCE, rtol=0
+    )
 
 
 def test_worldfm_meta_round_trips_and_accepts_a_single_pose(tmp_path):
     path = orbiting_path()
     write_worldfm_meta(tmp_path / "meta.json", path)
     restored = read_worldfm_meta(tmp_path / "meta.json")
-    torch.testing.assert_close(restored.world_to_camera, path.world_to_camera, atol=TOLERANCE, rtol=0)
-    single = {"name": "demo", "image": "a.png", "K": path.intrinsics.tolist(), "c2w": np.eye(4).tolist()}
+    torch.testing.assert_close(
+        restored.world_to_camera, path.world_to_camera, atol=TOLERANCE, rtol=0
+    )
+    single = {
+        "name": "demo",
+        "image": "a.png",
+        "K": path.intrinsics.tolist(),
+        "c2w": np.eye(4).tolist(),
+    }
     (tmp_path / "single.json").write_text(json.dumps(single))
     assert read_worldfm_meta(tmp_path / "single.json").num_frames == 1
 
@@ -143,7 +174,9 @@ def test_pose_text_with_a_scaled_pose_names_the_line():
 
 
 def test_invalid_json_reports_line_and_column(tmp_path):
-    (tmp_path / "path.json").write_text('{\n  "format": "inspatio.camera_path/1",\n  "frames": ,\n}')
+    (tmp_path / "path.json").write_text(
+        '{\n  "format": "inspatio.camera_path/1",\n  "frames": ,\n}'
+    )
     with pytest.raises(PathFileError, match=r"path\.json: invalid JSON at line 3, column 13"):
         read_path_json(tmp_path / "path.json")
 
@@ -153,7 +186,9 @@ def test_json_with_a_typo_or_a_wrong_version_is_rejected():
     with pytest.raises(CameraPathFormatError, match="unknown key.*interpolaton"):
         path_from_json(json.dumps(document))
     with pytest.raises(CameraPathFormatError, match="'format' must be"):
-        path_from_json(json.dumps({"format": "inspatio.camera_path/9", "frames": 3, "keyframes": []}))
+        path_from_json(
+            json.dumps({"format": "inspatio.camera_path/9", "frames": 3, "keyframes": []})
+        )
 
 
 def test_transforms_without_poses_name_the_frame(tmp_path):
@@ -165,8 +200,14 @@ def test_transforms_without_poses_name_the_frame(tmp_path):
 # --- fuzzing: every parser fails only with its own error type --------------------------------
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 100) | st.floats(allow_nan=True) | st.text(max_size=5),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=6),
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 100)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
     max_leaves=30,
 )
 KEYFRAME_DOCUMENTS = st.fixed_dictionaries(
@@ -174,7 +215,10 @@ KEYFRAME_DOCUMENTS = st.fixed_dictionaries(
     optional={
         "keyframes": st.lists(
             st.fixed_dictionaries(
-                {"frame": st.integers(-2, 12), "position": st.lists(st.floats(-5, 5), min_size=2, max_size=4)},
+                {
+                    "frame": st.integers(-2, 12),
+                    "position": st.lists(st.floats(-5, 5), min_size=2, max_size=4),
+                },
                 optional={
                     "rotation": st.lists(st.floats(-1, 1), min_size=3, max_size=5),
                     "look_at": st.lists(st.floats(-5, 5), min_size=2, max_size=4),
@@ -224,7 +268,10 @@ def test_fuzzed_text_files_raise_only_file_errors(text):
 
 
 @FUZZ_SETTINGS
-@given(JSON_VALUES | st.fixed_dictionaries({"frames": JSON_VALUES, "K": JSON_VALUES, "c2w": JSON_VALUES}))
+@given(
+    JSON_VALUES
+    | st.fixed_dictionaries({"frames": JSON_VALUES, "K": JSON_VALUES, "c2w": JSON_VALUES})
+)
 def test_fuzzed_transforms_and_meta_files_raise_only_file_errors(tmp_path_factory, document):
     file = tmp_path_factory.mktemp("fuzz") / "camera.json"
     file.write_text(json.dumps(document))
@@ -233,4 +280,3 @@ def test_fuzzed_transforms_and_meta_files_raise_only_file_errors(tmp_path_factor
             read(file)
         except PathFileError:
             pass
-

@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 import torch
 from conftest import fixture_cases, load_json, require_fixture
-from safetensors import safe_open
-
 from inspatio_nodes.core.camera import world_to_camera_from_camera_to_world
 from inspatio_nodes.core.trajectory_v1 import (
     KeyframeLines,
@@ -26,6 +24,7 @@ from inspatio_nodes.core.trajectory_v1 import (
     total_keyframe_angle,
     trajectory_path,
 )
+from safetensors import safe_open
 
 POSE_TOLERANCE = 1e-6
 INTERPOLATION_TOLERANCE = 1e-6
@@ -125,7 +124,8 @@ def test_renderer_target_poses_match_generate_target_c2ws(warp_path):
         source_world_to_camera = tensors.get_tensor("warp_in.source_tcw").double()
         expected = tensors.get_tensor("warp_in.target_tcw").double()
     trajectories = [
-        path for path in warp_path.parent.glob("traj_*.json")
+        path
+        for path in warp_path.parent.glob("traj_*.json")
         if load_json(path)["keyframes"]["file"] == case["traj"]
     ]
     if not trajectories:
