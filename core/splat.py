@@ -25,11 +25,20 @@ from typing import Annotated, Literal  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from einops import rearrange, repeat  # noqa: E402
+from einops import rearrange, reduce, repeat  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from .scene import FRAMES_PER_BLOCK, FRAMES_PER_LATENT, Scene, latent_frame_groups  # noqa: E402
-from .types import DepthMaps, Intrinsics, MaskLatents, RenderFrames, RenderMask, VideoFrames, WorldToCamera  # noqa: E402
+from .types import (  # noqa: E402
+    DepthMaps,
+    Intrinsics,
+    MaskLatents,
+    Points,
+    RenderFrames,
+    RenderMask,
+    VideoFrames,
+    WorldToCamera,
+)
 
 PairDepth = Annotated[Tensor, "N H W float, one (source, target) pair per row"]
 PairCoords = Annotated[Tensor, "N 2 H W float, target pixel (x, y) of each source pixel"]
@@ -546,6 +555,78 @@ def iter_mask_latents(mask_chunks: Iterable[Annotated[Tensor, "T 3 H W uint8"]])
         signed = (chunk[:, 0] > MASK_THRESHOLD).to(torch.float32) * 2 - 1
         small = _downsample_mask(signed)
         yield repeat(small, "t h w -> 1 1 (t k) h w", k=FRAMES_PER_LATENT // chunk.shape[0])
+
+# v1's alternative "ply" backend (``render_batch`` in v1 ``scripts/render_point_cloud.py``): one
+# point cloud drawn as small squares at 2x resolution with a hard z-buffer, then downsampled.
+PLY_SUPERSAMPLING = 2  # the official ss_ratio; the 2x2 area average below assumes it
+PLY_POINT_SIZE = 2  # official --point_size; at 2x it becomes an odd square (4 -> 5 px)
+PLY_NEAR_PLANE = 0.1  # points with z <= 0.1 are dropped
+PLY_DEPTH_EPSILON = 1e-4  # points within this of the nearest z at a pixel all count as visible
+
+
+def render_points_v1(
+    points: Points,
+    colours: Annotated[Tensor, "P 3 float in [0, 1]"],
+    world_to_camera: WorldToCamera,
+    intrinsics: Intrinsics,
+    height: int,
+    width: int,
+    point_size: int = PLY_POINT_SIZE,
+) -> tuple[Bytes, Annotated[Tensor, "T H W uint8 {0, 255}"]]:
+    """RGB and mask bytes of a point cloud seen from each of T poses (the v1 "ply" backend).
+
+    Per pose: points with z > 0.1 are projected with fx, cx, fy, cy of the 2x-scaled K, each
+    drawn as a ``point_size·2`` (made odd) square of rounded pixels; at every pixel the points
+    within 1e-4 of the nearest z are visible and, among them, the last point in input order
+    wins (what a serial scatter gives; upstream's parallel CPU scatter leaves it to chance).
+    Colours are truncated to bytes, area-averaged 2x2 (rounding half up, as OpenCV INTER_AREA)
+    and the mask takes the top-left pixel of each 2x2 block (INTER_NEAREST).
+    """
+    if points.ndim != 2 or points.shape[1] != 3 or colours.shape != points.shape:
+        raise SplatInputError(
+            f"points {tuple(points.shape)} and colours {tuple(colours.shape)}: expected [P, 3] each"
+        )
+    high_height, high_width = height * PLY_SUPERSAMPLING, width * PLY_SUPERSAMPLING
+    high_k = intrinsics.to(torch.float32).clone()
+    high_k[:2] *= PLY_SUPERSAMPLING
+    square = point_size * PLY_SUPERSAMPLING + (1 - point_size * PLY_SUPERSAMPLING % 2)
+    offsets = torch.arange(square, device=points.device) - square // 2
+    row_offsets, col_offsets = (grid.flatten() for grid in torch.meshgrid(offsets, offsets, indexing="ij"))
+    homogeneous = torch.cat([points.to(torch.float32), torch.ones_like(points[:, :1])], dim=1)
+    rgb_frames, mask_frames = [], []
+    for pose in world_to_camera.to(torch.float32):
+        camera = (homogeneous @ pose.T)[:, :3]
+        in_front = camera[:, 2] > PLY_NEAR_PLANE
+        camera, colour = camera[in_front], colours[in_front].to(torch.float32)
+        z = camera[:, 2]
+        cols = high_k[0, 0] * camera[:, 0] / z + high_k[0, 2]
+        rows = high_k[1, 1] * camera[:, 1] / z + high_k[1, 2]
+        cols = torch.round(cols[:, None] + col_offsets).long().flatten()
+        rows = torch.round(rows[:, None] + row_offsets).long().flatten()
+        z = repeat(z, "p -> (p s)", s=offsets.numel() ** 2)
+        colour = repeat(colour, "p c -> (p s) c", s=offsets.numel() ** 2)
+        inside = (cols >= 0) & (cols < high_width) & (rows >= 0) & (rows < high_height)
+        pixel = (rows * high_width + cols)[inside]
+        z, colour = z[inside], colour[inside]
+        nearest = torch.full((high_height * high_width,), torch.inf, device=points.device)
+        nearest.scatter_reduce_(0, pixel, z, reduce="amin")
+        visible = z <= nearest[pixel] + PLY_DEPTH_EPSILON
+        order = torch.arange(pixel.numel(), device=points.device)
+        last = torch.full_like(nearest, -1, dtype=torch.long)
+        last.scatter_reduce_(0, pixel[visible], order[visible], reduce="amax")
+        drawn = visible & (last[pixel] == order)
+        canvas = torch.zeros(high_height * high_width, 3, device=points.device)
+        canvas[pixel[drawn]] = colour[drawn]
+        mask = torch.zeros(high_height * high_width, dtype=torch.uint8, device=points.device)
+        mask[pixel[drawn]] = BYTE_MAX
+        high_bytes = (canvas * BYTE_MAX).to(torch.uint8).to(torch.int32)
+        block_sums = reduce(
+            high_bytes, "(h a w b) c -> h w c", "sum", a=PLY_SUPERSAMPLING, b=PLY_SUPERSAMPLING, w=width
+        )
+        area = PLY_SUPERSAMPLING**2
+        rgb_frames.append(((block_sums + area // 2) // area).to(torch.uint8))
+        mask_frames.append(rearrange(mask, "(h w) -> h w", w=high_width)[::PLY_SUPERSAMPLING, ::PLY_SUPERSAMPLING])
+    return torch.stack(rgb_frames), torch.stack(mask_frames)
 
 
 # --- hard z-buffer point renderer (InSpatio-WorldFM) ---------------------------------------

@@ -23,6 +23,7 @@ from inspatio_nodes.core.splat import (
     mask_u8,
     project_pixels,
     render_image_scene,
+    render_points_v1,
     render_u8,
     render_video_scene,
 )
@@ -70,7 +71,8 @@ def test_render_matches_official_splat(case_path):
 
 
 def _check_v1(tensors):
-    """v1 batched forward_warp: depth max over the whole batch, target K = each frame's K."""
+    """v1 batched forward_warp (depth max over the whole batch, target K = each frame's K), and
+    the v1 "ply" point backend."""
     frames, depth = tensors["warp_in.frame"], tensors["warp_in.depth"][:, 0]
     intrinsics = tensors["warp_in.K"]
     scene = scene_from_video(
@@ -82,6 +84,15 @@ def _check_v1(tensors):
     assert torch.equal(mask_u8(render.mask)[..., :1], tensors["mask_u8"])
     byte_error = (render_u8(render.frames).int() - tensors["render_u8"].int()).abs()
     assert int(byte_error.max()) <= BYTE_TOLERANCE
+
+    # The "ply" backend draws frame 0's point cloud with the same K (scaled) and target poses.
+    height, width = tensors["ply_out.mask_u8"].shape[-2:]
+    rgb, mask = render_points_v1(
+        tensors["ply_in.points"], tensors["ply_in.colors"], tensors["warp_in.target_tcw"],
+        intrinsics[0], height, width,
+    )
+    assert torch.equal(rgb, tensors["ply_out.rgb_u8"])
+    assert torch.equal(mask, tensors["ply_out.mask_u8"])
 
 
 def _check_v15_video(tensors):
