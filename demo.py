@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from einops import rearrange
+from PIL import Image as PILImage
+from PIL import ImageDraw
 from torch import Tensor
 
 from .core.types import DepthMaps, Intrinsics, VideoFrames
@@ -232,3 +235,163 @@ def _lighting(points: Tensor, normals: Tensor, room: RoomLayout) -> Tensor:
     to_lamp = to_lamp / torch.linalg.vector_norm(to_lamp, dim=-1, keepdim=True).clamp_min(1e-9)
     lambert = (normals * to_lamp).sum(-1, keepdim=True).clamp_min(0)
     return room.ambient + (1 - room.ambient) * lambert
+
+
+# --- the demo run --------------------------------------------------------------------------------
+
+DEFAULT_OUT = Path("out") / "demo"
+DEFAULT_PRESET = "orbit_left"
+DEFAULT_FRAMES = 33  # 2 s at 16 fps; a 4k + 1 count that is also 3 whole blocks (9 latent frames)
+DEFAULT_FPS = 16.0
+DEFAULT_FOV_DEGREES = 75.0
+DEFAULT_WIDTH, DEFAULT_HEIGHT = 832, 480
+CONTACT_COLUMNS = 6
+THUMBNAIL_WIDTH = 208
+LABEL_WIDTH = 96
+SHEET_PADDING = 6
+SHEET_BACKGROUND = (18, 18, 22)
+SHEET_TEXT = (230, 230, 230)
+GENERATION_FILES = ("checkpoint", "vae", "prompt_embeds")
+
+
+class DemoError(ValueError):
+    """A demo option that cannot be used; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """Everything ``python -m inspatio_nodes demo`` can be asked for (see ``__main__.py``)."""
+
+    out: Path = DEFAULT_OUT
+    preset: str = DEFAULT_PRESET
+    strength: float = 1.0
+    frames: int = DEFAULT_FRAMES
+    width: int = DEFAULT_WIDTH
+    height: int = DEFAULT_HEIGHT
+    fov_degrees: float = DEFAULT_FOV_DEGREES
+    fps: float = DEFAULT_FPS
+    checkpoint: Path | None = None
+    vae: Path | None = None
+    taehv: Path | None = None
+    prompt_embeds: Path | None = None
+    seed: int = 0
+
+    def generation_requested(self) -> bool:
+        given = {name: getattr(self, name) is not None for name in GENERATION_FILES}
+        if any(given.values()) and not all(given.values()):
+            missing = ", ".join(f"--{name.replace('_', '-')}" for name, present in given.items() if not present)
+            raise DemoError(
+                f"full generation needs --checkpoint, --vae and --prompt-embeds together; missing: {missing}"
+            )
+        if self.taehv is not None and not all(given.values()):
+            raise DemoError("--taehv only chooses the decoder of a full generation: add --checkpoint, --vae "
+                            "and --prompt-embeds")
+        return all(given.values())
+
+
+class HostVAE:
+    """Stands in for ComfyUI's VAE object outside ComfyUI: the codec sits under ``first_stage_model``,
+    so the model-side nodes read its weights exactly as they read a VAE loaded by core Load VAE."""
+
+    def __init__(self, codec: torch.nn.Module):
+        self.first_stage_model = codec
+        self.vae_dtype = next(codec.parameters()).dtype
+
+
+def run_demo(options: DemoOptions) -> dict[str, Path]:
+    """Render the room along the preset path, write the PNGs, and generate when weights are given.
+
+    Returns the written files by role (``contact_sheet``, ``camera_path``, and one folder per
+    frame sequence).
+    """
+    from .core.camera import intrinsics_from_fov
+    from .core.depth import foreground_depth
+    from .core.path_presets import PRESETS, preset_path
+    from .core.preview import draw_path_preview
+    from .core.scene import scene_from_video
+    from .nodes.render import render_condition
+
+    generate = options.generation_requested()
+    if options.preset not in PRESETS:
+        raise DemoError(f"unknown preset {options.preset!r}; valid presets: {', '.join(PRESETS)}")
+    intrinsics = intrinsics_from_fov(options.fov_degrees, options.width, options.height)
+    frames, depth = render_room(intrinsics, options.width, options.height, options.frames)
+    scene = scene_from_video(frames, depth, intrinsics, fps=options.fps, resolution=(options.height, options.width))
+    amplitude = options.strength * PRESETS[options.preset].default_amplitude
+    path = preset_path(options.preset, options.frames, scene.world_to_camera, amplitude=amplitude,
+                       easing="ease_in_out", scene_depth=foreground_depth(scene.depth))
+    condition = render_condition(scene, path)
+
+    options.out.mkdir(parents=True, exist_ok=True)
+    sequences = {
+        "source": _as_image(condition.source_frames),
+        "render": _as_image(condition.render),
+        "mask": condition.mask[:, 0, ..., None].expand(-1, -1, -1, 3),
+    }
+    if generate:
+        sequences["generated"] = _generate(options, condition)
+    written = {name: _write_sequence(options.out / name, images) for name, images in sequences.items()}
+    written["contact_sheet"] = options.out / "contact_sheet.png"
+    contact_sheet(sequences).save(written["contact_sheet"])
+    written["camera_path"] = options.out / "camera_path.png"
+    _to_pil(draw_path_preview(scene, path)).save(written["camera_path"])
+    return written
+
+
+def _generate(options: DemoOptions, condition) -> Tensor:
+    """The full world-model run through the same nodes a ComfyUI graph uses."""
+    from .core.codec import load_codec
+    from .nodes.loaders import InSpatioPromptEmbeddingsLoader, InSpatioTAEHVLoader, InSpatioWorldModelLoader
+    from .nodes.sampler import RELEASED_DENOISING_STEPS, RELEASED_SHIFT, InSpatioWorldCacheInit, InSpatioWorldSampler
+
+    (model,) = InSpatioWorldModelLoader().load(str(options.checkpoint), "auto", "auto")
+    (positive,) = InSpatioPromptEmbeddingsLoader().load(str(options.prompt_embeds))
+    vae = HostVAE(load_codec(options.vae))
+    (state,) = InSpatioWorldCacheInit().initialize(model, vae, positive, condition)
+    decoder = None if options.taehv is None else InSpatioTAEHVLoader().load(str(options.taehv))[0]
+    _, generated = InSpatioWorldSampler().sample(
+        state, options.seed, RELEASED_DENOISING_STEPS, RELEASED_SHIFT, 0, decoder
+    )
+    return generated
+
+
+def _as_image(frames: VideoFrames) -> Tensor:
+    """``[F, 3, H, W]`` in [-1, 1] → ``[F, H, W, 3]`` in [0, 1] (render holes become black)."""
+    return (rearrange(frames.float(), "f c h w -> f h w c").clamp(-1, 1) + 1) / 2
+
+
+def _to_pil(image: Tensor) -> PILImage.Image:
+    return PILImage.fromarray((image.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
+
+
+def _write_sequence(folder: Path, images: Tensor) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(images):
+        _to_pil(image).save(folder / f"{index:05d}.png")
+    return folder
+
+
+def contact_sheet(sequences: dict[str, Tensor], columns: int = CONTACT_COLUMNS) -> PILImage.Image:
+    """One row per sequence (``[F, H, W, 3]`` in [0, 1]), the same evenly spaced frames in every row."""
+    frame_count = min(images.shape[0] for images in sequences.values())
+    picked = torch.linspace(0, frame_count - 1, min(columns, frame_count)).round().long().tolist()
+    height, width = next(iter(sequences.values())).shape[1:3]
+    thumbnail_height = round(THUMBNAIL_WIDTH * height / width)
+    header = SHEET_PADDING * 3
+    sheet = PILImage.new(
+        "RGB",
+        (LABEL_WIDTH + len(picked) * (THUMBNAIL_WIDTH + SHEET_PADDING) + SHEET_PADDING,
+         header + len(sequences) * (thumbnail_height + SHEET_PADDING) + SHEET_PADDING),
+        SHEET_BACKGROUND,
+    )
+    draw = ImageDraw.Draw(sheet)
+    for column, frame in enumerate(picked):
+        left = LABEL_WIDTH + column * (THUMBNAIL_WIDTH + SHEET_PADDING)
+        draw.text((left, SHEET_PADDING // 2), f"frame {frame}", fill=SHEET_TEXT)
+    for row, (name, images) in enumerate(sequences.items()):
+        top = header + row * (thumbnail_height + SHEET_PADDING)
+        draw.text((SHEET_PADDING, top + thumbnail_height // 2), name, fill=SHEET_TEXT)
+        for column, frame in enumerate(picked):
+            thumbnail = _to_pil(images[frame]).resize((THUMBNAIL_WIDTH, thumbnail_height), PILImage.LANCZOS)
+            sheet.paste(thumbnail, (LABEL_WIDTH + column * (THUMBNAIL_WIDTH + SHEET_PADDING), top))
+    return sheet
