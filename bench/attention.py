@@ -20,7 +20,9 @@ import torch
 
 BATCH, HEADS, HEAD_DIM = 1, 12, 128
 BLOCK_GRID = (3, 30, 52)  # latent frames, token rows, token cols of one denoised block
-CONTEXT_FRAMES = 6
+CONTEXT_FRAMES = 6  # reference block + previous block
+DENOISE_FRAME_OFFSET = 6  # the noisy block sits at frame positions 6, 7, 8
+ROPE_POSITIONS = 1024
 LATENT_SIZE = (60, 104)  # 480×832 pixels / 8
 TEXT_TOKENS, TEXT_DIM = 512, 4096
 DTYPE = torch.bfloat16
@@ -41,21 +43,20 @@ def report(title: str, timings: dict[str, float], baseline: str, work: tuple[int
         print(f"  {name:<14} {milliseconds:9.3f} ms  {rate}  speed vs {baseline}: {ratio:5.2f}x")
 
 
-def bench_attention(do_bench) -> None:
+def bench_attention(do_bench, device: torch.device) -> None:
     from inspatio_nodes.kernels import attention_backends as backends
     from inspatio_nodes.kernels.rope import apply_rope
 
-    device = torch.device("cuda")
     frames, rows, cols = BLOCK_GRID
     query_tokens = frames * rows * cols
     read_len = CONTEXT_FRAMES * rows * cols
     key_tokens = read_len + query_tokens
-    rope = backends.rope_table(HEAD_DIM, 1024, device)
+    rope = backends.rope_table(HEAD_DIM, ROPE_POSITIONS, device)
     q, k, v = (torch.randn(BATCH, query_tokens, HEADS, HEAD_DIM, device=device, dtype=DTYPE)
                for _ in range(3))
     cache_k, cache_v = (torch.randn(BATCH, read_len, HEADS, HEAD_DIM, device=device, dtype=DTYPE)
                         for _ in range(2))
-    call = dict(rope=rope, grid=BLOCK_GRID, frame_offset=CONTEXT_FRAMES, cache_k=cache_k,
+    call = dict(rope=rope, grid=BLOCK_GRID, frame_offset=DENOISE_FRAME_OFFSET, cache_k=cache_k,
                 cache_v=cache_v, read_len=read_len, write_offset=None)
     usable = [name for name in backends.BACKEND_PREFERENCE
               if backends.backend_usable(name, device, DTYPE, HEAD_DIM)]
@@ -65,9 +66,9 @@ def bench_attention(do_bench) -> None:
     report(f"full call (RoPE + cache + attention), Lq={query_tokens}, Lk={key_tokens}", full,
            "triton", (query_tokens, key_tokens))
 
-    keys = torch.cat([cache_k, apply_rope(k, rope, BLOCK_GRID, CONTEXT_FRAMES)], dim=1)
+    keys = torch.cat([cache_k, apply_rope(k, rope, BLOCK_GRID, DENOISE_FRAME_OFFSET)], dim=1)
     values = torch.cat([cache_v, v], dim=1)
-    rotated_q = apply_rope(q, rope, BLOCK_GRID, CONTEXT_FRAMES)
+    rotated_q = apply_rope(q, rope, BLOCK_GRID, DENOISE_FRAME_OFFSET)
     bare = {name: do_bench(lambda name=name: backends.ATTEND_FUNCTIONS[name](rotated_q, keys, values),
                            warmup=WARMUP_MS, rep=REPEAT_MS)
             for name in usable if name != "triton"}
@@ -81,7 +82,7 @@ def bench_attention(do_bench) -> None:
         print(f"\n  max |triton − sdpa| = {(fused.float() - unfused.float()).abs().max().item():.2e}")
 
 
-def bench_dit_block(do_bench) -> None:
+def bench_dit_block(do_bench, device: torch.device) -> None:
     try:
         from inspatio_nodes.core import attention as core_attention
         from inspatio_nodes.core.wan.dit import CausalWanDiT, WanDiTConfig
@@ -89,8 +90,8 @@ def bench_dit_block(do_bench) -> None:
     except ImportError as error:
         print(f"\nDiT block: skipped, the core is not importable ({error})")
         return
-    device = torch.device("cuda")
-    model = CausalWanDiT(WanDiTConfig()).to(device=device, dtype=DTYPE).eval()
+    with device:  # random weights straight on the GPU: 1.4 B parameters
+        model = CausalWanDiT(WanDiTConfig()).to(dtype=DTYPE).eval()
     text = torch.randn(BATCH, TEXT_TOKENS, TEXT_DIM, device=device, dtype=DTYPE)
     frames = BLOCK_GRID[0]
     latents = [torch.randn(BATCH, frames, channels, *LATENT_SIZE, device=device, dtype=DTYPE)
@@ -121,8 +122,9 @@ def main() -> int:
         print("triton is not installed (pip install triton): the fused kernel cannot run")
         return 0
     print(f"{torch.cuda.get_device_name()}  torch {torch.__version__}  {DTYPE}")
-    bench_attention(do_bench)
-    bench_dit_block(do_bench)
+    device = torch.device("cuda")
+    bench_attention(do_bench, device)
+    bench_dit_block(do_bench, device)
     return 0
 
 

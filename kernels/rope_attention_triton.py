@@ -133,8 +133,9 @@ def _attend_key_range(acc, row_max, row_sum, q, k_ptr, v_ptr, k_stride_n, v_stri
                          mask=key_valid[:, None], other=0.0)
         # Probabilities are rounded to the value dtype, as flash attention does.
         probabilities = probabilities.to(values.dtype).to(DOT_DTYPE)
-        acc = acc * rescale[:, None] + tl.dot(probabilities, values.to(DOT_DTYPE),
-                                              input_precision=DOT_PRECISION)
+        # Accumulating inside tl.dot lets the matrix unit add into acc directly.
+        acc = tl.dot(probabilities, values.to(DOT_DTYPE), acc * rescale[:, None],
+                     input_precision=DOT_PRECISION)
         row_max = new_max
     return acc, row_max, row_sum
 
