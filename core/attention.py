@@ -14,6 +14,7 @@ pairs rotate as complex numbers, in float64, with per-axis frequency ladders spl
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,13 +28,14 @@ from .types import Keys, Queries, RopeAngles, Values
 ROPE_THETA = 10_000.0
 ROPE_MAX_POSITIONS = 1024  # the official tables cover 1024 positions per axis
 AXES_SHARING_PAIRS = 3  # frame, row and column split the complex pairs of a head
+ANGLE_GRIDS_REMEMBERED = 8  # context of 1 or 2 blocks, the noisy block, and a few latent sizes
 
 
 class AttentionBackendError(ValueError):
     """An attention backend that does not exist or cannot run here."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: angles() is memoised per table
 class RopeTable:
     """Per-axis RoPE rotations of one head dim, built once per model (complex128, CPU or device).
 
@@ -72,8 +74,12 @@ class RopeTable:
     def to(self, device: torch.device | str) -> RopeTable:
         return RopeTable(self.frame.to(device), self.row.to(device), self.col.to(device))
 
+    @functools.lru_cache(maxsize=ANGLE_GRIDS_REMEMBERED)
     def angles(self, grid: tuple[int, int, int], frame_offset: int) -> RopeAngles:
-        """Rotation of every token of a ``(frames, rows, cols)`` grid in raster order ``(f, h, w)``."""
+        """Rotation of every token of a ``(frames, rows, cols)`` grid in raster order ``(f, h, w)``.
+
+        Memoised: a block uses the same few grids in every layer of every call.
+        """
         frames, rows, cols = grid
         if frame_offset < 0 or frame_offset + frames > self.max_positions:
             raise ValueError(
@@ -100,16 +106,20 @@ def _rotation_ladder(max_positions: int, axis_dim: int) -> Tensor:
 
 
 def apply_rope(x: Queries, rope: RopeTable, grid: tuple[int, int, int], frame_offset: int) -> Queries:
-    """Rotate ``x`` ``[B, N, Hd, Dh]`` at positions ``(frame_offset + f, row, col)``.
+    """Rotate ``x`` ``[B, N, Hd, Dh]`` at positions ``(frame_offset + f, row, col)``."""
+    if x.shape[1] != grid[0] * grid[1] * grid[2]:
+        raise ValueError(f"{x.shape[1]} tokens do not fill the RoPE grid {grid} (frames, rows, cols)")
+    return rotate(x, rope.angles(grid, frame_offset))
+
+
+def rotate(x: Queries, angles: RopeAngles) -> Queries:
+    """Multiply the channel pairs of ``x`` by per-token rotations ``[N, Dh/2]``.
 
     Computed in float64 and cast back, like the official ``causal_rope_apply``: in bf16 the
     rotation of the high-frequency pairs would lose most of its mantissa.
     """
-    if x.shape[1] != grid[0] * grid[1] * grid[2]:
-        raise ValueError(f"{x.shape[1]} tokens do not fill the RoPE grid {grid} (frames, rows, cols)")
-    angles = rope.angles(grid, frame_offset).to(x.device)
-    pairs = torch.view_as_complex(rearrange(x.to(torch.float64), "b n hd (c two) -> b n hd c two", two=2).contiguous())
-    rotated = torch.view_as_real(pairs * rearrange(angles, "n c -> 1 n 1 c"))
+    pairs = rearrange(x.to(torch.float64), "b n hd (c two) -> b n hd c two", two=2).contiguous()
+    rotated = torch.view_as_real(torch.view_as_complex(pairs) * rearrange(angles.to(x.device), "n c -> 1 n 1 c"))
     return rearrange(rotated, "b n hd c two -> b n hd (c two)").to(x.dtype)
 
 
@@ -138,8 +148,9 @@ def _sdpa_rope_cached_attention(
     read_len: int,
     write_offset: int | None,
 ) -> Queries:
-    rotated_q = apply_rope(q, rope, grid, frame_offset)
-    rotated_k = apply_rope(k, rope, grid, frame_offset)
+    angles = rope.angles(grid, frame_offset)
+    rotated_q = rotate(q, angles)
+    rotated_k = rotate(k, angles)
     if read_len > 0:
         # Read before writing: a write may land inside the rows being read.
         keys = torch.cat([cache_k[:, :read_len], rotated_k], dim=1)
@@ -233,6 +244,8 @@ def rope_cached_attention(
 
     Prefill: ``read_len=0, write_offset=0``. Denoise: ``read_len=n_ctx, write_offset=None``.
     """
+    if q.shape[1] != grid[0] * grid[1] * grid[2]:
+        raise ValueError(f"{q.shape[1]} tokens do not fill the RoPE grid {grid} (frames, rows, cols)")
     uses_cache = read_len > 0 or write_offset is not None
     if uses_cache and (cache_k is None or cache_v is None):
         raise ValueError("rope_cached_attention reads or writes the KV cache but got no cache buffers")
