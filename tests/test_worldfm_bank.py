@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import fixture_cases, load_json, require_fixture, sibling
 from inspatio_nodes.core.splat import half_point_cloud, render_points_hard
+from inspatio_nodes.core.worldfm import bank as bank_module
 from inspatio_nodes.core.worldfm.bank import (
     PanoramaInputError,
     ReferenceBank,
@@ -20,6 +21,7 @@ from inspatio_nodes.core.worldfm.bank import (
     image_points,
     panorama_bank,
     panorama_points,
+    panorama_scene,
     prepare_depth,
     reference_image,
     select_reference,
@@ -253,3 +255,23 @@ def test_panorama_must_be_two_to_one_and_match_its_distance_map():
         panorama_points(panorama, distance[:-2])
     with pytest.raises(PanoramaInputError, match="no valid"):
         prepare_depth(torch.full((4, 8), math.nan), 1.0, 8, 4)
+
+
+def test_panoramas_over_the_cap_are_box_averaged_down(monkeypatch):
+    monkeypatch.setattr(bank_module, "PANORAMA_MAX_WIDTH", 8)
+    monkeypatch.setattr(bank_module, "PANORAMA_MAX_HEIGHT", 4)
+    panorama = torch.zeros(8, 16, 3, dtype=torch.uint8)
+    panorama[0::2, 0::2] = 200  # one bright pixel in every 2×2 block: the average is 50
+    fitted = bank_module.fit_panorama(panorama)
+    assert fitted.shape == (4, 8, 3) and torch.all(fitted == 50)
+    small = torch.zeros(2, 4, 3, dtype=torch.uint8)
+    assert bank_module.fit_panorama(small) is small
+
+
+def test_panorama_scene_resamples_a_low_resolution_distance_map():
+    panorama, distance = _sphere_room(height=16)
+    scene = panorama_scene(panorama, distance[::2, ::2], render_size=8, crop_size=8, focal=4.0)
+    expected = half_point_cloud(*panorama_points(panorama, distance))
+    assert torch.equal(scene.cloud.xyz, expected.xyz)
+    with pytest.raises(PanoramaInputError, match="2:1 equirectangular"):
+        panorama_scene(panorama, distance[:, :16], render_size=8, crop_size=8, focal=4.0)

@@ -52,6 +52,9 @@ BANK_YAWS = (
     -math.pi / 4,
 )
 BANK_POLES = ((0.0, math.pi / 2), (0.0, -math.pi / 2))
+#: Upstream's cap on the panorama size before the point cloud and the bank are built.
+PANORAMA_MAX_WIDTH = 8192
+PANORAMA_MAX_HEIGHT = 4096
 RELEASED_CROP_SIZE = 504
 RELEASED_CROP_FOCAL = 320.0
 #: Right vector used when forward is parallel to the up axis (the two pole views).
@@ -99,6 +102,23 @@ def prepare_depth(depth_raw: Tensor, scale: float, width: int, height: int) -> D
     if not bool(filled.any()):
         raise PanoramaInputError("the distance map has no valid (finite, positive) value")
     return torch.where(filled, depth, depth[filled].max())
+
+
+def fit_panorama(panorama: PanoramaU8) -> PanoramaU8:
+    """The panorama shrunk to fit within 8192×4096 (upstream ``resize_panorama``); never enlarged.
+
+    Upstream uses cv2 INTER_AREA, which box-averages like ``F.interpolate(mode="area")`` for
+    integer factors (16384×8192 -> 8192×4096); other factors weight partial pixels slightly
+    differently.
+    """
+    height, width = _check_panorama(panorama)
+    factor = min(1.0, PANORAMA_MAX_WIDTH / width, PANORAMA_MAX_HEIGHT / height)
+    if factor == 1.0:
+        return panorama
+    size = (max(1, round(height * factor)), max(1, round(width * factor)))
+    pixels = rearrange(panorama, "h w c -> 1 c h w").to(torch.float32)
+    shrunk = torch.round(F.interpolate(pixels, size=size, mode="area")).clamp(0, U8_MAX)
+    return rearrange(shrunk.to(torch.uint8), "1 c h w -> h w c")
 
 
 def panorama_points(panorama: PanoramaU8, distance: DistanceMap) -> tuple[Points, PointColoursU8]:
@@ -549,12 +569,26 @@ class WorldFMScene:
 
 def panorama_scene(
     panorama: PanoramaU8,
-    distance: DistanceMap,
+    distance: Annotated[Tensor, "h w ray distance at any 2:1 size; <= 0 or non-finite: unknown"],
     render_size: int,
+    distance_scale: float = 1.0,
     crop_size: int = RELEASED_CROP_SIZE,
     focal: float = RELEASED_CROP_FOCAL,
 ) -> WorldFMScene:
-    """The scene of an equirectangular panorama and its distance map (already prepared)."""
+    """The scene of an equirectangular panorama and its distance map (upstream step 2).
+
+    As upstream ``postprocess_panorama``: the panorama is fitted within 8192×4096, the distance
+    map is scaled by ``distance_scale`` and brought to the panorama size by
+    :func:`prepare_depth`, then the points and the bank are built.
+    """
+    panorama = fit_panorama(panorama)
+    if distance.ndim != 2 or distance.shape[1] != 2 * distance.shape[0]:
+        raise PanoramaInputError(
+            f"the distance map is {tuple(distance.shape)}: it must be a 2:1 equirectangular "
+            "[H, W] map of the same panorama (any resolution; it is resampled)"
+        )
+    height, width = panorama.shape[:2]
+    distance = prepare_depth(distance, distance_scale, width, height)
     cloud = half_point_cloud(*panorama_points(panorama, distance))
     bank = panorama_bank(panorama, crop_size, focal)
     return WorldFMScene(cloud, bank, condition_database(bank, cloud, render_size), render_size)
