@@ -265,6 +265,7 @@ class ImageSceneRender:
     overlap_pixels:  [G, V] per latent group, Σ over its frames of each view's known pixels
     source_indices:  [G] the view used as the source video in each latent group
     chunk_views:     [G/3, 3] the three views kept per chunk (empty for a single view)
+    group_sizes:     [G] output frames in each latent group
     """
 
     render: SplatRender
@@ -274,11 +275,11 @@ class ImageSceneRender:
     source_indices: Tensor
     chunk_views: Tensor
 
+    group_sizes: Tensor
+
     def source_view_of_frames(self) -> Tensor:
         """[F] int64: the view whose image is the source frame of each output frame."""
-        num_frames = self.view_known.shape[0]
-        group_sizes = torch.tensor([len(group) for group in latent_frame_groups(num_frames)])
-        return torch.repeat_interleave(self.source_indices.cpu(), group_sizes)
+        return torch.repeat_interleave(self.source_indices.cpu(), self.group_sizes)
 
 
 def _check_targets(scene: Scene, target_world_to_camera: WorldToCamera) -> None:
@@ -452,11 +453,14 @@ def render_image_scene(
     target_intrinsics: Intrinsics | None = None,
     config: SoftSplatConfig = V15_SPLAT,
     frames_per_call: int = 4,
+    first_frame: int = 0,
 ) -> ImageSceneRender:
     """Every view splatted into every target frame, fused by nearest depth (v1.5 image scenes).
 
     Each (view, frame) pair is normalised on its own in the default "frame" scope. With more
     than one view the source view of each latent group is chosen by :func:`select_chunk_top3`.
+    ``first_frame`` is the output index of the first target, so that a streamed block (say
+    frames 9..20) is grouped into latent frames as the whole video is; it must start a group.
     """
     _check_targets(scene, target_world_to_camera)
     num_frames, num_views = target_world_to_camera.shape[0], scene.frames.shape[0]
@@ -490,13 +494,28 @@ def render_image_scene(
     render, _ = fuse_nearest_view(torch.cat(rgb), view_distance, view_known)
 
     known_per_frame = view_known.sum(dim=(2, 3))
-    overlap = torch.stack([known_per_frame[list(group)].sum(dim=0) for group in latent_frame_groups(num_frames)])
+    groups = _groups_from(first_frame, num_frames)
+    overlap = torch.stack([known_per_frame[list(group)].sum(dim=0) for group in groups])
     if num_views == 1:
         source_indices = torch.zeros(overlap.shape[0], dtype=torch.int64)
         chunk_views = torch.zeros((0, FRAMES_PER_BLOCK), dtype=torch.int64)
     else:
         source_indices, chunk_views = select_chunk_top3(overlap)
-    return ImageSceneRender(render, view_distance, view_known, overlap.cpu(), source_indices, chunk_views)
+    group_sizes = torch.tensor([len(group) for group in groups])
+    return ImageSceneRender(
+        render, view_distance, view_known, overlap.cpu(), source_indices, chunk_views, group_sizes
+    )
+
+
+def _groups_from(first_frame: int, num_frames: int) -> list[range]:
+    """Latent frame groups of output frames first_frame.. first_frame+num_frames-1, 0-based."""
+    groups = latent_frame_groups(first_frame + num_frames)
+    if first_frame not in [group.start for group in groups]:
+        raise SplatInputError(
+            f"first_frame={first_frame} does not start a latent frame group (0, 1, 5, 9, ...): "
+            "render image scenes in whole latent frames"
+        )
+    return [range(g.start - first_frame, g.stop - first_frame) for g in groups if g.start >= first_frame]
 
 
 def render_u8(frames: RenderFrames) -> Bytes:

@@ -187,3 +187,16 @@ def test_target_poses_must_match_the_video_length_and_shape():
 def test_config_rejects_an_unknown_normalisation_scope():
     with pytest.raises(SplatInputError, match="depth_weight_scope"):
         SoftSplatConfig(depth_weight_scope="view")
+
+
+def test_a_streamed_block_of_an_image_scene_is_grouped_like_the_whole_video():
+    poses = torch.stack([_pose(_rotation(8 * v - 12, 0), (0.1 * v - 0.15, 0, 0)) for v in range(4)])
+    scene = _scene(4, _smooth_depth(4, 2.0, 4.0), poses, kind="images")
+    targets = torch.stack([_pose(_rotation(i - 10, 0), (0.02 * i - 0.2, 0, 0)) for i in range(21)])
+    whole = render_image_scene(scene, targets)
+    block = render_image_scene(scene, targets[9:], first_frame=9)
+    assert torch.equal(block.overlap_pixels, whole.overlap_pixels[3:])
+    assert torch.equal(block.source_indices, whole.source_indices[3:])
+    assert torch.equal(block.render.frames, whole.render.frames[9:])
+    with pytest.raises(SplatInputError, match="latent frame group"):
+        render_image_scene(scene, targets[8:], first_frame=8)
