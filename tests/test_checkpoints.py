@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import save_file
 from test_dit import tiny_dit
 
-from inspatio_nodes.core.wan.checkpoints import CheckpointError, load_dit, save_dit
+from inspatio_nodes.core.wan.checkpoints import CheckpointError, infer_dit_config, load_dit, normalise_dit_keys, save_dit
+from inspatio_nodes.core.wan.dit import CausalWanDiT, WanDiTConfig
 
 # A head dim of 128 (as released) lets the config be inferred from the shapes alone.
 INFERABLE = dict(dim=256, num_heads=2, ffn_dim=64, freq_dim=16, num_layers=2, text_dim=16, text_len=512)
@@ -179,3 +180,10 @@ def test_metadata_config_that_contradicts_the_shapes_is_reported(tmp_path):
     path = write(state, tmp_path / "tiny.safetensors", metadata={"inspatio_config": wrong.config.to_json()})
     with pytest.raises(CheckpointError, match="tensor shapes do not match"):
         load_dit(path)
+
+
+def test_released_shapes_infer_the_released_config(tmp_path):
+    with torch.device("meta"):
+        released = CausalWanDiT(WanDiTConfig())
+    state = normalise_dit_keys({f"model.{key}": tensor for key, tensor in released.state_dict().items()})
+    assert infer_dit_config(state, {}, tmp_path / "InSpatio-World-1.3B.safetensors") == WanDiTConfig()

@@ -238,7 +238,7 @@ def load_dit(
             f"{path}: tensor shapes do not match the inferred config {config} ({error}); the file "
             f"may be damaged, or its {CONFIG_METADATA_KEY!r} metadata wrong"
         ) from error
-    return model.to(device).eval()
+    return model.to(device).eval().requires_grad_(False)
 
 
 def save_dit(model: CausalWanDiT, path: str | Path) -> None:
