@@ -15,12 +15,13 @@ and the cache write come from :func:`kernels.rope_attention.unfused_rope_cached_
 the fused kernel has RoPE built in, so there it falls back to the best of the others.
 The official code prefers SageAttention, then FA3, then FA2 (``wan/modules/attention.py``); here
 the exact backends come before the quantised one. Optional packages are imported lazily, on the
-first call that could use them. ``INSPATIO_ATTENTION_BACKEND=<name>`` forces one backend.
+first call that could use them.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from functools import lru_cache
 from types import ModuleType
@@ -40,7 +41,13 @@ from .rope_attention import (
 )
 
 BACKEND_PREFERENCE = ("triton", "flash3", "flash2", "sage", "sdpa")
-BACKEND_ENV = "INSPATIO_ATTENTION_BACKEND"
+# The package each optional backend needs (sdpa needs none).
+BACKEND_PACKAGES = {
+    "triton": "triton",
+    "flash3": "flash_attn_interface",
+    "flash2": "flash_attn",
+    "sage": "sageattention",
+}
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 HOPPER_MAJOR = 9  # FA3 kernels exist for SM 9.x and newer
 FLASH_MAX_HEAD_DIM = 256
@@ -53,6 +60,13 @@ def _optional_module(name: str) -> ModuleType | None:
         return importlib.import_module(name)
     except ImportError:
         return None
+
+
+def _check_name(name: str) -> None:
+    if name not in BACKEND_PREFERENCE:
+        raise AttentionCallError(
+            f"unknown attention backend {name!r}; choose from {BACKEND_PREFERENCE}"
+        )
 
 
 def kernel_available(device: torch.device | str, dtype: torch.dtype) -> bool:
@@ -72,53 +86,50 @@ def _is_hopper_or_newer(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= HOPPER_MAJOR
 
 
-def backend_usable(name: str, device: torch.device | str, dtype: torch.dtype,
-                   head_dim: int) -> bool:
-    """Whether backend ``name`` can run a call with these inputs on this machine."""
-    if name not in BACKEND_PREFERENCE:
-        raise AttentionCallError(
-            f"unknown attention backend {name!r}; choose from {BACKEND_PREFERENCE}"
-        )
+def backend_installed(name: str) -> bool:
+    """Whether the backend's package is installed: found, not imported (cheap, for a UI list)."""
+    _check_name(name)
+    package = BACKEND_PACKAGES.get(name)
+    return package is None or importlib.util.find_spec(package) is not None
+
+
+def backend_runs_on(name: str, device: torch.device | str, dtype: torch.dtype) -> bool:
+    """Whether the backend is offered for tensors on ``device`` in ``dtype``.
+
+    Everything but SDPA needs CUDA. The fused kernel also runs on Triton's CPU interpreter, but
+    that is for tests, which ask :func:`dispatch` for it by name; it is never offered.
+    """
+    _check_name(name)
     device = torch.device(device)
     if name == "sdpa":
         return True
+    if device.type != "cuda":
+        return False
     if name == "triton":
-        if not kernel_available(device, dtype):
-            return False
+        return kernel_available(device, dtype)
+    if dtype not in HALF_DTYPES or _optional_module(BACKEND_PACKAGES[name]) is None:
+        return False
+    return name != "flash3" or _is_hopper_or_newer(device)
+
+
+def backend_usable(name: str, device: torch.device | str, dtype: torch.dtype,
+                   head_dim: int) -> bool:
+    """Whether :func:`dispatch` can run backend ``name`` on these inputs when asked by name."""
+    if name == "triton":
         from .rope_attention_triton import kernel_supports
 
-        return kernel_supports(head_dim, dtype)
-    on_gpu_in_half = device.type == "cuda" and dtype in HALF_DTYPES
-    if not on_gpu_in_half or head_dim > FLASH_MAX_HEAD_DIM:
+        return kernel_available(device, dtype) and kernel_supports(head_dim, dtype)
+    if not backend_runs_on(name, device, dtype):
         return False
-    if name == "flash3":
-        return _is_hopper_or_newer(device) and _optional_module("flash_attn_interface") is not None
-    if name == "flash2":
-        return _optional_module("flash_attn") is not None
-    return _optional_module("sageattention") is not None
+    return name == "sdpa" or head_dim <= FLASH_MAX_HEAD_DIM
 
 
 def select_backend(device: torch.device | str, dtype: torch.dtype, head_dim: int) -> str:
-    """The backend :func:`dispatch` uses: ``$INSPATIO_ATTENTION_BACKEND`` or the best usable.
-
-    The fused kernel is preferred on CUDA only; on the CPU interpreter it is for tests, which
-    ask for it by name.
-    """
-    forced = os.environ.get(BACKEND_ENV)
-    if forced:
-        if not backend_usable(forced, device, dtype, head_dim):
-            raise AttentionCallError(
-                f"{BACKEND_ENV}={forced!r} cannot run {dtype} head_dim={head_dim} on {device}: "
-                "install its package, use a supported device/dtype, or unset the variable"
-            )
-        return forced
-    on_gpu = torch.device(device).type == "cuda"
-    for name in BACKEND_PREFERENCE:
-        if name == "triton" and not on_gpu:
-            continue
-        if backend_usable(name, device, dtype, head_dim):
-            return name
-    raise AssertionError("sdpa is always usable")
+    """The first backend of :data:`BACKEND_PREFERENCE` offered here that takes this head dim."""
+    return next(
+        name for name in BACKEND_PREFERENCE
+        if backend_runs_on(name, device, dtype) and backend_usable(name, device, dtype, head_dim)
+    )
 
 
 def _attend_flash3(q: Queries, k: Keys, v: Values) -> AttentionOutput:

@@ -18,8 +18,9 @@ import torch
 pytest.importorskip("triton", reason="the fused attention kernel needs triton (pip install triton)")
 
 from inspatio_nodes.kernels.attention_backends import (  # noqa: E402
-    BACKEND_ENV,
     attend,
+    backend_runs_on,
+    backend_usable,
     dispatch,
     kernel_available,
     select_backend,
@@ -226,16 +227,19 @@ def test_inconsistent_arguments_raise_errors_naming_them(change, message):
             function(call["q"], call["k"], call["v"], **arguments)
 
 
-def test_cpu_selects_sdpa_and_the_environment_can_force_the_kernel(monkeypatch):
+def test_cpu_offers_sdpa_and_runs_the_kernel_only_when_asked_by_name():
     assert kernel_available("cpu", torch.float32)
     assert not kernel_available("cpu", torch.int64)
-    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    assert not backend_runs_on("triton", "cpu", torch.float32)
+    assert backend_usable("triton", "cpu", torch.float32, 32)
     assert select_backend("cpu", torch.float32, 32) == "sdpa"
-    monkeypatch.setenv(BACKEND_ENV, "triton")
-    assert select_backend("cpu", torch.float32, 32) == "triton"
-    monkeypatch.setenv(BACKEND_ENV, "flash2")
-    with pytest.raises(AttentionCallError, match="flash2"):
-        select_backend("cpu", torch.float32, 32)
+
+
+@pytest.mark.parametrize("backend, message", [("flash2", "cannot run"), ("xformers", "unknown")])
+def test_a_backend_that_cannot_run_here_is_refused_by_name(backend, message):
+    call = random_call(16, (1, 4, 5), context_frames=0)
+    with pytest.raises(AttentionCallError, match=message):
+        run(lambda *args, **kwargs: dispatch(*args, **kwargs, backend=backend), call, 0, None)
 
 
 def test_plain_attention_asked_of_the_kernel_runs_on_the_next_backend():
@@ -247,4 +251,5 @@ def test_plain_attention_asked_of_the_kernel_runs_on_the_next_backend():
 
 def test_kernel_is_unavailable_on_cpu_without_the_interpreter(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET")
+    assert not backend_usable("triton", "cpu", torch.float32, 32)
     assert not kernel_available("cpu", torch.float32)
