@@ -3,7 +3,8 @@
 Canonical form (ARCHITECTURE.md, Contracts): OpenCV axes (x right, y down, z forward), a
 world-to-camera 4×4 ``Tcw`` per view, and a 3×3 pixel ``K`` for the image it is used with. Every
 other convention met at the boundary (camera-to-world, OpenGL/NeRF camera axes, WorldFM's
-``meta.json``) is converted here once; the file readers in ``core/paths.py`` call these helpers.
+``meta.json``) is converted here once; the file readers in ``core/path_files.py`` call
+these helpers.
 
 Sources of the conventions:
 

@@ -42,7 +42,14 @@ from kornia.geometry.conversions import (
     rotation_matrix_to_quaternion,
 )
 
-from .camera import WORLD_UP, camera_centres, invert_rigid, look_at, pose_from_rotation_translation
+from .camera import (
+    WORLD_UP,
+    CameraError,
+    camera_centres,
+    invert_rigid,
+    look_at,
+    pose_from_rotation_translation,
+)
 from .paths import CameraPath, PathError
 from .se3 import INTERPOLATIONS, Interpolation, interpolate_points, interpolate_rotations
 from .types import Intrinsics
@@ -53,6 +60,9 @@ KEYFRAME_KEYS = ("frame", "position", "rotation", "look_at")
 #: A key's quaternion may be this far from norm 1 (rounding in a hand-edited file) before it is
 #: rejected rather than normalised.
 QUATERNION_NORM_TOLERANCE = 1e-3
+#: Longest path a document may ask for: beyond any video the model makes (v1 caps sources at
+#: 1000 frames), and small enough that a typo cannot exhaust memory.
+MAX_FRAMES = 100_000
 
 
 class CameraPathFormatError(PathError):
@@ -107,8 +117,8 @@ def path_from_keyframes(
     """Evaluate keyframes at every frame ``0 … frames−1`` (conventions in the module docstring)."""
     if not keyframes:
         raise PathError("a keyframed path needs at least one keyframe")
-    if frames < 1:
-        raise PathError(f"frames must be at least 1, got {frames}")
+    if not 1 <= frames <= MAX_FRAMES:
+        raise PathError(f"frames must be between 1 and {MAX_FRAMES}, got {frames}")
     ordered = sorted(keyframes, key=lambda keyframe: keyframe.frame)
     key_frames = [keyframe.frame for keyframe in ordered]
     if len(set(key_frames)) != len(key_frames):
@@ -186,7 +196,7 @@ def path_from_json(text: str, source: str = "camera path JSON") -> CameraPath:
         ) from None
     try:
         return _path_from_document(document)
-    except PathError as error:
+    except (PathError, CameraError) as error:
         raise CameraPathFormatError(f"{source}: {error}") from None
 
 

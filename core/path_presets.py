@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import numpy as np
@@ -95,7 +95,7 @@ class Motion:
     @classmethod
     def of(cls, progress: Progress, **channels: Tensor) -> Motion:
         """A motion with the named channels set and every other channel still."""
-        names = [name for name in cls.__dataclass_fields__]
+        names = [channel.name for channel in fields(cls)]
         return cls(**{name: channels.get(name, _zeros(progress)) for name in names})
 
 

@@ -191,6 +191,16 @@ def test_json_with_a_typo_or_a_wrong_version_is_rejected():
         )
 
 
+def test_json_geometry_errors_are_format_errors_naming_the_source():
+    keyframe = {"frame": 0, "position": [0, 0, 1], "look_at": [0, 0, 1]}
+    document = {"format": FORMAT, "frames": 3, "keyframes": [keyframe]}
+    with pytest.raises(CameraPathFormatError, match="widget: look_at: eye and target coincide"):
+        path_from_json(json.dumps(document), source="widget")
+    document = {"format": FORMAT, "frames": 10**9, "keyframes": [keyframe]}
+    with pytest.raises(CameraPathFormatError, match="frames must be between 1 and"):
+        path_from_json(json.dumps(document))
+
+
 def test_transforms_without_poses_name_the_frame(tmp_path):
     (tmp_path / "transforms.json").write_text(json.dumps({"frames": [{"file_path": "a.png"}]}))
     with pytest.raises(PathFileError, match=r"frames\[0\] has neither 'transform_matrix'"):
@@ -210,6 +220,10 @@ JSON_VALUES = st.recursive(
     ),
     max_leaves=30,
 )
+# Coordinates from a small set, so coincident eyes and targets, parallel up vectors and unit
+# quaternions come up often; plus arbitrary floats.
+COORDINATES = st.sampled_from([0.0, 1.0, -1.0]) | st.floats(-5, 5)
+VECTORS = st.lists(COORDINATES, min_size=2, max_size=4)
 KEYFRAME_DOCUMENTS = st.fixed_dictionaries(
     {"format": st.just(FORMAT), "frames": st.integers(-2, 12) | JSON_VALUES},
     optional={
@@ -217,18 +231,18 @@ KEYFRAME_DOCUMENTS = st.fixed_dictionaries(
             st.fixed_dictionaries(
                 {
                     "frame": st.integers(-2, 12),
-                    "position": st.lists(st.floats(-5, 5), min_size=2, max_size=4),
+                    "position": VECTORS,
                 },
                 optional={
-                    "rotation": st.lists(st.floats(-1, 1), min_size=3, max_size=5),
-                    "look_at": st.lists(st.floats(-5, 5), min_size=2, max_size=4),
+                    "rotation": st.lists(COORDINATES, min_size=3, max_size=5),
+                    "look_at": VECTORS,
                 },
             ),
             max_size=4,
         ),
         "interpolation": st.sampled_from(["smooth", "linear", "cubic"]),
-        "up": JSON_VALUES,
-        "intrinsics": JSON_VALUES,
+        "up": VECTORS | JSON_VALUES,
+        "intrinsics": st.lists(VECTORS, min_size=3, max_size=3) | JSON_VALUES,
         "fps": JSON_VALUES,
     },
 )
