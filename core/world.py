@@ -38,20 +38,26 @@ class WorldInputError(ValueError):
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Block size and denoising schedule. The defaults are the release's."""
+    """Block size, RoPE placement of the noisy block and denoising schedule. Defaults: the release's.
+
+    ``denoise_frame_offset`` is the RoPE frame position of the noisy block: after a full context
+    (reference block + previous block), even in block 0 whose context is only the reference block
+    (official v1 hard-codes 6; v1.5 writes it ``2 * FRAMES_PER_BLOCK``).
+    """
 
     frames_per_block: int = RELEASED_FRAMES_PER_BLOCK
+    denoise_frame_offset: int = CONTEXT_BLOCKS * RELEASED_FRAMES_PER_BLOCK
     schedule: FlowMatchSchedule = field(default_factory=FlowMatchSchedule)
 
     def __post_init__(self) -> None:
         if self.frames_per_block < 1:
             raise ValueError(f"frames_per_block must be at least 1, got {self.frames_per_block}")
-
-    @property
-    def denoise_frame_offset(self) -> int:
-        """RoPE frame position of the noisy block: after a full context, even when the context is
-        shorter (block 0 has only the reference block, and the noisy block still sits at 6..8)."""
-        return CONTEXT_BLOCKS * self.frames_per_block
+        context_frames = CONTEXT_BLOCKS * self.frames_per_block
+        if self.denoise_frame_offset < context_frames:
+            raise ValueError(
+                f"denoise_frame_offset={self.denoise_frame_offset} would put the noisy block on the "
+                f"RoPE frames of the {context_frames}-frame context: use at least {context_frames}"
+            )
 
 
 class NoiseSource(Protocol):

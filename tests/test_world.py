@@ -48,6 +48,7 @@ class SamplerCase:
         self.steps = len(sampler["warped_steps"])
         self.sampler = SamplerConfig(
             frames_per_block=self.frames_per_block,
+            denoise_frame_offset=sampler["denoise_freqs_offset"],
             schedule=FlowMatchSchedule(
                 denoising_steps=tuple(sampler["denoising_step_list_config"]),
                 shift=sampler["timestep_shift"],
@@ -103,7 +104,6 @@ def test_replayed_sampler_matches_official_per_step_and_output(case_path):
     output = case.generate()
     handle.remove()
 
-    assert case.sampler.denoise_frame_offset == case.config["sampler"]["denoise_freqs_offset"]
     assert CONTEXT_FRAME_OFFSET == case.config["sampler"]["context_freqs_offset"]
     denoise_calls = [call for call in calls if not call["prefill"]]
     assert len(denoise_calls) == case.num_blocks * case.steps
@@ -162,7 +162,6 @@ def test_submodule_activations_match_official_debug(case_path):
         handle.remove()
 
     calls_per_block = 1 + case.steps  # the prefill, then the denoising steps
-    labels = {"context": 0, "step0": 1}
     checked = 0
     for key, expected in case.debug.items():
         if not key.startswith("debug."):
@@ -171,7 +170,8 @@ def test_submodule_activations_match_official_debug(case_path):
         if name == "text_embedding":
             actual = model.embed_text(case.io["text_embeds"])
         else:
-            actual = outputs[name][int(block.removeprefix("block")) * calls_per_block + labels[label]]
+            call_in_block = 0 if label == "context" else 1 + int(label.removeprefix("step"))
+            actual = outputs[name][int(block.removeprefix("block")) * calls_per_block + call_in_block]
         torch.testing.assert_close(actual, expected, atol=DIT_ATOL, rtol=0, msg=lambda m, key=key: f"{key}: {m}")
         checked += 1
     assert checked > 0
@@ -240,6 +240,12 @@ def test_later_blocks_see_the_previous_prediction():
     first = session.step(reference, render, mask)
     second = session.step(reference, render, mask)
     assert not torch.allclose(first, second)
+
+
+def test_release_sampler_places_the_noisy_block_after_two_blocks():
+    assert SamplerConfig().denoise_frame_offset == 6
+    with pytest.raises(ValueError, match="use at least 6"):
+        SamplerConfig(denoise_frame_offset=3)
 
 
 def test_frame_count_not_a_whole_number_of_blocks_is_refused():
