@@ -15,7 +15,6 @@ import argparse
 import time
 
 import torch
-
 from inspatio_nodes.core.scene import MODEL_RESOLUTION, Scene
 from inspatio_nodes.core.splat import CANVAS_BORDER, DEPTH_WEIGHT_SHARPNESS, render_video_scene
 
@@ -78,15 +77,21 @@ def make_scene(frames: int, device: str) -> tuple[Scene, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
     colours = torch.rand(frames, 3, height, width, generator=generator) * 2 - 1
     coarse = torch.rand(frames, 1, 12, 20, generator=generator)
-    depth = 1 + 4 * torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear")[:, 0]
-    intrinsics = torch.tensor([[FOCAL, 0, width / 2], [0, FOCAL, height / 2], [0, 0, 1.0]]).expand(frames, 3, 3)
+    depth = (
+        1 + 4 * torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear")[:, 0]
+    )
+    intrinsics = torch.tensor([[FOCAL, 0, width / 2], [0, FOCAL, height / 2], [0, 0, 1.0]]).expand(
+        frames, 3, 3
+    )
     source = torch.eye(4).repeat(frames, 1, 1)
     target = torch.eye(4).repeat(frames, 1, 1)
     angle = torch.linspace(0, 0.15, frames)
     target[:, 0, 0], target[:, 0, 2] = torch.cos(angle), torch.sin(angle)
     target[:, 2, 0], target[:, 2, 2] = -torch.sin(angle), torch.cos(angle)
     target[:, 0, 3] = torch.linspace(0, 0.3, frames)
-    scene = Scene(colours.to(device), depth.to(device), intrinsics.to(device), source.to(device), fps=16.0)
+    scene = Scene(
+        colours.to(device), depth.to(device), intrinsics.to(device), source.to(device), fps=16.0
+    )
     return scene, target.to(device)
 
 
@@ -112,7 +117,9 @@ def main() -> None:
         return render_video_scene(scene, targets, frames_per_call=args.frames).frames
 
     def reference() -> torch.Tensor:
-        return reference_render(scene.frames, scene.depth, scene.intrinsics, scene.world_to_camera, targets)[0]
+        return reference_render(
+            scene.frames, scene.depth, scene.intrinsics, scene.world_to_camera, targets
+        )[0]
 
     difference = float((pack() - reference()).abs().max())  # also the warm-up
     # Alternate the two and keep each one's fastest call: the CPU may be shared with other work.
@@ -122,12 +129,18 @@ def main() -> None:
         reference_seconds = min(reference_seconds, best_seconds(reference, args.device))
     pack_fps, reference_fps = args.frames / pack_seconds, args.frames / reference_seconds
     height, width = MODEL_RESOLUTION
-    print(f"device {args.device}, {args.frames} frames of {width}x{height} per call, {torch.get_num_threads()} threads")
+    print(
+        f"device {args.device}, {args.frames} frames of {width}x{height} per call, {torch.get_num_threads()} threads"
+    )
     print(f"pack renderer      {pack_fps:8.2f} frames/s")
     print(f"plain reference    {reference_fps:8.2f} frames/s")
-    print(f"ratio pack/reference {pack_fps / reference_fps:.2f}x   (max |render difference| {difference:.2e})")
+    print(
+        f"ratio pack/reference {pack_fps / reference_fps:.2f}x   (max |render difference| {difference:.2e})"
+    )
     if difference > AGREEMENT:
-        raise SystemExit(f"renders disagree by {difference:.2e} > {AGREEMENT}: the benchmark compares different things")
+        raise SystemExit(
+            f"renders disagree by {difference:.2e} > {AGREEMENT}: the benchmark compares different things"
+        )
 
 
 if __name__ == "__main__":

@@ -105,7 +105,9 @@ def decode_depth_u16(codes: Tensor, depth_min: float, depth_max: float) -> Depth
             f"depth range ({depth_min}, {depth_max}) is invalid: metadata.txt must hold finite min <= max"
         )
     if codes.dtype.is_floating_point or codes.min() < 0 or codes.max() > UINT16_CODES:
-        raise SceneInputError("depth codes must be integers in 0..65535 (a uint16 depth PNG or depth.mp4)")
+        raise SceneInputError(
+            "depth codes must be integers in 0..65535 (a uint16 depth PNG or depth.mp4)"
+        )
     scaled = codes.to(torch.float64) / UINT16_CODES * (depth_max - depth_min)
     return (depth_min + scaled).to(torch.float32)
 
@@ -167,7 +169,9 @@ def _build_scene(
 ) -> Scene:
     count = _frame_count(frames, "frames")
     if not torch.isfinite(frames).all() or frames.abs().max() > 1 + FRAME_RANGE_TOLERANCE:
-        raise SceneInputError("frames must be finite and in [-1, 1]: map [0, 1] images with x * 2 - 1")
+        raise SceneInputError(
+            "frames must be finite and in [-1, 1]: map [0, 1] images with x * 2 - 1"
+        )
     if depth.shape != (count, *frames.shape[-2:]):
         raise SceneInputError(
             f"depth has shape {tuple(depth.shape)} but frames are {tuple(frames.shape)}: "
@@ -188,7 +192,11 @@ def _build_scene(
     check_rigid(world_to_camera, "world_to_camera")
     if not fps > 0:
         raise SceneInputError(f"fps={fps}: the frame rate must be positive")
-    frames, depth, intrinsics = frames.to(torch.float32), _clean_depth(depth), intrinsics.to(torch.float32)
+    frames, depth, intrinsics = (
+        frames.to(torch.float32),
+        _clean_depth(depth),
+        intrinsics.to(torch.float32),
+    )
     if resolution is not None:
         frames, depth, intrinsics = fit_to_resolution(frames, depth, intrinsics, resolution)
     return Scene(frames, depth, intrinsics, world_to_camera.to(torch.float32), float(fps), kind)
@@ -231,7 +239,9 @@ def fit_to_resolution(
         return frames, depth, intrinsics
     (resized_width, resized_height), (left, top) = resize_crop_geometry(source_size, target_size)
     resized = (resized_height, resized_width)
-    frames = F.interpolate(frames, size=resized, mode="bilinear", align_corners=False, antialias=True)
+    frames = F.interpolate(
+        frames, size=resized, mode="bilinear", align_corners=False, antialias=True
+    )
     depth = F.interpolate(depth[:, None], size=resized, mode="nearest")[:, 0]
     intrinsics = resize_crop_intrinsics(intrinsics, source_size, target_size)
     rows, cols = slice(top, top + height), slice(left, left + width)
@@ -260,11 +270,14 @@ def padded_frame_count(valid_frames: int) -> int:
 def latent_frame_groups(frames: int) -> list[range]:
     """Pixel frames of each latent frame: [0], [1..4], [5..8], ..., the last one possibly short."""
     return [range(1)] + [
-        range(start, min(start + FRAMES_PER_LATENT, frames)) for start in range(1, frames, FRAMES_PER_LATENT)
+        range(start, min(start + FRAMES_PER_LATENT, frames))
+        for start in range(1, frames, FRAMES_PER_LATENT)
     ]
 
 
-def chunk_frame_indices(valid_frames: int, padded_frames: int, repeat_first: bool = False) -> list[list[int]]:
+def chunk_frame_indices(
+    valid_frames: int, padded_frames: int, repeat_first: bool = False
+) -> list[list[int]]:
     """Source frame of every padded frame, in VAE chunks of 1, 4, 4, ... (``iter_video_chunks``).
 
     Padding repeats the last valid frame; ``repeat_first`` (the source video of a single-image
@@ -277,7 +290,8 @@ def chunk_frame_indices(valid_frames: int, padded_frames: int, repeat_first: boo
         )
     source = [0 if repeat_first else min(index, valid_frames - 1) for index in range(padded_frames)]
     return [source[0:1]] + [
-        source[start : start + FRAMES_PER_LATENT] for start in range(1, padded_frames, FRAMES_PER_LATENT)
+        source[start : start + FRAMES_PER_LATENT]
+        for start in range(1, padded_frames, FRAMES_PER_LATENT)
     ]
 
 
@@ -307,7 +321,9 @@ def bounce_indices(num_source: int, num_target: int) -> list[int]:
     """Play forward then backward (cycle 2(n-1)) up to ``num_target`` frames; a shorter target
     subsamples with linspace, as v1 does."""
     if num_source < 1 or num_target < 1:
-        raise SceneInputError(f"bounce needs at least one frame (source {num_source}, target {num_target})")
+        raise SceneInputError(
+            f"bounce needs at least one frame (source {num_source}, target {num_target})"
+        )
     if num_target <= num_source:
         return np.linspace(0, num_source - 1, num_target).astype(int).tolist()
     if num_source == 1:  # v1 divides by a zero cycle here; a single frame simply holds
@@ -316,7 +332,9 @@ def bounce_indices(num_source: int, num_target: int) -> list[int]:
     return [min(step % cycle, cycle - step % cycle) for step in range(num_target)]
 
 
-def trajectory_total_angle(pitch_keyframes: Sequence[float], yaw_keyframes: Sequence[float]) -> float:
+def trajectory_total_angle(
+    pitch_keyframes: Sequence[float], yaw_keyframes: Sequence[float]
+) -> float:
     """v1: ``max(Σ|Δpitch|, Σ|Δyaw|)`` in degrees over the keyframes (not the interpolated path)."""
     return float(max(np.abs(np.diff(pitch_keyframes)).sum(), np.abs(np.diff(yaw_keyframes)).sum()))
 
@@ -342,7 +360,9 @@ def adaptive_frame_indices(num_source: int, total_angle: float) -> list[int]:
     return list(range(num_source))
 
 
-def freeze_indices(num_frames: int, freeze_repeat: int, freeze_frame: int | None = None) -> list[int]:
+def freeze_indices(
+    num_frames: int, freeze_repeat: int, freeze_frame: int | None = None
+) -> list[int]:
     """v1 bullet time: ``freeze_repeat`` extra copies of ``freeze_frame`` (default n//2) right after
     it. Apply with :meth:`Scene.select_frames` so depth and poses freeze too."""
     if freeze_repeat < 0:
@@ -360,7 +380,9 @@ def align_frame_counts(num_source: int, num_targets: int, policy: FrameCountPoli
     "bounce":    one output per target pose; a short video plays back and forth (v1 bounce).
     """
     if num_source < 1 or num_targets < 1:
-        raise SceneInputError(f"need at least one frame and one pose (got {num_source}, {num_targets})")
+        raise SceneInputError(
+            f"need at least one frame and one pose (got {num_source}, {num_targets})"
+        )
     if policy == "exact":
         if num_source != num_targets:
             raise SceneInputError(
@@ -376,7 +398,9 @@ def align_frame_counts(num_source: int, num_targets: int, policy: FrameCountPoli
         if num_targets <= num_source:
             return list(range(num_targets))
         return bounce_indices(num_source, num_targets)
-    raise SceneInputError(f"frame-count policy {policy!r}: use 'exact', 'shortest', 'hold_last' or 'bounce'")
+    raise SceneInputError(
+        f"frame-count policy {policy!r}: use 'exact', 'shortest', 'hold_last' or 'bounce'"
+    )
 
 
 def align_scene_to_path(scene: Scene, num_poses: int, policy: FrameCountPolicy) -> Scene:

@@ -15,25 +15,25 @@ from __future__ import annotations
 # ``utils/render_warper.py convert_mask_video`` and v1.5 ``datasets/utils.py iter_mask_latents``.
 # Data flow: Scene + target poses -> render_video_scene / render_image_scene -> render (holes -1)
 # and {0, 1} mask -> pack_mask_latents (the DiT's 4 mask channels) and the render codec.
-# Projection, splat, fusion and mask packing share one set of conventions (integer pixel
-# centres, the +1 canvas border, hole values), hence one section of ~450 lines.
+# Projection, splat, fusion, mask packing and v1's point backend share one set of conventions
+# (integer pixel centres, the +1 canvas border, hole values and byte quantisation), which is why
+# they sit in one section (~640 lines); splitting mask packing and the v1 point backend into
+# their own modules is the natural next step.
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
-import itertools  # noqa: E402
-from collections.abc import Iterable, Iterator  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Annotated, Literal  # noqa: E402
+import torch
+import torch.nn.functional as F
+from einops import rearrange, reduce, repeat
+from torch import Tensor
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from einops import rearrange, reduce, repeat  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from .scene import FRAMES_PER_BLOCK, FRAMES_PER_LATENT, Scene, latent_frame_groups  # noqa: E402
-from .types import (  # noqa: E402
+from .scene import FRAMES_PER_BLOCK, FRAMES_PER_LATENT, Scene, latent_frame_groups
+from .types import (
     DepthMaps,
     Intrinsics,
     MaskLatents,
-    Points,
     RenderFrames,
     RenderMask,
     VideoFrames,
@@ -46,13 +46,20 @@ PairValues = Annotated[Tensor, "N C H W float"]
 PairMask = Annotated[Tensor, "N H W bool"]
 ViewDistance = Annotated[Tensor, "F V H W float, splatted target depth of each view (0 unknown)"]
 ViewKnown = Annotated[Tensor, "F V H W bool"]
+ViewFrames = Annotated[Tensor, "F V 3 H W float in [-1, 1], each view's splat into each frame"]
 OverlapPixels = Annotated[Tensor, "G V int64, known pixels of each view summed over a latent group"]
 Bytes = Annotated[Tensor, "F H W 3 uint8"]
 
-CANVAS_BORDER = 1  # points are splatted at +1 on an (H+2)x(W+2) canvas; off-image ones hit the border
-DEPTH_WEIGHT_SHARPNESS = 50.0  # weight 1/exp(50·log(1+z)/max log(1+z)): near points win by up to e^50
+CANVAS_BORDER = (
+    1  # points are splatted at +1 on an (H+2)x(W+2) canvas; off-image ones hit the border
+)
+DEPTH_WEIGHT_SHARPNESS = (
+    50.0  # weight 1/exp(50·log(1+z)/max log(1+z)): near points win by up to e^50
+)
 DEPTH_SATURATION = 1000.0  # z is clamped to [0, 1000] before the log
-LOG_DEPTH_PEAK_FLOOR = 1e-6  # keeps the normalisation finite when no pixel is in front of the camera
+LOG_DEPTH_PEAK_FLOOR = (
+    1e-6  # keeps the normalisation finite when no pixel is in front of the camera
+)
 PROJECTION_DEPTH_FLOOR = 1e-6  # v1.5 divides by z.clamp_min(1e-6)
 HOLE = -1.0  # RGB of render pixels nothing landed on
 BYTE_SCALE = 127.5  # [-1, 1] -> [0, 255] as the official mp4 writers quantise
@@ -198,14 +205,19 @@ def splat_soft(
     # Bilinear factors of the low and high neighbour along each axis, as upstream writes them:
     # 1 - (o - floor(o)) and 1 - (ceil(o) - o). At an integral coordinate floor == ceil and both
     # neighbours take full weight.
-    (x_to_low, y_to_low), (x_to_high, y_to_high) = (1 - (position - low)).unbind(1), (1 - (high - position)).unbind(1)
+    (x_to_low, y_to_low), (x_to_high, y_to_high) = (
+        (1 - (position - low)).unbind(1),
+        (1 - (high - position)).unbind(1),
+    )
     # Corner order NW, SW, NE, SE as upstream, so each pixel sums its terms in the same order.
-    corner_weights = torch.stack([
-        y_to_low * x_to_low,
-        y_to_high * x_to_low,
-        y_to_low * x_to_high,
-        y_to_high * x_to_high,
-    ])
+    corner_weights = torch.stack(
+        [
+            y_to_low * x_to_low,
+            y_to_high * x_to_low,
+            y_to_low * x_to_high,
+            y_to_high * x_to_high,
+        ]
+    )
     (x_low, y_low), (x_high, y_high) = low.long().unbind(1), high.long().unbind(1)
     corner_rows = torch.stack([y_low, y_high, y_low, y_high])
     corner_cols = torch.stack([x_low, x_low, x_high, x_high])
@@ -218,7 +230,9 @@ def splat_soft(
     # Upstream multiplies by the 0/1 validity before dividing: the same numbers as this select.
     weights = torch.where(projection.valid, corner_weights / depth_weight, 0.0)
 
-    pair_offset = torch.arange(n, device=values.device)[:, None, None] * (canvas_height * canvas_width)
+    pair_offset = torch.arange(n, device=values.device)[:, None, None] * (
+        canvas_height * canvas_width
+    )
     targets = (pair_offset + corner_rows * canvas_width + corner_cols).flatten()
     canvas = values.new_zeros((channels + 1, n * canvas_height * canvas_width), dtype=torch.float32)
     # Contributions are corner-major (k n h w), so every canvas cell sums its terms in upstream's
@@ -228,7 +242,9 @@ def splat_soft(
     # sorts the targets stably and sums each in order. (CUDA index_add_ and CPU index_put_ use
     # unordered atomics.) Hence one 1-D plane per channel, the weights last.
     for channel, plane in enumerate(canvas):
-        contribution = weights if channel == channels else values[:, channel].to(torch.float32) * weights
+        contribution = (
+            weights if channel == channels else values[:, channel].to(torch.float32) * weights
+        )
         if plane.is_cuda:
             plane.index_put_((targets,), contribution.flatten(), accumulate=True)
         else:
@@ -274,7 +290,6 @@ class ImageSceneRender:
     overlap_pixels: OverlapPixels
     source_indices: Tensor
     chunk_views: Tensor
-
     group_sizes: Tensor
 
     def source_view_of_frames(self) -> Tensor:
@@ -282,7 +297,7 @@ class ImageSceneRender:
         return torch.repeat_interleave(self.source_indices.cpu(), self.group_sizes)
 
 
-def _check_targets(scene: Scene, target_world_to_camera: WorldToCamera) -> None:
+def _check_targets(target_world_to_camera: WorldToCamera) -> None:
     if target_world_to_camera.ndim != 3 or target_world_to_camera.shape[-2:] != (4, 4):
         raise SplatInputError(
             f"target_world_to_camera has shape {tuple(target_world_to_camera.shape)}: "
@@ -317,7 +332,10 @@ def _render_pairs(
 
 
 def _batch_peak(
-    scene: Scene, target_world_to_camera: WorldToCamera, target_intrinsics: Intrinsics, config: SoftSplatConfig
+    scene: Scene,
+    target_world_to_camera: WorldToCamera,
+    target_intrinsics: Intrinsics,
+    config: SoftSplatConfig,
 ) -> Tensor | None:
     """v1's whole-video depth normalisation peak, so that the video can be splatted in pieces."""
     if config.depth_weight_scope == "frame":
@@ -352,7 +370,7 @@ def render_video_scene(
     depth normalisation is computed over the right scope first, so the result does not depend
     on it beyond float32 rounding.
     """
-    _check_targets(scene, target_world_to_camera)
+    _check_targets(target_world_to_camera)
     num_frames = target_world_to_camera.shape[0]
     if num_frames != scene.frames.shape[0]:
         raise SplatInputError(
@@ -381,7 +399,9 @@ def render_video_scene(
     )
 
 
-def _target_intrinsics(scene: Scene, target_intrinsics: Intrinsics | None, num_frames: int) -> Intrinsics:
+def _target_intrinsics(
+    scene: Scene, target_intrinsics: Intrinsics | None, num_frames: int
+) -> Intrinsics:
     """[T, 3, 3] target K: the given [3, 3] or [T, 3, 3], else the scene's first K (upstream's)."""
     target_k = scene.intrinsics[0] if target_intrinsics is None else target_intrinsics
     if target_k.shape not in ((3, 3), (num_frames, 3, 3)):
@@ -397,10 +417,12 @@ def _spans(count: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, count)) for start in range(0, count, size)]
 
 
-def fuse_nearest_view(rgb: Tensor, distance: ViewDistance, known: ViewKnown) -> tuple[SplatRender, Tensor]:
+def fuse_nearest_view(
+    rgb: ViewFrames, distance: ViewDistance, known: ViewKnown
+) -> tuple[SplatRender, Annotated[Tensor, "F H W int64"]]:
     """Per pixel, the known view with the smallest splatted depth; the earlier view on exact ties.
 
-    rgb [F, V, 3, H, W]. Upstream folds the views in order with a strict ``<``, which is the
+    Upstream folds the views in order with a strict ``<``, which is the
     first-index argmin over ``where(known, distance, inf)``. Returns the fused render and the
     winning view per pixel [F, H, W] (meaningless where the mask is 0).
     """
@@ -462,18 +484,20 @@ def render_image_scene(
     ``first_frame`` is the output index of the first target, so that a streamed block (say
     frames 9..20) is grouped into latent frames as the whole video is; it must start a group.
     """
-    _check_targets(scene, target_world_to_camera)
+    _check_targets(target_world_to_camera)
     num_frames, num_views = target_world_to_camera.shape[0], scene.frames.shape[0]
     target_k = _target_intrinsics(scene, target_intrinsics, num_frames)
     peak = None
     if config.depth_weight_scope == "batch":
-        peak = torch.stack([
-            log_depth_peak(
-                project_pixels(scene.depth, scene.intrinsics, scene.world_to_camera, pose, k).z,
-                config,
-            )
-            for pose, k in zip(target_world_to_camera, target_k)
-        ]).max()
+        peak = torch.stack(
+            [
+                log_depth_peak(
+                    project_pixels(scene.depth, scene.intrinsics, scene.world_to_camera, pose, k).z,
+                    config,
+                )
+                for pose, k in zip(target_world_to_camera, target_k)
+            ]
+        ).max()
     rgb, distance, known = [], [], []
     for start, stop in _spans(num_frames, frames_per_call):
         count = stop - start
@@ -515,7 +539,9 @@ def _groups_from(first_frame: int, num_frames: int) -> list[range]:
             f"first_frame={first_frame} does not start a latent frame group (0, 1, 5, 9, ...): "
             "render image scenes in whole latent frames"
         )
-    return [range(g.start - first_frame, g.stop - first_frame) for g in groups if g.start >= first_frame]
+    return [
+        range(g.start - first_frame, g.stop - first_frame) for g in groups if g.start >= first_frame
+    ]
 
 
 def render_u8(frames: RenderFrames) -> Bytes:
@@ -542,7 +568,9 @@ def _downsample_mask(signed_mask: Tensor) -> Tensor:
             f"mask frames are {height}x{width}: height and width must be multiples of {LATENT_STRIDE}"
         )
     size = (height // LATENT_STRIDE, width // LATENT_STRIDE)
-    return F.interpolate(signed_mask[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return F.interpolate(signed_mask[:, None], size=size, mode="bilinear", align_corners=False)[
+        :, 0
+    ]
 
 
 def pack_mask_latents(signed_mask: Annotated[Tensor, "F H W in [-1, 1]"]) -> MaskLatents:
@@ -558,7 +586,9 @@ def pack_mask_latents(signed_mask: Annotated[Tensor, "F H W in [-1, 1]"]) -> Mas
     return rearrange(padded[:usable], "(g k) h w -> 1 g k h w", k=FRAMES_PER_LATENT)
 
 
-def iter_mask_latents(mask_chunks: Iterable[Annotated[Tensor, "T 3 H W uint8"]]) -> Iterator[MaskLatents]:
+def iter_mask_latents(
+    mask_chunks: Iterable[Annotated[Tensor, "T 3 H W uint8"]],
+) -> Iterator[MaskLatents]:
     """Streamed mask latents (v1.5 ``iter_mask_latents``), one [1, 1, 4, h, w] per video chunk.
 
     Chunks are the mask video's bytes in 1, 4, 4, ... frames (``core.scene.iter_video_chunks``);
@@ -575,6 +605,7 @@ def iter_mask_latents(mask_chunks: Iterable[Annotated[Tensor, "T 3 H W uint8"]])
         small = _downsample_mask(signed)
         yield repeat(small, "t h w -> 1 1 (t k) h w", k=FRAMES_PER_LATENT // chunk.shape[0])
 
+
 # v1's alternative "ply" backend (``render_batch`` in v1 ``scripts/render_point_cloud.py``): one
 # point cloud drawn as small squares at 2x resolution with a hard z-buffer, then downsampled.
 PLY_SUPERSAMPLING = 2  # the official ss_ratio; the 2x2 area average below assumes it
@@ -584,7 +615,7 @@ PLY_DEPTH_EPSILON = 1e-4  # points within this of the nearest z at a pixel all c
 
 
 def render_points_v1(
-    points: Points,
+    points: Annotated[Tensor, "P 3 world points"],
     colours: Annotated[Tensor, "P 3 float in [0, 1]"],
     world_to_camera: WorldToCamera,
     intrinsics: Intrinsics,
@@ -610,7 +641,9 @@ def render_points_v1(
     high_k[:2] *= PLY_SUPERSAMPLING
     square = point_size * PLY_SUPERSAMPLING + (1 - point_size * PLY_SUPERSAMPLING % 2)
     offsets = torch.arange(square, device=points.device) - square // 2
-    row_offsets, col_offsets = (grid.flatten() for grid in torch.meshgrid(offsets, offsets, indexing="ij"))
+    row_offsets, col_offsets = (
+        grid.flatten() for grid in torch.meshgrid(offsets, offsets, indexing="ij")
+    )
     homogeneous = torch.cat([points.to(torch.float32), torch.ones_like(points[:, :1])], dim=1)
     rgb_frames, mask_frames = [], []
     for pose in world_to_camera.to(torch.float32):
@@ -640,11 +673,18 @@ def render_points_v1(
         mask[pixel[drawn]] = BYTE_MAX
         high_bytes = (canvas * BYTE_MAX).to(torch.uint8).to(torch.int32)
         block_sums = reduce(
-            high_bytes, "(h a w b) c -> h w c", "sum", a=PLY_SUPERSAMPLING, b=PLY_SUPERSAMPLING, w=width
+            high_bytes,
+            "(h a w b) c -> h w c",
+            "sum",
+            a=PLY_SUPERSAMPLING,
+            b=PLY_SUPERSAMPLING,
+            w=width,
         )
         area = PLY_SUPERSAMPLING**2
         rgb_frames.append(((block_sums + area // 2) // area).to(torch.uint8))
-        mask_frames.append(rearrange(mask, "(h w) -> h w", w=high_width)[::PLY_SUPERSAMPLING, ::PLY_SUPERSAMPLING])
+        mask_frames.append(
+            rearrange(mask, "(h w) -> h w", w=high_width)[::PLY_SUPERSAMPLING, ::PLY_SUPERSAMPLING]
+        )
     return torch.stack(rgb_frames), torch.stack(mask_frames)
 
 

@@ -5,16 +5,23 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import fixture_cases, load_json, require_fixture
-from safetensors.torch import load_file
-
 from inspatio_nodes.core.scene import iter_video_chunks
-from inspatio_nodes.core.splat import MASK_THRESHOLD, SplatInputError, iter_mask_latents, pack_mask_latents
+from inspatio_nodes.core.splat import (
+    MASK_THRESHOLD,
+    SplatInputError,
+    iter_mask_latents,
+    pack_mask_latents,
+)
+from safetensors.torch import load_file
 
 
 @pytest.mark.parametrize("case_path", fixture_cases("mask_latent*.safetensors"))
 def test_packed_mask_latents_equal_convert_mask_video(case_path):
     tensors = load_file(str(require_fixture(case_path)))
-    mask_video, expected = tensors["mask_video"], tensors["mask_latent"]  # [B, 3, T, H, W], [B, G, 4, h, w]
+    mask_video, expected = (
+        tensors["mask_video"],
+        tensors["mask_latent"],
+    )  # [B, 3, T, H, W], [B, G, 4, h, w]
     for batch in range(mask_video.shape[0]):
         packed = pack_mask_latents(mask_video[batch, 0])
         assert torch.equal(packed[0], expected[batch])
@@ -32,7 +39,9 @@ def test_streamed_mask_latents_equal_official(case_path):
     for case, frames in _mask_cases(case_path):
         chunks = iter_video_chunks(frames, case["padded"])
         streamed = torch.cat(list(iter_mask_latents(chunks)), dim=1)
-        assert torch.equal(streamed, torch.tensor(case["output"], dtype=torch.float32)), case["valid"]
+        assert torch.equal(streamed, torch.tensor(case["output"], dtype=torch.float32)), case[
+            "valid"
+        ]
 
 
 @pytest.mark.parametrize("case_path", fixture_cases("scene_frames*.json"))
@@ -40,7 +49,9 @@ def test_streamed_mask_latents_equal_whole_video_packing(case_path):
     for case, frames in _mask_cases(case_path):
         padded = torch.cat(list(iter_video_chunks(frames, case["padded"])))
         signed = (padded[:, 0] > MASK_THRESHOLD).float() * 2 - 1
-        streamed = torch.cat(list(iter_mask_latents(iter_video_chunks(frames, case["padded"]))), dim=1)
+        streamed = torch.cat(
+            list(iter_mask_latents(iter_video_chunks(frames, case["padded"]))), dim=1
+        )
         assert torch.equal(pack_mask_latents(signed), streamed)
 
 

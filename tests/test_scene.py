@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 from conftest import fixture_cases, load_json, require_fixture
-
 from inspatio_nodes.core.camera import CameraError
 from inspatio_nodes.core.scene import (
     FRAMES_PER_BLOCK,
@@ -52,8 +51,12 @@ def test_frame_padding_matches_official_schema(case_path):
         assert padded == record["padded_frames"][index], valid
         assert latent_frame_count(padded) == record["latent_frames"][index]
         assert latent_frame_count(padded) // FRAMES_PER_BLOCK == record["blocks"][index]
-        assert len(latent_frame_groups(valid)) == record["latent_frame_groups_count_of_valid"][index]
-        assert len(latent_frame_groups(padded)) == record["latent_frame_groups_count_of_padded"][index]
+        assert (
+            len(latent_frame_groups(valid)) == record["latent_frame_groups_count_of_valid"][index]
+        )
+        assert (
+            len(latent_frame_groups(padded)) == record["latent_frame_groups_count_of_padded"][index]
+        )
     message = record["padded_frame_count_of_0"].split(": ", 1)[1]
     with pytest.raises(ValueError, match=message):
         padded_frame_count(0)
@@ -107,7 +110,11 @@ def test_adaptive_frame_count_matches_official_test_dataset(case_path):
     for case in cases:
         params, expected = case["params"], case["source_frame_indices"]
         source = params["n_source_frames"]
-        indices = adaptive_frame_indices(source, total) if params["adaptive_frame"] else list(range(source))
+        indices = (
+            adaptive_frame_indices(source, total)
+            if params["adaptive_frame"]
+            else list(range(source))
+        )
         assert indices == expected, case["name"]
         assert len(indices) == case["n_frames"]
 
@@ -131,7 +138,9 @@ def test_freeze_inserts_copies_after_the_frozen_frame():
     frozen = scene.select_frames(freeze_indices(4, 2, 1))
     assert frozen.num_frames == 6
     assert frozen.world_to_camera[:, 0, 3].tolist() == [0, 1, 1, 1, 2, 3]
-    assert torch.equal(frozen.depth[2], scene.depth[1]) and torch.equal(frozen.frames[3], scene.frames[1])
+    assert torch.equal(frozen.depth[2], scene.depth[1]) and torch.equal(
+        frozen.frames[3], scene.frames[1]
+    )
 
 
 def test_path_and_video_lengths_are_aligned_by_an_explicit_policy():
@@ -152,7 +161,9 @@ def test_a_short_video_holds_its_last_frame_for_a_longer_path():
     held = align_scene_to_path(scene, 5, "hold_last")
     assert held.num_frames == 5 and torch.equal(held.frames[4], scene.frames[2])
     assert align_scene_to_path(scene, 2, "shortest").num_frames == 2
-    images = scene_from_images(colours[:1], depth[:1], intrinsics, torch.eye(4)[None], resolution=None)
+    images = scene_from_images(
+        colours[:1], depth[:1], intrinsics, torch.eye(4)[None], resolution=None
+    )
     assert align_scene_to_path(images, 7, "exact") is images
 
 
@@ -166,7 +177,9 @@ def test_video_scene_is_resized_and_centre_cropped_with_intrinsics_following():
     # 40x96 -> 48x115 covers 48x80; 17 columns are cropped off the left. K rows scale by the
     # actual size ratios.
     scale_x, scale_y = 115 / 96, 48 / 40
-    expected = torch.tensor([[40 * scale_x, 0, 48 * scale_x - 17], [0, 40 * scale_y, 20 * scale_y], [0, 0, 1]])
+    expected = torch.tensor(
+        [[40 * scale_x, 0, 48 * scale_x - 17], [0, 40 * scale_y, 20 * scale_y], [0, 0, 1]]
+    )
     torch.testing.assert_close(scene.intrinsics[0], expected)
     assert torch.equal(scene.world_to_camera, torch.eye(4).expand(2, 4, 4))  # static camera
     assert scene.fps == 24.0 and scene.kind == "video"
@@ -202,17 +215,39 @@ def test_all_invalid_depth_is_an_error():
     [
         (lambda c, d, k, p: (c[:, :2], d, k, p), SceneInputError, r"\[F, 3, H, W\]"),
         (lambda c, d, k, p: (c * 3, d, k, p), SceneInputError, r"in \[-1, 1\]"),
-        (lambda c, d, k, p: (c, d[:, :-1], k, p), SceneInputError, "one \\[H, W\\] depth map per frame"),
-        (lambda c, d, k, p: (c, d[:2], k, p), SceneInputError, "one \\[H, W\\] depth map per frame"),
+        (
+            lambda c, d, k, p: (c, d[:, :-1], k, p),
+            SceneInputError,
+            "one \\[H, W\\] depth map per frame",
+        ),
+        (
+            lambda c, d, k, p: (c, d[:2], k, p),
+            SceneInputError,
+            "one \\[H, W\\] depth map per frame",
+        ),
         (lambda c, d, k, p: (c, d, k[:2], p), SceneInputError, "intrinsics has shape"),
         (lambda c, d, k, p: (c, d, -k, p), CameraError, "focal"),
         (lambda c, d, k, p: (c, d, k, p[:2]), SceneInputError, "world_to_camera has shape"),
         (lambda c, d, k, p: (c, d, k, p[:, :3]), SceneInputError, "world_to_camera has shape"),
         (lambda c, d, k, p: (c, d, k, p * 2), CameraError, "bottom row|non-orthonormal"),
-        (lambda c, d, k, p: (c, d, k, p @ torch.diag(torch.tensor([1.0, 1.0, -1.0, 1.0]))), CameraError, "mirrored"),
+        (
+            lambda c, d, k, p: (c, d, k, p @ torch.diag(torch.tensor([1.0, 1.0, -1.0, 1.0]))),
+            CameraError,
+            "mirrored",
+        ),
     ],
-    ids=["channels", "range", "depth-size", "depth-count", "k-shape", "k-focal", "pose-count",
-         "pose-shape", "pose-scaled", "pose-mirrored"],
+    ids=[
+        "channels",
+        "range",
+        "depth-size",
+        "depth-count",
+        "k-shape",
+        "k-focal",
+        "pose-count",
+        "pose-shape",
+        "pose-scaled",
+        "pose-mirrored",
+    ],
 )
 def test_bad_scene_inputs_are_named_in_the_error(change, error, message):
     colours, depth, intrinsics = _inputs(3)
@@ -233,7 +268,10 @@ def test_resolution_must_be_a_multiple_of_16_and_fps_positive():
 def test_uint16_depth_decodes_linearly_in_float64():
     codes = torch.tensor([[0, 1, 32768, 65535]], dtype=torch.int32)
     depth = decode_depth_u16(codes, 0.5, 4.78278208)
-    expected = [float(torch.tensor(0.5 + q / 65535 * (4.78278208 - 0.5), dtype=torch.float32)) for q in codes[0].tolist()]
+    expected = [
+        float(torch.tensor(0.5 + q / 65535 * (4.78278208 - 0.5), dtype=torch.float32))
+        for q in codes[0].tolist()
+    ]
     assert depth[0].tolist() == expected
     assert math.isclose(float(depth[0, -1]), 4.78278208, rel_tol=1e-7)
     with pytest.raises(SceneInputError, match="min <= max"):

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from inspatio_nodes.core.scene import Scene
 from inspatio_nodes.core.splat import (
     V1_SPLAT,
@@ -32,8 +31,12 @@ def _intrinsics() -> torch.Tensor:
 
 def _rotation(yaw_degrees: float, pitch_degrees: float) -> torch.Tensor:
     yaw, pitch = math.radians(yaw_degrees), math.radians(pitch_degrees)
-    about_y = torch.tensor([[math.cos(yaw), 0, math.sin(yaw)], [0, 1, 0], [-math.sin(yaw), 0, math.cos(yaw)]])
-    about_x = torch.tensor([[1, 0, 0], [0, math.cos(pitch), -math.sin(pitch)], [0, math.sin(pitch), math.cos(pitch)]])
+    about_y = torch.tensor(
+        [[math.cos(yaw), 0, math.sin(yaw)], [0, 1, 0], [-math.sin(yaw), 0, math.cos(yaw)]]
+    )
+    about_x = torch.tensor(
+        [[1, 0, 0], [0, math.cos(pitch), -math.sin(pitch)], [0, math.sin(pitch), math.cos(pitch)]]
+    )
     return (about_y @ about_x).float()
 
 
@@ -44,7 +47,9 @@ def _pose(rotation: torch.Tensor, translation: tuple[float, float, float]) -> to
     return pose
 
 
-def _scene(frames: int, depth: torch.Tensor, poses: torch.Tensor, seed: int = 0, kind: str = "video") -> Scene:
+def _scene(
+    frames: int, depth: torch.Tensor, poses: torch.Tensor, seed: int = 0, kind: str = "video"
+) -> Scene:
     generator = torch.Generator().manual_seed(seed)
     colours = torch.rand(frames, 3, HEIGHT, WIDTH, generator=generator) * 2 - 1
     return Scene(colours, depth, _intrinsics().expand(frames, 3, 3), poses, fps=16.0, kind=kind)
@@ -53,12 +58,16 @@ def _scene(frames: int, depth: torch.Tensor, poses: torch.Tensor, seed: int = 0,
 def _smooth_depth(frames: int, low: float, high: float, seed: int = 1) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     coarse = torch.rand(frames, 1, 4, 5, generator=generator)
-    smooth = torch.nn.functional.interpolate(coarse, size=(HEIGHT, WIDTH), mode="bilinear", align_corners=False)
+    smooth = torch.nn.functional.interpolate(
+        coarse, size=(HEIGHT, WIDTH), mode="bilinear", align_corners=False
+    )
     return low + (high - low) * smooth[:, 0]
 
 
 def test_identity_target_reproduces_the_source_with_a_full_mask():
-    poses = torch.stack([_pose(_rotation(10, -5), (0.1, 0.2, -0.3)), _pose(_rotation(-20, 3), (0.0, -0.1, 0.5))])
+    poses = torch.stack(
+        [_pose(_rotation(10, -5), (0.1, 0.2, -0.3)), _pose(_rotation(-20, 3), (0.0, -0.1, 0.5))]
+    )
     scene = _scene(2, _smooth_depth(2, 2.0, 2.2), poses)
     render = render_video_scene(scene, poses, scene.intrinsics)
     assert bool(render.mask.bool().all())
@@ -84,7 +93,9 @@ def test_fronto_parallel_plane_under_sideways_translation_shifts_by_focal_times_
     target = _pose(torch.eye(3), (-baseline, 0.0, 0.0))[None]
     scene = _scene(1, torch.full((1, HEIGHT, WIDTH), depth_value), source)
     projection = project_pixels(scene.depth, scene.intrinsics, source, target, scene.intrinsics[0])
-    torch.testing.assert_close(projection.coords[0, 0], pixel_grid(HEIGHT, WIDTH)[0] - shift_pixels, atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        projection.coords[0, 0], pixel_grid(HEIGHT, WIDTH)[0] - shift_pixels, atol=1e-4, rtol=0
+    )
     torch.testing.assert_close(projection.z, scene.depth)
 
     render = render_video_scene(scene, target, scene.intrinsics[0])
@@ -114,9 +125,16 @@ def test_nearer_surface_wins_the_soft_z_buffer():
     depth = torch.full((1, HEIGHT, WIDTH), 8.0)
     depth[:, :, 10:14] = 1.0
     scene = _scene(1, depth, torch.eye(4)[None])
-    scene = Scene(torch.where(depth[:, None] < 2, 1.0, -0.5).expand(1, 3, HEIGHT, WIDTH), depth,
-                  scene.intrinsics, scene.world_to_camera, scene.fps)
-    target = _pose(torch.eye(3), (-0.1, 0.0, 0.0))[None]  # the strip moves 3 px left, the plane 0.375
+    scene = Scene(
+        torch.where(depth[:, None] < 2, 1.0, -0.5).expand(1, 3, HEIGHT, WIDTH),
+        depth,
+        scene.intrinsics,
+        scene.world_to_camera,
+        scene.fps,
+    )
+    target = _pose(torch.eye(3), (-0.1, 0.0, 0.0))[
+        None
+    ]  # the strip moves 3 px left, the plane 0.375
     render = render_video_scene(scene, target, scene.intrinsics[0])
     strip_columns = render.frames[0, 0, :, 7:10]  # plane points land here too, with less weight
     assert bool((strip_columns > 0.99).all())
@@ -125,7 +143,9 @@ def test_nearer_surface_wins_the_soft_z_buffer():
 def test_whole_batch_normalisation_renders_the_same_in_any_number_of_calls():
     frames = 5
     poses = torch.stack([_pose(_rotation(3 * i, 0), (0.05 * i, 0, 0)) for i in range(frames)])
-    targets = torch.stack([_pose(_rotation(3 * i + 2, 1), (0.05 * i - 0.1, 0.02, 0.1)) for i in range(frames)])
+    targets = torch.stack(
+        [_pose(_rotation(3 * i + 2, 1), (0.05 * i - 0.1, 0.02, 0.1)) for i in range(frames)]
+    )
     scene = _scene(frames, _smooth_depth(frames, 1.0, 6.0), poses)
     whole = render_video_scene(scene, targets, config=V1_SPLAT, frames_per_call=frames)
     pieces = render_video_scene(scene, targets, config=V1_SPLAT, frames_per_call=2)
@@ -136,7 +156,9 @@ def test_whole_batch_normalisation_renders_the_same_in_any_number_of_calls():
 
 
 def test_nearest_known_view_wins_and_the_earlier_view_wins_exact_ties():
-    rgb = torch.stack([torch.full((3, 1, 3), value) for value in (0.1, 0.2, 0.3)])[None]  # [1, V, 3, 1, 3]
+    rgb = torch.stack([torch.full((3, 1, 3), value) for value in (0.1, 0.2, 0.3)])[
+        None
+    ]  # [1, V, 3, 1, 3]
     distance = torch.tensor([[[[2.0, 5.0, 1.0]], [[1.0, 5.0, 1.0]], [[1.0, 4.0, 0.5]]]])
     known = torch.tensor([[[[True, True, True]], [[True, True, True]], [[True, False, False]]]])
     render, winner = fuse_nearest_view(rgb, distance, known)
@@ -145,7 +167,9 @@ def test_nearest_known_view_wins_and_the_earlier_view_wins_exact_ties():
 
 
 def test_twin_views_splat_bit_identically_so_the_first_twin_always_wins():
-    poses = torch.stack([_pose(_rotation(-8, 0), (0.3, 0, 0)), _pose(_rotation(8, 2), (-0.3, 0, 0.1))])
+    poses = torch.stack(
+        [_pose(_rotation(-8, 0), (0.3, 0, 0)), _pose(_rotation(8, 2), (-0.3, 0, 0.1))]
+    )
     poses = torch.cat([poses, poses[1:], poses[:1]])  # views 2 and 3 twin views 1 and 0
     depth = _smooth_depth(2, 2.0, 4.0)
     scene = _scene(4, torch.cat([depth, depth[1:], depth[:1]]), poses, kind="images")
@@ -170,7 +194,9 @@ def test_chunk_top3_needs_whole_chunks_of_three_groups():
 
 
 def test_render_bytes_are_truncated_after_clipping():
-    frames = torch.tensor([-1.0, -0.99, 0.0, 0.999, 1.0, 1.5]).reshape(1, 1, 1, 6).expand(1, 3, 1, 6)
+    frames = (
+        torch.tensor([-1.0, -0.99, 0.0, 0.999, 1.0, 1.5]).reshape(1, 1, 1, 6).expand(1, 3, 1, 6)
+    )
     assert render_u8(frames)[0, 0, :, 0].tolist() == [0, 1, 127, 254, 255, 255]
 
 

@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import fixture_cases, require_fixture
-from safetensors.torch import load_file
-
 from inspatio_nodes.core.scene import decode_depth_u16, scene_from_images, scene_from_video
 from inspatio_nodes.core.splat import (
     V1_SPLAT,
@@ -27,6 +25,7 @@ from inspatio_nodes.core.splat import (
     render_u8,
     render_video_scene,
 )
+from safetensors.torch import load_file
 
 RENDER_ATOL = 1e-4  # fixtures README: float64 re-implementations agree to ~4e-5 off-fragile
 DISTANCE_RTOL = 1e-5
@@ -54,7 +53,9 @@ def _quiet(build, *args, **kwargs):
         return build(*args, **kwargs)
 
 
-def _max_abs_off_fragile(actual: torch.Tensor, expected: torch.Tensor, steady: torch.Tensor) -> float:
+def _max_abs_off_fragile(
+    actual: torch.Tensor, expected: torch.Tensor, steady: torch.Tensor
+) -> float:
     return float(((actual - expected).abs() * steady).max())
 
 
@@ -88,8 +89,12 @@ def _check_v1(tensors):
     # The "ply" backend draws frame 0's point cloud with the same K (scaled) and target poses.
     height, width = tensors["ply_out.mask_u8"].shape[-2:]
     rgb, mask = render_points_v1(
-        tensors["ply_in.points"], tensors["ply_in.colors"], tensors["warp_in.target_tcw"],
-        intrinsics[0], height, width,
+        tensors["ply_in.points"],
+        tensors["ply_in.colors"],
+        tensors["warp_in.target_tcw"],
+        intrinsics[0],
+        height,
+        width,
     )
     assert torch.equal(rgb, tensors["ply_out.rgb_u8"])
     assert torch.equal(mask, tensors["ply_out.mask_u8"])
@@ -108,7 +113,11 @@ def _check_v15_video(tensors):
     )
     steady = (tensors["render_fragile"] == 0).float()
     projection = project_pixels(
-        scene.depth, scene.intrinsics, scene.world_to_camera, tensors["target_tcw"], tensors["target_k"]
+        scene.depth,
+        scene.intrinsics,
+        scene.world_to_camera,
+        tensors["target_tcw"],
+        tensors["target_k"],
     )
     assert _max_abs_off_fragile(projection.z, tensors["warp.z"], steady) <= RENDER_ATOL
     assert torch.equal(projection.valid, tensors["warp.valid"].bool())
@@ -118,7 +127,10 @@ def _check_v15_video(tensors):
     assert torch.equal(render.mask[:, 0].bool(), tensors["project.known"].bool())
     known = tensors["project.known"].bool()
     rgb_off_fragile = torch.where(known[:, None], render.frames, 0.0)
-    assert _max_abs_off_fragile(rgb_off_fragile, tensors["project.rgb"], steady[:, None]) <= RENDER_ATOL
+    assert (
+        _max_abs_off_fragile(rgb_off_fragile, tensors["project.rgb"], steady[:, None])
+        <= RENDER_ATOL
+    )
     assert _max_abs_off_fragile(render.distance, tensors["project.distance"], steady) <= RENDER_ATOL
     assert torch.equal(mask_u8(render.mask), tensors["mask_u8"])
     byte_error = (render_u8(render.frames).int() - tensors["render_u8"].int()).abs()
@@ -140,7 +152,10 @@ def _check_v15_multiview(tensors):
     result = render_image_scene(scene, tensors["target_tcw"], tensors["target_k"], config=V15_SPLAT)
     steady = (tensors["render_fragile"] == 0).float()
 
-    assert _max_abs_off_fragile(result.render.frames, tensors["render"], steady[:, None]) <= RENDER_ATOL
+    assert (
+        _max_abs_off_fragile(result.render.frames, tensors["render"], steady[:, None])
+        <= RENDER_ATOL
+    )
     assert torch.equal(result.view_known, tensors["project.known"].bool())
     assert torch.equal(result.overlap_pixels, tensors["overlap_pixels"])
     assert torch.equal(result.source_indices, tensors["source_indices"])
@@ -152,7 +167,9 @@ def _check_v15_multiview(tensors):
 
     # Splatted depth of the view that wins each pixel (first index on ties), off-fragile.
     expected_distance = tensors["project.distance"]
-    winner = torch.where(tensors["project.known"].bool(), expected_distance, torch.inf).argmin(dim=1)
+    winner = torch.where(tensors["project.known"].bool(), expected_distance, torch.inf).argmin(
+        dim=1
+    )
     wins = steady.bool() & tensors["project.known"].bool().any(dim=1)
     actual = torch.gather(result.view_distance, 1, winner[:, None])[:, 0][wins]
     expected = torch.gather(expected_distance, 1, winner[:, None])[:, 0][wins]
