@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,14 +19,16 @@ from inspatio_nodes.core.worldfm.sampler import (
     WorldFMSamplerError,
     alphas_cumprod,
     decode_to_u8,
-    encode_image,
+    encode_reference,
     frame_noise,
     generate_frame,
     iter_frames,
+    preprocess_reference,
     preprocess_u8,
     sample_latent,
     signal_and_noise_scales,
 )
+from PIL import Image as PILImage
 from safetensors.torch import load_file
 
 MODEL_CASES = fixture_cases("*worldfm_model*_io*.safetensors")
@@ -244,7 +247,7 @@ def test_streamed_frames_equal_frames_generated_one_by_one():
     assert [index for index, _, _ in streamed] == [0, 1, 2]
     index, frame, chosen = streamed[2]
     render, _ = render_points_hard(scene.cloud, intrinsics, poses[2], size, size)
-    reference = encode_image(codec, reference_image(scene.bank, chosen.best, size), size)
+    reference = encode_reference(codec, reference_image(scene.bank, chosen.best, size), size)
     alone = generate_frame(model, codec, render[0], reference, seed=5, frame_index=index)
     assert torch.equal(alone, frame)
 
@@ -286,3 +289,16 @@ def test_target_cameras_are_checked_before_any_work():
     )
     with pytest.raises(CameraError, match="target world_to_camera"):
         next(frames)
+
+
+def test_reference_preprocessing_uses_pil_bicubic_and_rounded_centre_crop():
+    generator = torch.Generator().manual_seed(6)
+    image = torch.randint(0, 256, (40, 59, 3), generator=generator, dtype=torch.uint8)
+    out = preprocess_reference(image, 32, 32)
+    # 40×59 -> 32×47; torchvision rounds the crop offset (47 - 32) / 2 = 7.5 to 8.
+    resized = PILImage.fromarray(image.numpy()).resize((47, 32), PILImage.BICUBIC)
+    expected = torch.from_numpy(np.asarray(resized)[:, 8:40].copy()).permute(2, 0, 1) / 255.0
+    torch.testing.assert_close(out, (expected - 0.5) / 0.5, atol=0, rtol=0)
+    same_size = torch.randint(0, 256, (8, 8, 3), generator=generator, dtype=torch.uint8)
+    unchanged = (same_size.permute(2, 0, 1).to(torch.float32) / 255.0 - 0.5) / 0.5
+    assert torch.equal(preprocess_reference(same_size, 8, 8), unchanged)

@@ -21,8 +21,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image as PILImage
 from torch import Tensor
 
 from ..camera import check_intrinsics, check_rigid
@@ -70,7 +72,8 @@ class ImageCodec:
 
     ``scale`` multiplies encoded latents before they reach the model, and divides the sample
     before decoding (``scaling_factor`` of the VAE config; 0.13025 for the SDXL VAE). Upstream
-    encodes with ``latent_dist.sample()``; an adapter may return the mean or a sample.
+    encodes with ``latent_dist.sample()``; an adapter may return the mean or a sample. Pixels
+    may arrive on any device (references are prepared on the CPU); the codec places them.
     """
 
     encode: Callable[[ModelPixels], RawLatents]
@@ -138,21 +141,23 @@ def sample_latent(
             f"{len(noise.renoise)}: build the noise with frame_noise(..., steps={steps})"
         )
     device, dtype = render_latent.device, render_latent.dtype
+    # The model runs in its own dtype (float16 on CUDA upstream); the sampler arithmetic is
+    # float32, and only the next model input and the result are cast back, as upstream does.
     latent = noise.initial.to(device=device, dtype=dtype)
     batch = latent.shape[0]
     for step, timestep in enumerate(timesteps):
         t = torch.full((batch,), timestep, dtype=torch.int64, device=device)
         velocity = model(latent, t, render_latent, reference_latent)[:, :PREDICTION_CHANNELS]
         signal, noise_scale = (value.to(device) for value in signal_and_noise_scales(timestep))
-        clean = signal * latent - noise_scale * velocity
+        clean = signal * latent.to(torch.float32) - noise_scale * velocity.to(torch.float32)
         if step + 1 < len(timesteps):
+            next_timestep = timesteps[step + 1]
             next_signal, next_noise = (
-                value.to(device) for value in signal_and_noise_scales(timesteps[step + 1])
+                value.to(device) for value in signal_and_noise_scales(next_timestep)
             )
-            latent = next_signal * clean + next_noise * noise.renoise[step].to(
-                device=device, dtype=dtype
-            )
-    return clean
+            renoise = noise.renoise[step].to(device=device, dtype=torch.float32)
+            latent = (next_signal * clean + next_noise * renoise).to(dtype)
+    return clean.to(dtype)
 
 
 def preprocess_u8(
@@ -181,9 +186,40 @@ def preprocess_u8(
     return (cropped - UNIT_TO_SIGNED) / UNIT_TO_SIGNED
 
 
+def preprocess_reference(
+    image: ImageU8, target_height: int, target_width: int
+) -> Annotated[Tensor, "3 H W"]:
+    """Upstream ``_preprocess_pil_to_tensor`` for the reference view (``cond2``).
+
+    A different resampler from the render path: PIL bicubic (antialiased) cover-resize, then
+    torchvision's centre crop, whose offsets are rounded (half to even) rather than floored.
+    A same-size resize is a copy in PIL, so a reference already at the image size is untouched.
+    """
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != torch.uint8:
+        raise WorldFMSamplerError(
+            f"expected an RGB uint8 image [H, W, 3], got {tuple(image.shape)} {image.dtype}"
+        )
+    height, width = image.shape[:2]
+    factor = max(target_height / height, target_width / width)
+    resized_height, resized_width = round(height * factor), round(width * factor)
+    picture = PILImage.fromarray(image.cpu().numpy())
+    picture = picture.resize((resized_width, resized_height), PILImage.BICUBIC)
+    top = round((resized_height - target_height) / 2)
+    left = round((resized_width - target_width) / 2)
+    picture = picture.crop((left, top, left + target_width, top + target_height))
+    pixels = torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1).to(torch.float32)
+    return (pixels / U8_MAX - UNIT_TO_SIGNED) / UNIT_TO_SIGNED
+
+
 def encode_image(codec: ImageCodec, image: ImageU8, image_size: int) -> FrameLatents:
-    """The model-space latent (VAE latent × scale) of a uint8 image at image_size²."""
+    """The model-space latent (VAE latent × scale) of an anchor render at image_size²."""
     pixels = preprocess_u8(image, image_size, image_size)[None]
+    return codec.encode(pixels) * codec.scale
+
+
+def encode_reference(codec: ImageCodec, image: ImageU8, image_size: int) -> FrameLatents:
+    """The model-space latent of a reference view at image_size² (the PIL path upstream uses)."""
+    pixels = preprocess_reference(image, image_size, image_size)[None]
     return codec.encode(pixels) * codec.scale
 
 
@@ -247,7 +283,7 @@ def iter_frames(
     image_size = model.config.input_size * VAE_STRIDE
     if references is None:
         references = ReferenceLatentCache(
-            scene.bank, scene.render_size, lambda image: encode_image(codec, image, image_size)
+            scene.bank, scene.render_size, lambda image: encode_reference(codec, image, image_size)
         )
     size = scene.render_size
     for index, pose in enumerate(world_to_camera.reshape(-1, 4, 4)):
