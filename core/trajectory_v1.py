@@ -6,7 +6,7 @@ anchors them to the scene's source cameras as canonical world-to-camera poses.
 
 Follows, exactly (SPEC-inspatio-world.md §5, fixtures/README.md §2), v1 ``datasets/utils.py``
 (``txt_interpolation``, ``sphere2pose``, ``generate_traj_txt``) and the trajectory part of v1
-``datasets/test_dataset.py`` (radius scaling, adaptive frame count, ``bounce_indices``). The
+``datasets/test_dataset.py`` (radius scaling, the adaptive rule's total angle). The
 upstream quirks are kept on purpose and marked where they happen:
 
 - more than 3 keys → a *smoothing* ``UnivariateSpline(k=3)`` with the default ``s``: it does not
@@ -32,21 +32,13 @@ import torch
 from scipy.interpolate import UnivariateSpline
 
 from .paths import CameraPath, path_from_relative_motion
+from .scene import trajectory_total_angle
 from .types import CameraToWorld, Intrinsics, WorldToCamera
 
 #: More keys than this → smoothing spline; this many or fewer → piecewise linear (v1 rule).
 MAX_LINEAR_KEYFRAMES = 3
 SPLINE_DEGREE = 3
 
-#: v1 ``TestDataset``: allowed camera angle change per output frame, in degrees.
-MIN_DEGREES_PER_FRAME = 0.3
-MAX_DEGREES_PER_FRAME = 0.8
-#: v1 ``TestDataset``: bounce short sources up to at least this many frames.
-MIN_ADAPTIVE_FRAMES = 121
-#: v1 ``TestDataset``: a trajectory whose keys turn less than this is a pure zoom.
-ZOOM_ANGLE_THRESHOLD = 1e-3
-#: v1 ``TestDataset``: source videos are cut to this many frames before anything else.
-MAX_SOURCE_FRAMES = 1000
 
 TrajectoryStyle = Literal["test_dataset", "render_point_cloud"]
 
@@ -302,50 +294,8 @@ def trajectory_path(
 
 
 def total_keyframe_angle(keys: KeyframeLines) -> float:
-    """``max(Σ|Δpitch|, Σ|Δyaw|)`` over the *keys* (not the interpolated samples), degrees."""
-    pitch_travel = float(np.abs(np.diff(np.asarray(keys.pitch_degrees))).sum())
-    yaw_travel = float(np.abs(np.diff(np.asarray(keys.yaw_degrees))).sum())
-    return max(pitch_travel, yaw_travel)
+    """The v1 adaptive rule's input, ``max(Σ|Δpitch|, Σ|Δyaw|)`` over the *keys* (degrees).
 
-
-def bounce_indices(num_source_frames: int, num_target_frames: int) -> list[int]:
-    """v1 ``bounce_indices``: 0, 1, …, n−1, n−2, …, 0, 1, … (cycle ``2(n−1)``), or a linspace
-    subsample when no frames have to be added."""
-    if num_target_frames <= num_source_frames:
-        return np.linspace(0, num_source_frames - 1, num_target_frames).astype(int).tolist()
-    if num_source_frames == 1:
-        # Upstream divides by a zero cycle here; a single frame can only repeat.
-        return [0] * num_target_frames
-    cycle = 2 * (num_source_frames - 1)
-    return [min(step % cycle, cycle - step % cycle) for step in range(num_target_frames)]
-
-
-def adaptive_frame_indices(
-    num_source_frames: int, total_angle_degrees: float, *, adaptive: bool = True
-) -> list[int]:
-    """Source-frame index for every output frame under the v1 adaptive frame-count rule.
-
-    The output frame count follows from the trajectory's total angle: at most 0.8° and at least
-    0.3° per frame, and at least 121 frames. A source that is too short (or below 121 frames) is
-    bounced forward and back; one that is too long is subsampled with a truncated linspace.
-    Sources longer than 1000 frames are first cut to 1000, also with ``adaptive=False`` (which
-    keeps every remaining frame). The same indices re-index the source, render and mask videos,
-    and the camera path is generated for ``len(result)`` frames.
+    The rule itself (bounce / subsample indices) is ``core.scene.adaptive_frame_indices``.
     """
-    if num_source_frames < 1:
-        raise TrajectoryError(f"the source needs at least 1 frame, got {num_source_frames}")
-    available = min(num_source_frames, MAX_SOURCE_FRAMES)
-    if not adaptive:
-        return list(range(available))
-    if total_angle_degrees > ZOOM_ANGLE_THRESHOLD:
-        fewest = max(2, math.ceil(total_angle_degrees / MAX_DEGREES_PER_FRAME) + 1)
-        most = max(2, math.floor(total_angle_degrees / MIN_DEGREES_PER_FRAME) + 1)
-    else:
-        # A pure zoom has no speed limit; upstream still bounces it up to 121 frames.
-        fewest = most = available
-    expand_to = max(fewest, MIN_ADAPTIVE_FRAMES)
-    if available < expand_to:
-        return bounce_indices(available, expand_to)
-    if available > most:
-        return np.linspace(0, available - 1, most).astype(int).tolist()
-    return list(range(available))
+    return trajectory_total_angle(keys.pitch_degrees, keys.yaw_degrees)

@@ -14,11 +14,10 @@ import pytest
 import torch
 from conftest import fixture_cases, load_json, require_fixture
 from inspatio_nodes.core.camera import world_to_camera_from_camera_to_world
+from inspatio_nodes.core.scene import adaptive_frame_indices
 from inspatio_nodes.core.trajectory_v1 import (
     KeyframeLines,
     TrajectoryError,
-    adaptive_frame_indices,
-    bounce_indices,
     interpolate_line_uniform,
     official_camera_to_world,
     total_keyframe_angle,
@@ -82,12 +81,13 @@ def test_generated_poses_match_generate_traj_txt(case_path):
 
 
 @pytest.mark.parametrize("case_path", TRAJECTORY_FIXTURES)
-def test_dataset_frame_count_and_source_reindexing_match_test_dataset(case_path):
+def test_total_keyframe_angle_drives_the_official_adaptive_frame_count(case_path):
     keys = _file_keyframes(case_path)
     for case in _cases(case_path, "TestDataset.get_data"):
-        params = case["params"]
+        if not case["params"]["adaptive_frame"]:
+            continue
         indices = adaptive_frame_indices(
-            params["n_source_frames"], total_keyframe_angle(keys), adaptive=params["adaptive_frame"]
+            case["params"]["n_source_frames"], total_keyframe_angle(keys)
         )
         assert len(indices) == case["n_frames"], case["name"]
         assert indices == case["source_frame_indices"], case["name"]
@@ -141,19 +141,9 @@ def test_renderer_target_poses_match_generate_target_c2ws(warp_path):
     torch.testing.assert_close(path.world_to_camera, expected, atol=POSE_TOLERANCE, rtol=0)
 
 
-def test_bounce_plays_forward_then_backward():
-    assert bounce_indices(4, 10) == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
-    assert bounce_indices(1, 3) == [0, 0, 0]
-
-
-def test_adaptive_rule_keeps_a_source_within_the_speed_limits():
-    # 60° of keys allow 76..201 frames; 150 frames is within, and above the 121-frame minimum.
-    keys = KeyframeLines((0.0, 60.0), (0.0, 0.0), (1.0, 1.0))
-    assert adaptive_frame_indices(150, total_keyframe_angle(keys)) == list(range(150))
-
-
-def test_pure_zoom_is_still_bounced_to_the_minimum_length():
-    assert len(adaptive_frame_indices(40, 0.0)) == 121
+def test_total_keyframe_angle_is_the_larger_travel_over_the_keys():
+    keys = KeyframeLines((0.0, 10.0, -5.0, 0.0), (0.0, 20.0, 0.0), (1.0, 1.0))
+    assert total_keyframe_angle(keys) == 40.0
 
 
 def test_zoom_keys_move_the_camera_along_its_axis():
