@@ -128,7 +128,7 @@ def scene_from_video(
     """
     count = _frame_count(frames, "frames")
     if world_to_camera is None:
-        world_to_camera = torch.eye(4).expand(count, 4, 4)
+        world_to_camera = torch.eye(4, device=frames.device).expand(count, 4, 4)
     return _build_scene(frames, depth, intrinsics, world_to_camera, fps, "video", resolution)
 
 
@@ -192,14 +192,15 @@ def _build_scene(
     check_rigid(world_to_camera, "world_to_camera")
     if not fps > 0:
         raise SceneInputError(f"fps={fps}: the frame rate must be positive")
-    frames, depth, intrinsics = (
-        frames.to(torch.float32),
-        _clean_depth(depth),
-        intrinsics.to(torch.float32),
-    )
+    # One device and float32 throughout, as the official renderer computes.
+    device = frames.device
+    frames = frames.to(torch.float32)
+    depth = _clean_depth(depth.to(device))
+    intrinsics = intrinsics.to(device=device, dtype=torch.float32)
     if resolution is not None:
         frames, depth, intrinsics = fit_to_resolution(frames, depth, intrinsics, resolution)
-    return Scene(frames, depth, intrinsics, world_to_camera.to(torch.float32), float(fps), kind)
+    poses = world_to_camera.to(device=device, dtype=torch.float32)
+    return Scene(frames, depth, intrinsics, poses, float(fps), kind)
 
 
 def _clean_depth(depth: Tensor) -> DepthMaps:
@@ -214,7 +215,7 @@ def _clean_depth(depth: Tensor) -> DepthMaps:
         warnings.warn(
             f"depth: {int(invalid.sum())} of {depth.numel()} pixels are non-finite or <= 0; "
             "they are treated as having no depth and are not splatted",
-            stacklevel=3,
+            stacklevel=4,  # the caller of scene_from_video / scene_from_images
         )
     return torch.where(invalid, 0.0, depth)
 
