@@ -108,13 +108,17 @@ def test_fronto_parallel_plane_under_sideways_translation_shifts_by_focal_times_
     assert bool((render.frames[..., WIDTH - 2 :] == -1).all())
 
 
-def test_points_behind_the_camera_and_pixels_without_depth_are_not_splatted():
+def test_points_behind_or_on_the_camera_plane_and_pixels_without_depth_are_not_splatted():
     depth = torch.full((1, HEIGHT, WIDTH), 2.0)
     depth[:, :, : WIDTH // 2] = 0.0
     target = _pose(torch.eye(3), (0.0, 0.0, -5.0))[None]  # the plane is now 3 units behind
     scene = _scene(1, depth, torch.eye(4)[None])
     behind = render_video_scene(scene, target, scene.intrinsics[0])
     assert not bool(behind.mask.bool().any())
+    # v1 keeps z >= 0 but divides by z: its z == 0 points get inf/NaN coordinates that land on
+    # the cropped border. The plane exactly in the target camera's plane renders nothing here too.
+    on_plane = _pose(torch.eye(3), (0.0, 0.0, -2.0))[None]
+    assert not bool(render_video_scene(scene, on_plane, scene.intrinsics[0]).mask.bool().any())
     same = render_video_scene(scene, torch.eye(4)[None], scene.intrinsics[0])
     assert not bool(same.mask[..., : WIDTH // 2 - 1].bool().any())
     assert bool(same.mask[..., WIDTH // 2 :].bool().all())
