@@ -50,16 +50,16 @@ def test_encode_video_matches_upstream_including_end_padding(case_path):
 
 
 @pytest.mark.parametrize("case_path", TAEHV_CASES)
-def test_decode_video_matches_upstream_and_drops_the_start_up_frames(case_path):
+def test_raw_decode_matches_upstream_including_the_dropped_start_up_frames(case_path):
     model, io = _fixture_model(case_path)
     with torch.no_grad():
-        frames = model.decode_video(io["latent"])
         raw = model.decode_raw(io["latent"], {})
-    assert frames.shape == io["decoded"].shape
-    torch.testing.assert_close(frames, io["decoded"], atol=ATOL, rtol=0)
     trimmed = io["decoded_trimmed_frames"]
     assert trimmed.shape[1] == model.config.frames_to_trim
     torch.testing.assert_close(raw[:, : trimmed.shape[1]], trimmed, atol=ATOL, rtol=0)
+    kept = raw[:, trimmed.shape[1] :]
+    assert kept.shape == io["decoded"].shape
+    torch.testing.assert_close(kept, io["decoded"], atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("case_path", TAEHV_CASES)
@@ -99,6 +99,17 @@ def test_streamed_encode_holds_the_last_frame_for_each_chunks_look_ahead():
     # ...and every other latent equals the whole-video encode.
     torch.testing.assert_close(streamed[0][:, 0], whole[:, 0], atol=STREAM_ATOL, rtol=0)
     torch.testing.assert_close(streamed[-1], whole[:, -1:], atol=STREAM_ATOL, rtol=0)
+
+
+def test_a_single_first_frame_then_a_group_of_four_streams_like_the_whole_video():
+    model = _random_model()
+    video = _video(5, seed=3)
+    state = model.new_state()
+    first, second = model.encode(video[:, :1], state), model.encode(video[:, 1:], state)
+    assert (first.shape[1], second.shape[1]) == (1, 1)
+    whole = model.encode(video, model.new_state())
+    torch.testing.assert_close(first[:, 0], model.encode(video[:, :1], model.new_state())[:, 0], atol=0, rtol=0)
+    torch.testing.assert_close(second, whole[:, 1:], atol=STREAM_ATOL, rtol=0)
 
 
 def test_streamed_decode_equals_the_whole_decode():

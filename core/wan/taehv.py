@@ -14,7 +14,7 @@ halves are per-frame 2D convolutions with three kinds of temporal glue:
 - ``TGrow(s)``: a 1x1 conv emitting s frames per frame (the first C channels are the earlier one).
 
 Frame alignment, made explicit. The raw network maps frames 4j..4j+3 to latent j and latent j to
-raw frames 4j..4j+3; ``decode_video`` drops the first 3 raw frames, so latent j decodes to output
+raw frames 4j..4j+3; upstream ``decode_video`` (and :meth:`TAEHV.decode`) drops the first 3 raw frames, so latent j decodes to output
 frames 4j-3..4j, exactly the Wan VAE's layout. Upstream ``encode_video`` pads the end of the video
 with its last frame; for the Wan layout of 1 + 4k frames that makes latent j read frames
 4j..4j+3, i.e. 3 frames later than the VAE's latent j (frames 4j-3..4j). That 3-frame look-ahead
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -63,8 +64,8 @@ CLAMP_RANGE = 3.0  # decoder input squashing: tanh(x / 3) · 3
 # ComfyUI's TAEHV wrapper names its halves like this.
 COMFY_PREFIXES = {"taehv_encoder.": "encoder.", "taehv_decoder.": "decoder."}
 
-FramesInUnitRange = Tensor  # [B, F, 3, H, W] in [0, 1], the network's own pixel range
-PerFrame = Tensor  # [(B T), C, H, W]: every frame of every batch item, one after another
+FramesInUnitRange = Annotated[Tensor, "B F 3 H W float in [0, 1], the network's own pixel range"]
+PerFrame = Annotated[Tensor, "(B T) C H W: every frame of every batch item, one after another"]
 StreamMemory = dict[nn.Module, Tensor]
 
 
@@ -204,15 +205,12 @@ class TAEHV(nn.Module):
         x = run_layers(self.decoder, rearrange(latents.to(self.dtype), "b g c h w -> (b g) c h w"), batch, memory)
         return rearrange(x, "(b t) c h w -> b t c h w", b=batch).float().clamp(0, 1)
 
+    @torch.no_grad()
     def encode_video(self, frames: FramesInUnitRange) -> VideoLatents:
         """Upstream ``encode_video``: any frame count, the end padded with the last frame to 4n."""
         short = -frames.shape[1] % FRAMES_PER_LATENT
         padded = torch.cat([frames, frames[:, -1:].expand(-1, short, -1, -1, -1)], dim=1)
         return self.encode_groups(padded, {})
-
-    def decode_video(self, latents: VideoLatents) -> FramesInUnitRange:
-        """Upstream ``decode_video``: all raw frames but the first ``frames_to_trim``."""
-        return self.decode_raw(latents, {})[:, self.config.frames_to_trim :]
 
     # --- the codec interface: frames in [-1, 1], streams of 1 + 4k then 4k frames ----------------
     def new_state(self) -> TAEHVStream:
@@ -224,14 +222,16 @@ class TAEHV(nn.Module):
         check_frames(frames, first_chunk=state.held_frame is None, codec=self.name)
         unit = (frames.float() * 0.5 + 0.5).clamp(0, 1)  # upstream maps [-1, 1] to [0, 1] this way
         stream = unit if state.held_frame is None else torch.cat([state.held_frame, unit], dim=1)
-        # All groups but the last have real frames: they advance the memory.
-        complete = self.encode_groups(stream[:, :-1], state.encoder_memory)
-        if state.held_frame is not None:
-            complete = complete[:, 1:]  # the previous chunk's look-ahead latent, already returned
+        latents = []
+        if stream.shape[1] > 1:
+            # All groups but the last have real frames: they advance the memory.
+            complete = self.encode_groups(stream[:, :-1], state.encoder_memory)
+            # The previous chunk's look-ahead latent was already returned; skip its redo.
+            latents.append(complete if state.held_frame is None else complete[:, 1:])
         held = stream[:, -1:]
-        lookahead = self.encode_groups(held.expand(-1, FRAMES_PER_LATENT, -1, -1, -1), dict(state.encoder_memory))
+        latents.append(self.encode_groups(held.expand(-1, FRAMES_PER_LATENT, -1, -1, -1), dict(state.encoder_memory)))
         state.held_frame = held
-        return torch.cat([complete, lookahead], dim=1)
+        return torch.cat(latents, dim=1)
 
     @torch.no_grad()
     def decode(self, latents: VideoLatents, state: TAEHVStream) -> FrameBatch:

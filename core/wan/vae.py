@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
@@ -50,8 +51,7 @@ CACHED_FRAMES = 2  # upstream CACHE_T: a kernel-3 causal conv needs the 2 frames
 TEMPORAL_KERNEL = 3
 SPATIAL_KERNEL = 3
 
-# Tensors shaped like upstream's, [B, C, T, H, W] inside the model.
-Features = Tensor
+Features = Annotated[Tensor, "B C T H W: upstream's layout inside the model"]
 StreamMemory = dict[nn.Module, Tensor]
 
 
@@ -166,6 +166,7 @@ class AttentionBlock(nn.Module):
         self.proj = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: Features, memory: StreamMemory) -> Features:
+        # ``memory`` is unused (nothing crosses frames) but keeps the block call uniform.
         batch, _, _, height, width = x.shape
         frames = rearrange(x, "b c t h w -> (b t) c h w")
         qkv = self.to_qkv(self.norm(frames))
@@ -347,8 +348,12 @@ class WanVAE(nn.Module):
         """Frames in [-1, 1] of the next latents of a stream, decoded one latent at a time."""
         check_latents(latents, self.name)
         z = rearrange(latents.float(), "b g c h w -> b c g h w") / self.latent_inverse_std + self.latent_mean
-        z = self.conv2(z.to(self.dtype))
-        frames = [self.decoder(z[:, :, index : index + 1], state.decoder_memory) for index in range(z.shape[2])]
+        z = z.to(self.dtype)
+        # conv2 (1x1x1) runs per latent, not once over all as upstream: same values, and a
+        # stream stays bit-identical however it is split (kernels may round by batch size).
+        frames = [
+            self.decoder(self.conv2(z[:, :, index : index + 1]), state.decoder_memory) for index in range(z.shape[2])
+        ]
         return rearrange(torch.cat(frames, dim=2).float().clamp(-1, 1), "b c f h w -> b f c h w")
 
 
