@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import fixture_cases, load_json, require_fixture, sibling
 from inspatio_nodes.core.worldfm.model import (
+    DEFAULT_CONFIG,
     WorldFMCheckpointError,
     WorldFMConfig,
     WorldFMModel,
@@ -237,3 +238,28 @@ def test_other_pixart_variants_are_named(tmp_path, edit, message):
     save_file(state, str(tmp_path / "other.safetensors"))
     with pytest.raises(WorldFMCheckpointError, match=message):
         load_worldfm(tmp_path / "other.safetensors", num_heads=2)
+
+
+def test_default_config_has_the_released_shapes_and_size():
+    with torch.device("meta"):
+        model = WorldFMModel(DEFAULT_CONFIG)
+    state = model.state_dict()
+    assert state["x_embedder.proj.weight"].shape == (1152, 4, 2, 2)
+    assert state["t_block.1.weight"].shape == (6912, 1152)
+    assert state["blocks.27.attn.qkv.weight"].shape == (3456, 1152)
+    assert state["blocks.27.mlp.fc1.weight"].shape == (4608, 1152)
+    assert state["blocks.0.scale_shift_table"].shape == (6, 1152)
+    assert state["final_layer.scale_shift_table"].shape == (2, 1152)
+    assert state["final_layer.linear.weight"].shape == (32, 1152)
+    used_parameters = sum(parameter.numel() for parameter in model.parameters())
+    assert 450e6 < used_parameters < 460e6  # ≈ 457M used of ≈ 612M in the file
+
+
+def test_head_count_follows_the_pixart_head_width_when_the_file_does_not_record_it(tmp_path):
+    model = random_model(tiny_config(hidden_size=144, num_heads=2, mlp_hidden=288))
+    torch.save(released_style_state(model), tmp_path / "worldfm.pth")
+    assert load_worldfm(tmp_path / "worldfm.pth").config.num_heads == 2
+    # 32 wide is no multiple of 72: the head count must be given.
+    torch.save(released_style_state(random_model(tiny_config())), tmp_path / "small.pth")
+    with pytest.raises(WorldFMCheckpointError, match="pass num_heads"):
+        load_worldfm(tmp_path / "small.pth")
