@@ -45,7 +45,7 @@ from .camera import (
 )
 from .keyframes import path_from_json, path_to_json
 from .paths import CameraPath, PathError
-from .trajectory_v1 import KeyframeLines, TrajectoryError
+from .trajectory_v1 import MIN_KEYS_PER_LINE, KeyframeLines
 from .types import Intrinsics, WorldToCamera
 
 PoseKind = Literal["world_to_camera", "camera_to_world"]
@@ -104,14 +104,16 @@ def parse_v1_trajectory(text: str, path: FileLike = "v1 trajectory") -> Keyframe
             f"{path}: a v1 trajectory file has {len(V1_LINE_NAMES)} lines "
             f"({', '.join(V1_LINE_NAMES)}), this one has {len(lines)}"
         )
-    parsed = [
-        _parse_numbers(line, path, number, f"the {name} keyframes")
-        for number, (line, name) in enumerate(zip(lines, V1_LINE_NAMES), start=1)
-    ]
-    try:
-        return KeyframeLines(*(tuple(values) for values in parsed))
-    except TrajectoryError as error:
-        raise PathFileError(f"{path}: {error}") from None
+    parsed = []
+    for number, (line, name) in enumerate(zip(lines, V1_LINE_NAMES), start=1):
+        values = _parse_numbers(line, path, number, f"the {name} keyframes")
+        if len(values) < MIN_KEYS_PER_LINE:
+            raise PathFileError(
+                f"{path}, line {number}: {len(values)} {name} value(s), a v1 line needs at least "
+                f"{MIN_KEYS_PER_LINE} (repeat the value for a constant line)"
+            )
+        parsed.append(tuple(values))
+    return KeyframeLines(*parsed)
 
 
 def read_v1_trajectory(path: FileLike) -> KeyframeLines:

@@ -37,6 +37,8 @@ from .types import CameraToWorld, Intrinsics, WorldToCamera
 
 #: More keys than this → smoothing spline; this many or fewer → piecewise linear (v1 rule).
 MAX_LINEAR_KEYFRAMES = 3
+#: Linear interpolation (``interp1d``) needs two keys; upstream fails on a one-value line.
+MIN_KEYS_PER_LINE = 2
 SPLINE_DEGREE = 3
 
 
@@ -63,7 +65,7 @@ class KeyframeLines:
     def __post_init__(self) -> None:
         for name in ("pitch_degrees", "yaw_degrees", "radius"):
             values = getattr(self, name)
-            if len(values) < 2:
+            if len(values) < MIN_KEYS_PER_LINE:
                 raise TrajectoryError(
                     f"keyframe line {name} has {len(values)} value(s); a v1 trajectory line "
                     "needs at least 2 (repeat the value for a constant line)"

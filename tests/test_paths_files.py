@@ -157,6 +157,8 @@ def test_malformed_v1_trajectory_names_the_file_and_line(tmp_path):
         read_v1_trajectory(tmp_path / "traj.txt")
     with pytest.raises(PathFileError, match="has 3 lines"):
         parse_v1_trajectory("0 1\n0 1\n")
+    with pytest.raises(PathFileError, match="line 3: 1 r value"):
+        parse_v1_trajectory("0 1\n0 1\n1\n")
 
 
 def test_pose_text_with_a_short_line_names_the_line(tmp_path):
