@@ -131,6 +131,21 @@ def test_kernel_equals_reference(head_dim, grid, context_frames):
     torch.testing.assert_close(actual, expected, atol=FP32_ATOL, rtol=0)
 
 
+def test_kernel_reads_strided_views_and_batches():
+    """q/k/v as views of one fused projection [B, N, 3, Hd, Dh]: token strides are not Hd·Dh."""
+    head_dim, grid = 16, (2, 3, 4)
+    tokens = math.prod(grid)
+    fused = torch.randn(2, tokens, 3, HEADS, head_dim)
+    q, k, v = fused.unbind(dim=2)
+    cache = torch.randn(2, 2 * tokens, HEADS, head_dim)
+    call = dict(q=q, k=k, v=v, cache_k=cache, cache_v=cache.flip(1).contiguous(), read_len=tokens,
+                rope=RopeTable.for_head_dim(head_dim), grid=grid)
+    expected = run(rope_cached_attention_reference, call, DENOISE_FRAME_OFFSET, tokens)
+    actual = run(rope_cached_attention_triton, call, DENOISE_FRAME_OFFSET, tokens)
+    for actual_tensor, expected_tensor in zip(actual, expected):
+        torch.testing.assert_close(actual_tensor, expected_tensor, atol=FP32_ATOL, rtol=0)
+
+
 def test_kernel_equals_sdpa_with_explicit_rope():
     call = random_call(32, (3, 4, 6), context_frames=3, seed=1)
     sdpa = lambda *args, **kwargs: dispatch(*args, **kwargs, backend="sdpa")  # noqa: E731
