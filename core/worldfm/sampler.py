@@ -3,10 +3,13 @@
 Place in the data flow: the anchor render (``core/splat.py``) and the selected reference view
 (``bank.py``) are encoded by the host's VAE into ``cond1`` / ``cond2``; the distilled frame model
 (``model.py``) is evaluated at t = 999 (and, for 2 steps, again at t = 200 after re-noising); the
-clean latent is decoded by the host's VAE and converted to uint8 pixels.
+clean latent is decoded by the host's VAE and converted to uint8 pixels. :func:`iter_frames`
+runs that per target pose (upstream ``step3_render_one`` + ``step4_infer_one``), with the bank's
+reference latents encoded once instead of every frame and the noise seeded per frame.
 
-Follows ``modules/worldfm_infer.py`` (``WorldFMTriConditionInprocess.infer_from_render_u8`` and
-``_preprocess_u8_tensor``) and ``run_pipeline.py`` of inspatio/worldfm at 8881a7b. The VAE is
+Follows ``modules/worldfm_infer.py`` (``WorldFMTriConditionInprocess.infer_from_render_u8``,
+``_preprocess_u8_tensor``, ``_preprocess_pil_to_tensor``) and ``run_pipeline.py`` of
+inspatio/worldfm at 8881a7b. The VAE is
 whatever the host provides (ComfyUI's SDXL-style AutoencoderKL), reached only through
 :class:`ImageCodec`, so this module never loads one.
 
