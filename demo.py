@@ -101,7 +101,9 @@ def _box_hit(directions: Tensor, box_min: Tensor, box_max: Tensor) -> Tensor:
 
 
 def _floor_texture(points: Tensor, room: RoomLayout) -> Tensor:
-    cells = torch.floor(points[..., 0] / room.checker_size) + torch.floor(points[..., 2] / room.checker_size)
+    cells = torch.floor(points[..., 0] / room.checker_size) + torch.floor(
+        points[..., 2] / room.checker_size
+    )
     light = (cells % 2) == 0
     return _blend(light, _colour(FLOOR_LIGHT, points), _colour(FLOOR_DARK, points))
 
@@ -123,9 +125,9 @@ def _right_wall_texture(points: Tensor, room: RoomLayout) -> Tensor:
     row = torch.floor(points[..., 1] / room.brick_height)
     # Alternate rows are shifted by half a brick, as a real running bond is.
     along = points[..., 2] / room.brick_length + 0.5 * (row % 2)
-    in_mortar = (torch.frac(points[..., 1] / room.brick_height) * room.brick_height < room.mortar_width) | (
-        torch.frac(along) * room.brick_length < room.mortar_width
-    )
+    in_mortar = (
+        torch.frac(points[..., 1] / room.brick_height) * room.brick_height < room.mortar_width
+    ) | (torch.frac(along) * room.brick_length < room.mortar_width)
     return _blend(in_mortar, _colour(MORTAR_COLOUR, points), _colour(BRICK_COLOUR, points))
 
 
@@ -133,9 +135,12 @@ def _back_wall_texture(points: Tensor, room: RoomLayout) -> Tensor:
     x, y = points[..., 0], points[..., 1]
     (left, top), (right, bottom) = room.painting_min, room.painting_max
     inside_frame = (x > left) & (x < right) & (y > top) & (y < bottom)
-    inside_canvas = (x > left + FRAME_WIDTH) & (x < right - FRAME_WIDTH) & (
-        y > top + FRAME_WIDTH
-    ) & (y < bottom - FRAME_WIDTH)
+    inside_canvas = (
+        (x > left + FRAME_WIDTH)
+        & (x < right - FRAME_WIDTH)
+        & (y > top + FRAME_WIDTH)
+        & (y < bottom - FRAME_WIDTH)
+    )
     radius = torch.hypot(x - (left + right) / 2, y - (top + bottom) / 2)
     ring = (radius / PAINTING_RING_WIDTH).floor().long() % len(PAINTING_RINGS)
     ring_colours = torch.tensor(PAINTING_RINGS, dtype=points.dtype)[ring]
@@ -163,23 +168,33 @@ def ball_centre(frame_index: int, frame_count: int, room: RoomLayout) -> Tensor:
     phase = frame_index / max(frame_count - 1, 1)
     lift = room.bounce_height * abs(math.sin(2 * math.pi * phase))
     sway = room.ball_sway * math.sin(math.pi * phase) - room.ball_sway / 2
-    return torch.tensor([sway - 0.4, room.floor_y - room.ball_radius - lift, room.ball_depth], dtype=torch.float64)
+    return torch.tensor(
+        [sway - 0.4, room.floor_y - room.ball_radius - lift, room.ball_depth], dtype=torch.float64
+    )
 
 
 def render_room(
-    intrinsics: Intrinsics, width: int, height: int, frame_count: int, room: RoomLayout = RoomLayout()
+    intrinsics: Intrinsics,
+    width: int,
+    height: int,
+    frame_count: int,
+    room: RoomLayout = RoomLayout(),
 ) -> tuple[VideoFrames, DepthMaps]:
     """Frames ``[F, 3, H, W]`` in [-1, 1] and their exact z-depth ``[F, H, W]``, seen from the origin."""
     K = intrinsics.double()
     rows, columns = torch.meshgrid(
-        torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij"
+        torch.arange(height, dtype=torch.float64),
+        torch.arange(width, dtype=torch.float64),
+        indexing="ij",
     )
     # Integer pixel centres, as in the official unprojection (no +0.5).
     directions = torch.stack(
-        [(columns - K[0, 2]) / K[0, 0], (rows - K[1, 2]) / K[1, 1], torch.ones_like(columns)], dim=-1
+        [(columns - K[0, 2]) / K[0, 0], (rows - K[1, 2]) / K[1, 1], torch.ones_like(columns)],
+        dim=-1,
     )
-    box_min, box_max = torch.tensor(room.pedestal_min, dtype=torch.float64), torch.tensor(
-        room.pedestal_max, dtype=torch.float64
+    box_min, box_max = (
+        torch.tensor(room.pedestal_min, dtype=torch.float64),
+        torch.tensor(room.pedestal_max, dtype=torch.float64),
     )
     static_hits = torch.stack(
         [
@@ -279,13 +294,17 @@ class DemoOptions:
     def generation_requested(self) -> bool:
         given = {name: getattr(self, name) is not None for name in GENERATION_FILES}
         if any(given.values()) and not all(given.values()):
-            missing = ", ".join(f"--{name.replace('_', '-')}" for name, present in given.items() if not present)
+            missing = ", ".join(
+                f"--{name.replace('_', '-')}" for name, present in given.items() if not present
+            )
             raise DemoError(
                 f"full generation needs --checkpoint, --vae and --prompt-embeds together; missing: {missing}"
             )
         if self.taehv is not None and not all(given.values()):
-            raise DemoError("--taehv only chooses the decoder of a full generation: add --checkpoint, --vae "
-                            "and --prompt-embeds")
+            raise DemoError(
+                "--taehv only chooses the decoder of a full generation: add --checkpoint, --vae "
+                "and --prompt-embeds"
+            )
         return all(given.values())
 
 
@@ -316,10 +335,18 @@ def run_demo(options: DemoOptions) -> dict[str, Path]:
         raise DemoError(f"unknown preset {options.preset!r}; valid presets: {', '.join(PRESETS)}")
     intrinsics = intrinsics_from_fov(options.fov_degrees, options.width, options.height)
     frames, depth = render_room(intrinsics, options.width, options.height, options.frames)
-    scene = scene_from_video(frames, depth, intrinsics, fps=options.fps, resolution=(options.height, options.width))
+    scene = scene_from_video(
+        frames, depth, intrinsics, fps=options.fps, resolution=(options.height, options.width)
+    )
     amplitude = options.strength * PRESETS[options.preset].default_amplitude
-    path = preset_path(options.preset, options.frames, scene.world_to_camera, amplitude=amplitude,
-                       easing="ease_in_out", scene_depth=foreground_depth(scene.depth))
+    path = preset_path(
+        options.preset,
+        options.frames,
+        scene.world_to_camera,
+        amplitude=amplitude,
+        easing="ease_in_out",
+        scene_depth=foreground_depth(scene.depth),
+    )
     condition = render_condition(scene, path)
 
     options.out.mkdir(parents=True, exist_ok=True)
@@ -330,7 +357,9 @@ def run_demo(options: DemoOptions) -> dict[str, Path]:
     }
     if generate:
         sequences["generated"] = _generate(options, condition)
-    written = {name: _write_sequence(options.out / name, images) for name, images in sequences.items()}
+    written = {
+        name: _write_sequence(options.out / name, images) for name, images in sequences.items()
+    }
     written["contact_sheet"] = options.out / "contact_sheet.png"
     contact_sheet(sequences).save(written["contact_sheet"])
     written["camera_path"] = options.out / "camera_path.png"
@@ -341,8 +370,17 @@ def run_demo(options: DemoOptions) -> dict[str, Path]:
 def _generate(options: DemoOptions, condition) -> Tensor:
     """The full world-model run through the same nodes a ComfyUI graph uses."""
     from .core.codec import load_codec
-    from .nodes.loaders import InSpatioPromptEmbeddingsLoader, InSpatioTAEHVLoader, InSpatioWorldModelLoader
-    from .nodes.sampler import RELEASED_DENOISING_STEPS, RELEASED_SHIFT, InSpatioWorldCacheInit, InSpatioWorldSampler
+    from .nodes.loaders import (
+        InSpatioPromptEmbeddingsLoader,
+        InSpatioTAEHVLoader,
+        InSpatioWorldModelLoader,
+    )
+    from .nodes.sampler import (
+        RELEASED_DENOISING_STEPS,
+        RELEASED_SHIFT,
+        InSpatioWorldCacheInit,
+        InSpatioWorldSampler,
+    )
 
     (model,) = InSpatioWorldModelLoader().load(str(options.checkpoint), "auto", "auto")
     (positive,) = InSpatioPromptEmbeddingsLoader().load(str(options.prompt_embeds))
@@ -380,8 +418,10 @@ def contact_sheet(sequences: dict[str, Tensor], columns: int = CONTACT_COLUMNS) 
     header = SHEET_PADDING * 3
     sheet = PILImage.new(
         "RGB",
-        (LABEL_WIDTH + len(picked) * (THUMBNAIL_WIDTH + SHEET_PADDING) + SHEET_PADDING,
-         header + len(sequences) * (thumbnail_height + SHEET_PADDING) + SHEET_PADDING),
+        (
+            LABEL_WIDTH + len(picked) * (THUMBNAIL_WIDTH + SHEET_PADDING) + SHEET_PADDING,
+            header + len(sequences) * (thumbnail_height + SHEET_PADDING) + SHEET_PADDING,
+        ),
         SHEET_BACKGROUND,
     )
     draw = ImageDraw.Draw(sheet)
@@ -392,6 +432,8 @@ def contact_sheet(sequences: dict[str, Tensor], columns: int = CONTACT_COLUMNS) 
         top = header + row * (thumbnail_height + SHEET_PADDING)
         draw.text((SHEET_PADDING, top + thumbnail_height // 2), name, fill=SHEET_TEXT)
         for column, frame in enumerate(picked):
-            thumbnail = _to_pil(images[frame]).resize((THUMBNAIL_WIDTH, thumbnail_height), PILImage.LANCZOS)
+            thumbnail = _to_pil(images[frame]).resize(
+                (THUMBNAIL_WIDTH, thumbnail_height), PILImage.LANCZOS
+            )
             sheet.paste(thumbnail, (LABEL_WIDTH + column * (THUMBNAIL_WIDTH + SHEET_PADDING), top))
     return sheet

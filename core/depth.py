@@ -114,7 +114,9 @@ def match_depth_size(depth: DepthMaps, height: int, width: int) -> DepthMaps:
             "their aspect ratios differ, so the depth was made from other frames (or cropped); "
             "estimate depth from the same frames"
         )
-    return torch.nn.functional.interpolate(depth[:, None], size=(height, width), mode="nearest")[:, 0]
+    return torch.nn.functional.interpolate(depth[:, None], size=(height, width), mode="nearest")[
+        :, 0
+    ]
 
 
 def read_depth(values: DepthValues, reading: DepthReading) -> DepthMaps:
@@ -151,5 +153,7 @@ def foreground_depth(depth: DepthMaps) -> float:
     first_frame = depth[0]
     valid = first_frame[torch.isfinite(first_frame) & (first_frame > 0)]
     if valid.numel() == 0:
-        raise DepthReadingError("the first frame has no valid depth, so the scene has no foreground depth")
+        raise DepthReadingError(
+            "the first frame has no valid depth, so the scene has no foreground depth"
+        )
     return float(valid.min())

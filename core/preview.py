@@ -66,7 +66,9 @@ class PathPreviewStyle:
         if self.panel_size < 64:
             raise ValueError(f"panel_size must be at least 64 pixels, got {self.panel_size}")
         if self.frustum_every < 0:
-            raise ValueError(f"frustum_every must be 0 (automatic) or positive, got {self.frustum_every}")
+            raise ValueError(
+                f"frustum_every must be 0 (automatic) or positive, got {self.frustum_every}"
+            )
         if self.max_points < 1:
             raise ValueError(f"max_points must be positive, got {self.max_points}")
 
@@ -79,9 +81,11 @@ def scene_point_cloud(scene: Scene, max_points: int) -> tuple[Points, Tensor]:
 
     Pixels are unprojected at integer centres (``K⁻¹·[x, y, 1]·z``), the official convention.
     """
-    frames, height, width = scene.depth.shape
+    _, height, width = scene.depth.shape
     rows, columns = torch.meshgrid(
-        torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing="ij"
+        torch.arange(height, dtype=torch.float64),
+        torch.arange(width, dtype=torch.float64),
+        indexing="ij",
     )
     pixels = torch.stack([columns, rows, torch.ones_like(rows)], dim=-1)
     rays = torch.einsum("fij,hwj->fhwi", torch.linalg.inv(scene.intrinsics.double()), pixels)
@@ -102,14 +106,25 @@ def scene_point_cloud(scene: Scene, max_points: int) -> tuple[Points, Tensor]:
     return points[keep], colours[keep]
 
 
-def draw_path_preview(scene: Scene, path: CameraPath, style: PathPreviewStyle = PathPreviewStyle()) -> Image:
+def draw_path_preview(
+    scene: Scene, path: CameraPath, style: PathPreviewStyle = PathPreviewStyle()
+) -> Image:
     """The top and side panels side by side, ``[panel, 2·panel, 3]`` in [0, 1]."""
     points, colours = scene_point_cloud(scene, style.max_points)
     camera_to_world = invert_rigid(path.world_to_camera.double())
     intrinsics = scene.intrinsics[0] if path.intrinsics is None else path.intrinsics
     height, width = scene.depth.shape[1:]
     panels = [
-        _draw_panel(points, colours, camera_to_world, intrinsics.double(), (width, height), view, label, style)
+        _draw_panel(
+            points,
+            colours,
+            camera_to_world,
+            intrinsics.double(),
+            (width, height),
+            view,
+            label,
+            style,
+        )
         for view, label in ((TOP_VIEW, "top"), (SIDE_VIEW, "side"))
     ]
     return torch.cat(panels, dim=1)
@@ -164,7 +179,9 @@ def _draw_panel(
     radius = max(2, round(MARKER_RADIUS_FRACTION * size))
     for position, colour in ((path_pixels[0], START_COLOUR), (path_pixels[-1], END_COLOUR)):
         x, y = position
-        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=colour, outline=LABEL_COLOUR)
+        draw.ellipse(
+            [x - radius, y - radius, x + radius, y + radius], fill=colour, outline=LABEL_COLOUR
+        )
     draw.text((radius, radius), label, fill=LABEL_COLOUR)
     return torch.from_numpy(np.asarray(picture, dtype=np.uint8).copy()).float() / UINT8_MAX
 
@@ -174,7 +191,9 @@ def _extent(page_points: Tensor, page_centres: Tensor) -> tuple[Tensor, Tensor]:
     low, high = page_centres.amin(0), page_centres.amax(0)
     if page_points.shape[0]:
         quantiles = torch.tensor(EXTENT_QUANTILES, dtype=page_points.dtype)
-        cloud = torch.quantile(page_points[:: max(1, page_points.shape[0] // 100_000)], quantiles, dim=0)
+        cloud = torch.quantile(
+            page_points[:: max(1, page_points.shape[0] // 100_000)], quantiles, dim=0
+        )
         low, high = torch.minimum(low, cloud[0]), torch.maximum(high, cloud[1])
     # A path without extent and no cloud (a static camera over an empty scene) still needs a scale.
     span = (high - low).max().clamp_min(1e-6)
@@ -186,7 +205,9 @@ def _density_image(pixels: Tensor, colours: Tensor, size: int) -> Tensor:
     columns, rows = pixels[:, 0].floor().long(), pixels[:, 1].floor().long()
     inside = (columns >= 0) & (columns < size) & (rows >= 0) & (rows < size)
     flat_index = rows[inside] * size + columns[inside]
-    colour_sum = torch.zeros(size * size, 3, dtype=torch.float64).index_add_(0, flat_index, colours[inside])
+    colour_sum = torch.zeros(size * size, 3, dtype=torch.float64).index_add_(
+        0, flat_index, colours[inside]
+    )
     counts = torch.zeros(size * size, dtype=torch.float64).index_add_(
         0, flat_index, torch.ones_like(flat_index, dtype=torch.float64)
     )
@@ -203,8 +224,12 @@ def _density_image(pixels: Tensor, colours: Tensor, size: int) -> Tensor:
 
 def _fill_gaps(colour_sum: Tensor, counts: Tensor, size: int) -> tuple[Tensor, Tensor]:
     """Give empty pixels the pooled sums of their neighbourhood; occupied pixels keep their own."""
-    grid = rearrange(torch.cat([colour_sum, counts[:, None]], dim=1), "(h w) c -> 1 c h w", h=size, w=size)
-    pooled = torch.nn.functional.avg_pool2d(grid, GAP_FILL_KERNEL, stride=1, padding=GAP_FILL_KERNEL // 2)
+    grid = rearrange(
+        torch.cat([colour_sum, counts[:, None]], dim=1), "(h w) c -> 1 c h w", h=size, w=size
+    )
+    pooled = torch.nn.functional.avg_pool2d(
+        grid, GAP_FILL_KERNEL, stride=1, padding=GAP_FILL_KERNEL // 2
+    )
     filled = torch.where(grid[:, -1:] > 0, grid, pooled)
     filled = rearrange(filled, "1 c h w -> (h w) c")
     return filled[:, :-1], filled[:, -1]
@@ -215,7 +240,9 @@ def _frustum_corners(
 ) -> Tensor:
     """World positions ``[4, 3]`` of the image corners pushed ``length`` along the optical axis."""
     width, height = image_size
-    corners = torch.tensor([[0, 0, 1], [width, 0, 1], [width, height, 1], [0, height, 1]], dtype=torch.float64)
+    corners = torch.tensor(
+        [[0, 0, 1], [width, 0, 1], [width, height, 1], [0, height, 1]], dtype=torch.float64
+    )
     rays = corners @ torch.linalg.inv(intrinsics).T
     return (rays * length) @ camera_to_world[:3, :3].T + camera_to_world[:3, 3]
 
@@ -223,4 +250,3 @@ def _frustum_corners(
 def _along_path_colour(progress: float) -> tuple[int, int, int]:
     """From the start colour to the end colour as the frame index goes from first to last."""
     return tuple(round(s + (e - s) * progress) for s, e in zip(START_COLOUR, END_COLOUR))
-

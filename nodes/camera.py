@@ -22,7 +22,14 @@ CAMERA_PATH_TYPE = "INSPATIO_CAMERA_PATH"
 DEFAULT_FRAMES = 81  # 4k + 1, three blocks of the released model
 MAX_FRAMES = 10000
 PATH_OPERATIONS = ("reverse", "ping_pong", "loop", "hold_end", "hold_start")
-LOAD_FORMATS = ("tcw_text", "c2w_text", "v1_trajectory", "inspatio_json", "transforms_json", "worldfm_meta")
+LOAD_FORMATS = (
+    "tcw_text",
+    "c2w_text",
+    "v1_trajectory",
+    "inspatio_json",
+    "transforms_json",
+    "worldfm_meta",
+)
 SAVE_FORMATS = ("tcw_text", "inspatio_json", "transforms_json", "worldfm_meta")
 
 # A gentle orbit around a point 2 units in front of the first camera: a valid document of the wire
@@ -57,7 +64,9 @@ class InSpatioCameraPreset:
     RETURN_NAMES = PATH_RETURN_NAMES
     OUTPUT_TOOLTIPS = PATH_OUTPUT_TOOLTIPS
     FUNCTION = "build"
-    DESCRIPTION = "A preset camera move, anchored to the scene's first camera like the official renderer."
+    DESCRIPTION = (
+        "A preset camera move, anchored to the scene's first camera like the official renderer."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -66,44 +75,113 @@ class InSpatioCameraPreset:
 
         return {
             "required": {
-                "preset": (list(PRESETS), {"default": "orbit_left", "tooltip": "The move. " + "; ".join(
-                    f"{name}: {preset.description}" for name, preset in PRESETS.items())}),
-                "frames": ("INT", {"default": DEFAULT_FRAMES, "min": 0, "max": MAX_FRAMES, "tooltip":
-                    "Output frames; 0 = as many as the scene has frames."}),
-                "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.05, "tooltip":
-                    "Multiplier of the preset's own amplitude (degrees or scene depths); negative reverses it."}),
-                "easing": (list(EASINGS), {"default": "ease_in_out", "tooltip": "How the move speeds up and slows down."}),
-                "radius_ratio": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 100.0, "step": 0.01, "tooltip":
-                    "Orbit pivot distance in multiples of the scene's foreground depth (official radius_ratio)."}),
-                "rotation_only": ("BOOLEAN", {"default": False, "tooltip":
-                    "Keep the camera in place and only turn it (official --rotation_only)."}),
-                "relative_to_source": ("BOOLEAN", {"default": False, "tooltip":
-                    "Ride along with the source video's own camera motion (official --relative_to_source)."}),
+                "preset": (
+                    list(PRESETS),
+                    {
+                        "default": "orbit_left",
+                        "tooltip": "The move. "
+                        + "; ".join(
+                            f"{name}: {preset.description}" for name, preset in PRESETS.items()
+                        ),
+                    },
+                ),
+                "frames": (
+                    "INT",
+                    {
+                        "default": DEFAULT_FRAMES,
+                        "min": 0,
+                        "max": MAX_FRAMES,
+                        "tooltip": "Output frames; 0 = as many as the scene has frames.",
+                    },
+                ),
+                "strength": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": -10.0,
+                        "max": 10.0,
+                        "step": 0.05,
+                        "tooltip": "Multiplier of the preset's own amplitude (degrees or scene depths); negative reverses it.",
+                    },
+                ),
+                "easing": (
+                    list(EASINGS),
+                    {"default": "ease_in_out", "tooltip": "How the move speeds up and slows down."},
+                ),
+                "radius_ratio": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.01,
+                        "max": 100.0,
+                        "step": 0.01,
+                        "tooltip": "Orbit pivot distance in multiples of the scene's foreground depth (official radius_ratio).",
+                    },
+                ),
+                "rotation_only": (
+                    "BOOLEAN",
+                    {
+                        "default": False,
+                        "tooltip": "Keep the camera in place and only turn it (official --rotation_only).",
+                    },
+                ),
+                "relative_to_source": (
+                    "BOOLEAN",
+                    {
+                        "default": False,
+                        "tooltip": "Ride along with the source video's own camera motion (official --relative_to_source).",
+                    },
+                ),
             },
             "optional": {
-                "scene": (SCENE_TYPE, {"tooltip": "Anchors the move to the scene: its first camera, its "
-                                                  "foreground depth (for moves in scene depths), its length."}),
+                "scene": (
+                    SCENE_TYPE,
+                    {
+                        "tooltip": "Anchors the move to the scene: its first camera, its "
+                        "foreground depth (for moves in scene depths), its length."
+                    },
+                ),
             },
         }
 
-    def build(self, preset, frames, strength, easing, radius_ratio, rotation_only, relative_to_source,
-              scene=None):
+    def build(
+        self,
+        preset,
+        frames,
+        strength,
+        easing,
+        radius_ratio,
+        rotation_only,
+        relative_to_source,
+        scene=None,
+    ):
         from ..core.depth import foreground_depth
         from ..core.path_presets import PRESETS, preset_path
 
         if frames == 0 and scene is None:
-            raise cf.NodeInputError(self.NODE, "frames", "is 0 (follow the scene) but no scene is connected")
+            raise cf.NodeInputError(
+                self.NODE, "frames", "is 0 (follow the scene) but no scene is connected"
+            )
         source = None if scene is None else scene.world_to_camera
         with reported_as(self.NODE, "scene"):
             depth = 1.0 if scene is None else foreground_depth(scene.depth)
         if relative_to_source and (scene is None or frames not in (0, scene.num_frames)):
-            raise cf.NodeInputError(self.NODE, "relative_to_source",
-                                    "needs a connected scene and as many frames as it has (set frames to 0)")
+            raise cf.NodeInputError(
+                self.NODE,
+                "relative_to_source",
+                "needs a connected scene and as many frames as it has (set frames to 0)",
+            )
         with reported_as(self.NODE, "preset"):
             path = preset_path(
-                preset, frames or scene.num_frames, source,
-                amplitude=strength * PRESETS[preset].default_amplitude, easing=easing, scene_depth=depth,
-                radius_ratio=radius_ratio, rotation_only=rotation_only, relative_to_source=relative_to_source,
+                preset,
+                frames or scene.num_frames,
+                source,
+                amplitude=strength * PRESETS[preset].default_amplitude,
+                easing=easing,
+                scene_depth=depth,
+                radius_ratio=radius_ratio,
+                rotation_only=rotation_only,
+                relative_to_source=relative_to_source,
             )
         return _path_output(path)
 
@@ -123,10 +201,16 @@ class InSpatioCameraKeyframes:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "path_json": ("STRING", {"multiline": True, "default": DEFAULT_KEYFRAMES_JSON, "tooltip":
-                    "inspatio.camera_path/1 document: frames, keyframes [{frame, position, rotation (w,x,y,z) "
-                    "or look_at}], optional fps, interpolation (smooth|linear), up, intrinsics. OpenCV world "
-                    "axes (y down), the first source camera at the origin."}),
+                "path_json": (
+                    "STRING",
+                    {
+                        "multiline": True,
+                        "default": DEFAULT_KEYFRAMES_JSON,
+                        "tooltip": "inspatio.camera_path/1 document: frames, keyframes [{frame, position, rotation (w,x,y,z) "
+                        "or look_at}], optional fps, interpolation (smooth|linear), up, intrinsics. OpenCV world "
+                        "axes (y down), the first source camera at the origin.",
+                    },
+                ),
             },
         }
 
@@ -158,7 +242,9 @@ class InSpatioLoadCameraPath:
     RETURN_NAMES = PATH_RETURN_NAMES
     OUTPUT_TOOLTIPS = PATH_OUTPUT_TOOLTIPS
     FUNCTION = "load"
-    DESCRIPTION = "Read a camera file once into the canonical form (OpenCV world-to-camera per frame)."
+    DESCRIPTION = (
+        "Read a camera file once into the canonical form (OpenCV world-to-camera per frame)."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -168,26 +254,66 @@ class InSpatioLoadCameraPath:
 
         return {
             "required": {
-                "file": ("STRING", {"default": "target_tcw.txt", "tooltip":
-                    "Path of the camera file (absolute, or relative to the directory ComfyUI runs in)."}),
-                "format": (list(LOAD_FORMATS), {"default": "tcw_text", "tooltip":
-                    "tcw_text: v1.5 target_tcw.txt / source_tcw.txt (16 numbers per line, world-to-camera); "
-                    "c2w_text: the same with camera-to-world poses; v1_trajectory: the v1 three-line "
-                    "pitch / yaw / r keyframe file; inspatio_json: the keyframe wire format; transforms_json: "
-                    "NeRF (OpenGL) or WorldFM transforms.json; worldfm_meta: WorldFM meta.json."}),
-                "frames": ("INT", {"default": 0, "min": 0, "max": MAX_FRAMES, "tooltip":
-                    "v1_trajectory only: frames to interpolate; 0 = as many as the scene has."}),
-                "v1_style": (list(get_args(TrajectoryStyle)), {"default": "render_point_cloud", "tooltip":
-                    "v1_trajectory only: 'render_point_cloud' uses the raw r (what the official renders "
-                    "use); 'test_dataset' scales r by the foreground depth x radius_ratio."}),
-                "radius_ratio": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 100.0, "step": 0.01, "tooltip":
-                    "v1_trajectory only: the official radius_ratio of the 'test_dataset' style."}),
-                "rotation_only": ("BOOLEAN", {"default": False, "tooltip":
-                    "v1_trajectory only: zero the translation (official --rotation_only)."}),
+                "file": (
+                    "STRING",
+                    {
+                        "default": "target_tcw.txt",
+                        "tooltip": "Path of the camera file (absolute, or relative to the directory ComfyUI runs in).",
+                    },
+                ),
+                "format": (
+                    list(LOAD_FORMATS),
+                    {
+                        "default": "tcw_text",
+                        "tooltip": "tcw_text: v1.5 target_tcw.txt / source_tcw.txt (16 numbers per line, world-to-camera); "
+                        "c2w_text: the same with camera-to-world poses; v1_trajectory: the v1 three-line "
+                        "pitch / yaw / r keyframe file; inspatio_json: the keyframe wire format; transforms_json: "
+                        "NeRF (OpenGL) or WorldFM transforms.json; worldfm_meta: WorldFM meta.json.",
+                    },
+                ),
+                "frames": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": MAX_FRAMES,
+                        "tooltip": "v1_trajectory only: frames to interpolate; 0 = as many as the scene has.",
+                    },
+                ),
+                "v1_style": (
+                    list(get_args(TrajectoryStyle)),
+                    {
+                        "default": "render_point_cloud",
+                        "tooltip": "v1_trajectory only: 'render_point_cloud' uses the raw r (what the official renders "
+                        "use); 'test_dataset' scales r by the foreground depth x radius_ratio.",
+                    },
+                ),
+                "radius_ratio": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.01,
+                        "max": 100.0,
+                        "step": 0.01,
+                        "tooltip": "v1_trajectory only: the official radius_ratio of the 'test_dataset' style.",
+                    },
+                ),
+                "rotation_only": (
+                    "BOOLEAN",
+                    {
+                        "default": False,
+                        "tooltip": "v1_trajectory only: zero the translation (official --rotation_only).",
+                    },
+                ),
             },
             "optional": {
-                "scene": (SCENE_TYPE, {"tooltip": "v1_trajectory: anchors the keyframes to the scene's first "
-                                                  "camera and foreground depth, and gives the frame count."}),
+                "scene": (
+                    SCENE_TYPE,
+                    {
+                        "tooltip": "v1_trajectory: anchors the keyframes to the scene's first "
+                        "camera and foreground depth, and gives the frame count."
+                    },
+                ),
             },
         }
 
@@ -208,10 +334,14 @@ class InSpatioLoadCameraPath:
             "inspatio_json": lambda: path_files.read_path_json(file),
             "transforms_json": lambda: path_files.read_transforms_json(file),
             "worldfm_meta": lambda: path_files.read_worldfm_meta(file),
-            "v1_trajectory": lambda: self._v1_path(file, frames, v1_style, radius_ratio, rotation_only, scene),
+            "v1_trajectory": lambda: self._v1_path(
+                file, frames, v1_style, radius_ratio, rotation_only, scene
+            ),
         }
         if format not in readers:
-            raise cf.NodeInputError(self.NODE, "format", f"is {format!r}: use one of {', '.join(LOAD_FORMATS)}")
+            raise cf.NodeInputError(
+                self.NODE, "format", f"is {format!r}: use one of {', '.join(LOAD_FORMATS)}"
+            )
         with reported_as(self.NODE, "file"):
             return _path_output(readers[format]())
 
@@ -221,14 +351,23 @@ class InSpatioLoadCameraPath:
         from ..core.trajectory_v1 import trajectory_path
 
         if frames == 0 and scene is None:
-            raise cf.NodeInputError(self.NODE, "frames", "is 0 (follow the scene) but no scene is connected")
+            raise cf.NodeInputError(
+                self.NODE, "frames", "is 0 (follow the scene) but no scene is connected"
+            )
         keys = read_v1_trajectory(file)
         with reported_as(self.NODE, "scene"):
             depth = 1.0 if scene is None else foreground_depth(scene.depth)
         source = None if scene is None else scene.world_to_camera
         with reported_as(self.NODE, "v1_style"):
-            return trajectory_path(keys, frames or scene.num_frames, source, v1_style, foreground_depth=depth,
-                                   radius_ratio=radius_ratio, rotation_only=rotation_only)
+            return trajectory_path(
+                keys,
+                frames or scene.num_frames,
+                source,
+                v1_style,
+                foreground_depth=depth,
+                radius_ratio=radius_ratio,
+                rotation_only=rotation_only,
+            )
 
 
 class InSpatioSaveCameraPath:
@@ -241,23 +380,49 @@ class InSpatioSaveCameraPath:
     OUTPUT_TOOLTIPS = ("The path of the written file.",)
     FUNCTION = "save"
     OUTPUT_NODE = True
-    DESCRIPTION = "tcw_text (v1.5 target_tcw.txt), inspatio_json, transforms_json (NeRF) or worldfm_meta."
+    DESCRIPTION = (
+        "tcw_text (v1.5 target_tcw.txt), inspatio_json, transforms_json (NeRF) or worldfm_meta."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
                 "camera_path": (CAMERA_PATH_TYPE, {"tooltip": "The path to write."}),
-                "file": ("STRING", {"default": "camera_path.json", "tooltip":
-                    "Where to write (absolute, or relative to the directory ComfyUI runs in); overwritten."}),
-                "format": (list(SAVE_FORMATS), {"default": "inspatio_json", "tooltip":
-                    "tcw_text: one row-major world-to-camera per line (v1.5 target_tcw.txt); inspatio_json: "
-                    "the wire format; transforms_json: NeRF style (OpenGL axes); worldfm_meta: WorldFM meta.json "
-                    "(needs intrinsics on the path)."}),
-                "image_width": ("INT", {"default": 832, "min": 1, "max": 16384, "tooltip":
-                    "transforms_json only: the image width written as 'w'."}),
-                "image_height": ("INT", {"default": 480, "min": 1, "max": 16384, "tooltip":
-                    "transforms_json only: the image height written as 'h'."}),
+                "file": (
+                    "STRING",
+                    {
+                        "default": "camera_path.json",
+                        "tooltip": "Where to write (absolute, or relative to the directory ComfyUI runs in); overwritten.",
+                    },
+                ),
+                "format": (
+                    list(SAVE_FORMATS),
+                    {
+                        "default": "inspatio_json",
+                        "tooltip": "tcw_text: one row-major world-to-camera per line (v1.5 target_tcw.txt); inspatio_json: "
+                        "the wire format; transforms_json: NeRF style (OpenGL axes); worldfm_meta: WorldFM meta.json "
+                        "(needs intrinsics on the path).",
+                    },
+                ),
+                "image_width": (
+                    "INT",
+                    {
+                        "default": 832,
+                        "min": 1,
+                        "max": 16384,
+                        "tooltip": "transforms_json only: the image width written as 'w'.",
+                    },
+                ),
+                "image_height": (
+                    "INT",
+                    {
+                        "default": 480,
+                        "min": 1,
+                        "max": 16384,
+                        "tooltip": "transforms_json only: the image height written as 'h'.",
+                    },
+                ),
             },
         }
 
@@ -267,11 +432,15 @@ class InSpatioSaveCameraPath:
         writers = {
             "tcw_text": lambda: path_files.write_pose_text(file, camera_path.world_to_camera),
             "inspatio_json": lambda: path_files.write_path_json(file, camera_path),
-            "transforms_json": lambda: path_files.write_transforms_json(file, camera_path, image_width, image_height),
+            "transforms_json": lambda: path_files.write_transforms_json(
+                file, camera_path, image_width, image_height
+            ),
             "worldfm_meta": lambda: path_files.write_worldfm_meta(file, camera_path),
         }
         if format not in writers:
-            raise cf.NodeInputError(self.NODE, "format", f"is {format!r}: use one of {', '.join(SAVE_FORMATS)}")
+            raise cf.NodeInputError(
+                self.NODE, "format", f"is {format!r}: use one of {', '.join(SAVE_FORMATS)}"
+            )
         with reported_as(self.NODE, "file"):
             try:
                 writers[format]()
@@ -332,13 +501,36 @@ class InSpatioRetimeCameraPath:
         return {
             "required": {
                 "camera_path": (CAMERA_PATH_TYPE, {"tooltip": "The path to retime."}),
-                "speed": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 100.0, "step": 0.01, "tooltip":
-                    "2 = twice as fast (half the frames). Ignored when frames is set."}),
-                "frames": ("INT", {"default": 0, "min": 0, "max": MAX_FRAMES, "tooltip":
-                    "Exact output frame count; 0 = follow speed."}),
-                "easing": (list(EASINGS), {"default": "linear", "tooltip": "Time curve applied along the path."}),
-                "interpolation": (list(INTERPOLATIONS), {"default": "smooth", "tooltip":
-                    "'smooth': spline centres and squad rotations; 'linear': straight lines and slerp."}),
+                "speed": (
+                    "FLOAT",
+                    {
+                        "default": 1.0,
+                        "min": 0.01,
+                        "max": 100.0,
+                        "step": 0.01,
+                        "tooltip": "2 = twice as fast (half the frames). Ignored when frames is set.",
+                    },
+                ),
+                "frames": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": MAX_FRAMES,
+                        "tooltip": "Exact output frame count; 0 = follow speed.",
+                    },
+                ),
+                "easing": (
+                    list(EASINGS),
+                    {"default": "linear", "tooltip": "Time curve applied along the path."},
+                ),
+                "interpolation": (
+                    list(INTERPOLATIONS),
+                    {
+                        "default": "smooth",
+                        "tooltip": "'smooth': spline centres and squad rotations; 'linear': straight lines and slerp.",
+                    },
+                ),
             },
         }
 
@@ -367,11 +559,23 @@ class InSpatioModifyCameraPath:
         return {
             "required": {
                 "camera_path": (CAMERA_PATH_TYPE, {"tooltip": "The path to change."}),
-                "operation": (list(PATH_OPERATIONS), {"default": "ping_pong", "tooltip":
-                    "reverse: play backwards; ping_pong: forward then back; loop: repeat count times; "
-                    "hold_end / hold_start: add count still frames at the end / start."}),
-                "count": ("INT", {"default": 2, "min": 0, "max": MAX_FRAMES, "tooltip":
-                    "Repeats for loop, extra frames for hold_end / hold_start; unused otherwise."}),
+                "operation": (
+                    list(PATH_OPERATIONS),
+                    {
+                        "default": "ping_pong",
+                        "tooltip": "reverse: play backwards; ping_pong: forward then back; loop: repeat count times; "
+                        "hold_end / hold_start: add count still frames at the end / start.",
+                    },
+                ),
+                "count": (
+                    "INT",
+                    {
+                        "default": 2,
+                        "min": 0,
+                        "max": MAX_FRAMES,
+                        "tooltip": "Repeats for loop, extra frames for hold_end / hold_start; unused otherwise.",
+                    },
+                ),
             },
         }
 
@@ -386,8 +590,9 @@ class InSpatioModifyCameraPath:
             "hold_start": lambda: hold(camera_path, count, "start"),
         }
         if operation not in operations:
-            raise cf.NodeInputError(self.NODE, "operation",
-                                    f"is {operation!r}: use one of {', '.join(PATH_OPERATIONS)}")
+            raise cf.NodeInputError(
+                self.NODE, "operation", f"is {operation!r}: use one of {', '.join(PATH_OPERATIONS)}"
+            )
         with reported_as(self.NODE, "count"):
             return _path_output(operations[operation]())
 
@@ -407,7 +612,10 @@ class InSpatioFollowSourceCamera:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "camera_path": (CAMERA_PATH_TYPE, {"tooltip": "A move relative to the first source camera."}),
+                "camera_path": (
+                    CAMERA_PATH_TYPE,
+                    {"tooltip": "A move relative to the first source camera."},
+                ),
                 "scene": (SCENE_TYPE, {"tooltip": "A video scene with one pose per path frame."}),
             },
         }
@@ -429,7 +637,9 @@ class InSpatioCameraPathPreview:
     OUTPUT_TOOLTIPS = ("Top view (x right, z up the page) | side view (z right, y down).",)
     FUNCTION = "preview"
     OUTPUT_NODE = True
-    DESCRIPTION = "Point cloud + camera centres, a frustum every few frames, green start and red end."
+    DESCRIPTION = (
+        "Point cloud + camera centres, a frustum every few frames, green start and red end."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -437,10 +647,25 @@ class InSpatioCameraPathPreview:
             "required": {
                 "scene": (SCENE_TYPE, {"tooltip": "The scene whose points are drawn."}),
                 "camera_path": (CAMERA_PATH_TYPE, {"tooltip": "The path to check."}),
-                "panel_size": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 16, "tooltip":
-                    "Side of each of the two square panels, in pixels."}),
-                "frustum_every": ("INT", {"default": 0, "min": 0, "max": MAX_FRAMES, "tooltip":
-                    "Draw a camera frustum every this many frames; 0 = about eight along the path."}),
+                "panel_size": (
+                    "INT",
+                    {
+                        "default": 512,
+                        "min": 64,
+                        "max": 4096,
+                        "step": 16,
+                        "tooltip": "Side of each of the two square panels, in pixels.",
+                    },
+                ),
+                "frustum_every": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": MAX_FRAMES,
+                        "tooltip": "Draw a camera frustum every this many frames; 0 = about eight along the path.",
+                    },
+                ),
             },
         }
 

@@ -51,7 +51,9 @@ class RenderCondition:
         return int(self.render.shape[0])
 
 
-def render_condition(scene, path, alignment: str = "exact", semantics: str = "v1.5") -> RenderCondition:
+def render_condition(
+    scene, path, alignment: str = "exact", semantics: str = "v1.5"
+) -> RenderCondition:
     """Splat ``scene`` along ``path`` (plain core call sequence, shared by the node and the demo)."""
     from ..core.scene import align_frame_counts, chunk_frame_indices, padded_frame_count
     from ..core.splat import V1_SPLAT, V15_SPLAT, render_image_scene, render_video_scene
@@ -62,15 +64,21 @@ def render_condition(scene, path, alignment: str = "exact", semantics: str = "v1
     if scene.kind == "video":
         indices = align_frame_counts(scene.num_frames, path.num_frames, alignment)
         aligned = scene.select_frames(indices)
-        result = render_video_scene(aligned, poses[: len(indices)], path.intrinsics, config, FRAMES_PER_CALL)
+        result = render_video_scene(
+            aligned, poses[: len(indices)], path.intrinsics, config, FRAMES_PER_CALL
+        )
         return RenderCondition(aligned.frames, result.frames, result.mask, fps)
     # Source views are chosen per chunk of whole blocks, so the path is padded like v1.5 pads the
     # video (holding the last pose) and the extra frames are cut again afterwards.
     valid = path.num_frames
-    padded = [index for chunk in chunk_frame_indices(valid, padded_frame_count(valid)) for index in chunk]
+    padded = [
+        index for chunk in chunk_frame_indices(valid, padded_frame_count(valid)) for index in chunk
+    ]
     result = render_image_scene(scene, poses[padded], path.intrinsics, config, FRAMES_PER_CALL)
     source_frames = scene.frames[result.source_view_of_frames().to(scene.frames.device)]
-    return RenderCondition(source_frames[:valid], result.render.frames[:valid], result.render.mask[:valid], fps)
+    return RenderCondition(
+        source_frames[:valid], result.render.frames[:valid], result.render.mask[:valid], fps
+    )
 
 
 class InSpatioRenderCondition:
@@ -93,27 +101,50 @@ class InSpatioRenderCondition:
         return {
             "required": {
                 "scene": (SCENE_TYPE, {"tooltip": "From Scene from Video / Scene from Images."}),
-                "camera_path": (CAMERA_PATH_TYPE, {"tooltip": "The target cameras, one per output frame."}),
-                "frame_alignment": (list(ALIGNMENT_POLICIES), {"default": "exact", "tooltip":
-                    "Video scenes only, when the path and the video differ in length: 'exact' = error; "
-                    "'shortest' = cut both; 'hold_last' = hold the last video frame (v1.5); "
-                    "'bounce' = play the video back and forth (v1)."}),
-                "splat_semantics": (list(SPLAT_SEMANTICS), {"default": "v1.5", "tooltip":
-                    "'v1.5': depth weights normalised per frame (default); 'v1': over the whole video, "
-                    "as the v1 release renders."}),
+                "camera_path": (
+                    CAMERA_PATH_TYPE,
+                    {"tooltip": "The target cameras, one per output frame."},
+                ),
+                "frame_alignment": (
+                    list(ALIGNMENT_POLICIES),
+                    {
+                        "default": "exact",
+                        "tooltip": "Video scenes only, when the path and the video differ in length: 'exact' = error; "
+                        "'shortest' = cut both; 'hold_last' = hold the last video frame (v1.5); "
+                        "'bounce' = play the video back and forth (v1).",
+                    },
+                ),
+                "splat_semantics": (
+                    list(SPLAT_SEMANTICS),
+                    {
+                        "default": "v1.5",
+                        "tooltip": "'v1.5': depth weights normalised per frame (default); 'v1': over the whole video, "
+                        "as the v1 release renders.",
+                    },
+                ),
             },
         }
 
     def render(self, scene, camera_path, frame_alignment, splat_semantics):
         if frame_alignment not in ALIGNMENT_POLICIES:
-            raise cf.NodeInputError(self.NODE, "frame_alignment",
-                                    f"is {frame_alignment!r}: use one of {', '.join(ALIGNMENT_POLICIES)}")
+            raise cf.NodeInputError(
+                self.NODE,
+                "frame_alignment",
+                f"is {frame_alignment!r}: use one of {', '.join(ALIGNMENT_POLICIES)}",
+            )
         if splat_semantics not in SPLAT_SEMANTICS:
-            raise cf.NodeInputError(self.NODE, "splat_semantics",
-                                    f"is {splat_semantics!r}: use one of {', '.join(SPLAT_SEMANTICS)}")
+            raise cf.NodeInputError(
+                self.NODE,
+                "splat_semantics",
+                f"is {splat_semantics!r}: use one of {', '.join(SPLAT_SEMANTICS)}",
+            )
         with reported_as(self.NODE, "camera_path"):
             condition = render_condition(scene, camera_path, frame_alignment, splat_semantics)
-        return (cf.frames_to_image(condition.render), cf.render_mask_to_mask(condition.mask), condition)
+        return (
+            cf.frames_to_image(condition.render),
+            cf.render_mask_to_mask(condition.mask),
+            condition,
+        )
 
 
 NODE_CLASS_MAPPINGS = {"InSpatioRenderCondition": InSpatioRenderCondition}

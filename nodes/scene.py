@@ -31,31 +31,89 @@ def _depth_inputs() -> dict:
     from ..core.depth import DEPTH_ENCODINGS
 
     return {
-        "depth": ("IMAGE,MASK", {"tooltip": "Depth map per frame from any depth node (grayscale IMAGE or MASK), "
-                                            "at the frames' size or the same aspect ratio."}),
-        "depth_encoding": (list(DEPTH_ENCODINGS), {"default": "inverse", "tooltip":
-            "How the depth values read: 'metric' = distance x depth_scale (DA3 metric, EXR); 'inverse' = "
-            "white is near, linear in 1/z (Depth Anything, MiDaS); 'normalized' = black is near, linear in z "
-            "(Marigold)."}),
-        "depth_near": ("FLOAT", {"default": 0.5, "min": 0.001, "max": 10000.0, "step": 0.01, "tooltip":
-            "Distance of the nearest point, for 'inverse' and 'normalized' depth (scene units, e.g. metres)."}),
-        "depth_far": ("FLOAT", {"default": 10.0, "min": 0.002, "max": 100000.0, "step": 0.1, "tooltip":
-            "Distance of the farthest point, for 'inverse' and 'normalized' depth."}),
-        "depth_scale": ("FLOAT", {"default": 1.0, "min": 1e-6, "max": 1e6, "step": 0.001, "tooltip":
-            "Multiplier of 'metric' depth values (0.001 for millimetre maps)."}),
+        "depth": (
+            "IMAGE,MASK",
+            {
+                "tooltip": "Depth map per frame from any depth node (grayscale IMAGE or MASK), "
+                "at the frames' size or the same aspect ratio."
+            },
+        ),
+        "depth_encoding": (
+            list(DEPTH_ENCODINGS),
+            {
+                "default": "inverse",
+                "tooltip": "How the depth values read: 'metric' = distance x depth_scale (DA3 metric, EXR); 'inverse' = "
+                "white is near, linear in 1/z (Depth Anything, MiDaS); 'normalized' = black is near, linear in z "
+                "(Marigold).",
+            },
+        ),
+        "depth_near": (
+            "FLOAT",
+            {
+                "default": 0.5,
+                "min": 0.001,
+                "max": 10000.0,
+                "step": 0.01,
+                "tooltip": "Distance of the nearest point, for 'inverse' and 'normalized' depth (scene units, e.g. metres).",
+            },
+        ),
+        "depth_far": (
+            "FLOAT",
+            {
+                "default": 10.0,
+                "min": 0.002,
+                "max": 100000.0,
+                "step": 0.1,
+                "tooltip": "Distance of the farthest point, for 'inverse' and 'normalized' depth.",
+            },
+        ),
+        "depth_scale": (
+            "FLOAT",
+            {
+                "default": 1.0,
+                "min": 1e-6,
+                "max": 1e6,
+                "step": 0.001,
+                "tooltip": "Multiplier of 'metric' depth values (0.001 for millimetre maps).",
+            },
+        ),
     }
 
 
 def _camera_and_size_inputs() -> dict:
     return {
-        "fov_degrees": ("FLOAT", {"default": DEFAULT_FOV_DEGREES, "min": 1.0, "max": 179.0, "step": 0.1,
-                                  "tooltip": "Horizontal field of view of the source camera; ignored when "
-                                             "source_cameras carries intrinsics."}),
-        "width": ("INT", {"default": DEFAULT_WIDTH, "min": RESOLUTION_STEP, "max": MAX_RESOLUTION,
-                          "step": RESOLUTION_STEP, "tooltip": "Model width: frames are resized to cover it and "
-                                                             "centre-cropped (832 for the released model)."}),
-        "height": ("INT", {"default": DEFAULT_HEIGHT, "min": RESOLUTION_STEP, "max": MAX_RESOLUTION,
-                           "step": RESOLUTION_STEP, "tooltip": "Model height (480 for the released model)."}),
+        "fov_degrees": (
+            "FLOAT",
+            {
+                "default": DEFAULT_FOV_DEGREES,
+                "min": 1.0,
+                "max": 179.0,
+                "step": 0.1,
+                "tooltip": "Horizontal field of view of the source camera; ignored when "
+                "source_cameras carries intrinsics.",
+            },
+        ),
+        "width": (
+            "INT",
+            {
+                "default": DEFAULT_WIDTH,
+                "min": RESOLUTION_STEP,
+                "max": MAX_RESOLUTION,
+                "step": RESOLUTION_STEP,
+                "tooltip": "Model width: frames are resized to cover it and "
+                "centre-cropped (832 for the released model).",
+            },
+        ),
+        "height": (
+            "INT",
+            {
+                "default": DEFAULT_HEIGHT,
+                "min": RESOLUTION_STEP,
+                "max": MAX_RESOLUTION,
+                "step": RESOLUTION_STEP,
+                "tooltip": "Model height (480 for the released model).",
+            },
+        ),
     }
 
 
@@ -80,7 +138,8 @@ def _source_geometry(node: str, frames, fov_degrees, source_cameras):
     if source_cameras is not None:
         if source_cameras.num_frames != count:
             raise cf.NodeInputError(
-                node, "source_cameras",
+                node,
+                "source_cameras",
                 f"has {source_cameras.num_frames} poses for {count} frames: give one source pose per frame",
             )
         intrinsics, world_to_camera = source_cameras.intrinsics, source_cameras.world_to_camera
@@ -97,7 +156,9 @@ class InSpatioSceneFromVideo:
     CATEGORY = CATEGORY
     RETURN_TYPES = (SCENE_TYPE,)
     RETURN_NAMES = ("scene",)
-    OUTPUT_TOOLTIPS = ("The source video with depth, intrinsics and poses, at the model resolution.",)
+    OUTPUT_TOOLTIPS = (
+        "The source video with depth, intrinsics and poses, at the model resolution.",
+    )
     FUNCTION = "build"
     DESCRIPTION = "Frames + per-frame depth (+ optional source cameras) -> an InSpatio scene."
 
@@ -105,34 +166,76 @@ class InSpatioSceneFromVideo:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "frames": ("IMAGE", {"tooltip": "Video frames, e.g. from Load Video + Get Video Components."}),
+                "frames": (
+                    "IMAGE",
+                    {"tooltip": "Video frames, e.g. from Load Video + Get Video Components."},
+                ),
                 **_depth_inputs(),
-                "fps": ("FLOAT", {"default": DEFAULT_FPS, "min": 1.0, "max": 240.0, "step": 0.01,
-                                  "tooltip": "Frame rate of the video (and of the output)."}),
+                "fps": (
+                    "FLOAT",
+                    {
+                        "default": DEFAULT_FPS,
+                        "min": 1.0,
+                        "max": 240.0,
+                        "step": 0.01,
+                        "tooltip": "Frame rate of the video (and of the output).",
+                    },
+                ),
                 **_camera_and_size_inputs(),
-                "frame_count_policy": (list(FRAME_COUNT_POLICIES), {"default": FRAME_COUNT_POLICIES[0], "tooltip":
-                    "'pad_v1.5' keeps every frame (the sampler pads to whole blocks and cuts the output back); "
-                    "'truncate_v1' cuts the video to whole 12-frame blocks (v1)."}),
+                "frame_count_policy": (
+                    list(FRAME_COUNT_POLICIES),
+                    {
+                        "default": FRAME_COUNT_POLICIES[0],
+                        "tooltip": "'pad_v1.5' keeps every frame (the sampler pads to whole blocks and cuts the output back); "
+                        "'truncate_v1' cuts the video to whole 12-frame blocks (v1).",
+                    },
+                ),
             },
             "optional": {
-                "source_cameras": (CAMERA_PATH_TYPE, {"tooltip":
-                    "One pose per frame (e.g. Load Camera Path on a v1.5 source_tcw.txt). Without it the "
-                    "camera is static."}),
+                "source_cameras": (
+                    CAMERA_PATH_TYPE,
+                    {
+                        "tooltip": "One pose per frame (e.g. Load Camera Path on a v1.5 source_tcw.txt). Without it the "
+                        "camera is static."
+                    },
+                ),
             },
         }
 
-    def build(self, frames, depth, depth_encoding, depth_near, depth_far, depth_scale, fps, fov_degrees,
-              width, height, frame_count_policy, source_cameras=None):
+    def build(
+        self,
+        frames,
+        depth,
+        depth_encoding,
+        depth_near,
+        depth_far,
+        depth_scale,
+        fps,
+        fov_degrees,
+        width,
+        height,
+        frame_count_policy,
+        source_cameras=None,
+    ):
         from ..core.scene import scene_from_video, truncated_frame_count
 
         if frame_count_policy not in FRAME_COUNT_POLICIES:
-            raise cf.NodeInputError(self.NODE, "frame_count_policy",
-                                    f"is {frame_count_policy!r}: use one of {', '.join(FRAME_COUNT_POLICIES)}")
+            raise cf.NodeInputError(
+                self.NODE,
+                "frame_count_policy",
+                f"is {frame_count_policy!r}: use one of {', '.join(FRAME_COUNT_POLICIES)}",
+            )
         source = cf.image_to_frames(self.NODE, "frames", frames)
-        depth_maps = _read_depth(self.NODE, depth, source, depth_encoding, depth_near, depth_far, depth_scale)
-        intrinsics, world_to_camera = _source_geometry(self.NODE, source, fov_degrees, source_cameras)
+        depth_maps = _read_depth(
+            self.NODE, depth, source, depth_encoding, depth_near, depth_far, depth_scale
+        )
+        intrinsics, world_to_camera = _source_geometry(
+            self.NODE, source, fov_degrees, source_cameras
+        )
         with reported_as(self.NODE, "frames"):
-            scene = scene_from_video(source, depth_maps, intrinsics, world_to_camera, fps, (height, width))
+            scene = scene_from_video(
+                source, depth_maps, intrinsics, world_to_camera, fps, (height, width)
+            )
             if frame_count_policy == "truncate_v1":
                 scene = scene.select_frames(range(truncated_frame_count(scene.num_frames)))
         return (scene,)
@@ -145,7 +248,9 @@ class InSpatioSceneFromImages:
     CATEGORY = CATEGORY
     RETURN_TYPES = (SCENE_TYPE,)
     RETURN_NAMES = ("scene",)
-    OUTPUT_TOOLTIPS = ("The 1 or 4 views with depth, intrinsics and poses, at the model resolution.",)
+    OUTPUT_TOOLTIPS = (
+        "The 1 or 4 views with depth, intrinsics and poses, at the model resolution.",
+    )
     FUNCTION = "build"
     DESCRIPTION = "1 image or 4 views + depth (+ their cameras) -> an InSpatio image scene."
 
@@ -153,35 +258,71 @@ class InSpatioSceneFromImages:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "images": ("IMAGE", {"tooltip": "One image, or a batch of 4 views of the same place."}),
+                "images": (
+                    "IMAGE",
+                    {"tooltip": "One image, or a batch of 4 views of the same place."},
+                ),
                 **_depth_inputs(),
-                "fps": ("FLOAT", {"default": DEFAULT_FPS, "min": 1.0, "max": 240.0, "step": 0.01,
-                                  "tooltip": "Frame rate of the generated video."}),
+                "fps": (
+                    "FLOAT",
+                    {
+                        "default": DEFAULT_FPS,
+                        "min": 1.0,
+                        "max": 240.0,
+                        "step": 0.01,
+                        "tooltip": "Frame rate of the generated video.",
+                    },
+                ),
                 **_camera_and_size_inputs(),
             },
             "optional": {
-                "source_cameras": (CAMERA_PATH_TYPE, {"tooltip":
-                    "One pose per view (needed for 4 views, e.g. a v1.5 source_tcw.txt). A single image "
-                    "without it sits at the origin."}),
+                "source_cameras": (
+                    CAMERA_PATH_TYPE,
+                    {
+                        "tooltip": "One pose per view (needed for 4 views, e.g. a v1.5 source_tcw.txt). A single image "
+                        "without it sits at the origin."
+                    },
+                ),
             },
         }
 
-    def build(self, images, depth, depth_encoding, depth_near, depth_far, depth_scale, fps, fov_degrees,
-              width, height, source_cameras=None):
+    def build(
+        self,
+        images,
+        depth,
+        depth_encoding,
+        depth_near,
+        depth_far,
+        depth_scale,
+        fps,
+        fov_degrees,
+        width,
+        height,
+        source_cameras=None,
+    ):
         import torch
 
         from ..core.scene import scene_from_images
 
         views = cf.image_to_frames(self.NODE, "images", images)
-        depth_maps = _read_depth(self.NODE, depth, views, depth_encoding, depth_near, depth_far, depth_scale)
-        intrinsics, world_to_camera = _source_geometry(self.NODE, views, fov_degrees, source_cameras)
+        depth_maps = _read_depth(
+            self.NODE, depth, views, depth_encoding, depth_near, depth_far, depth_scale
+        )
+        intrinsics, world_to_camera = _source_geometry(
+            self.NODE, views, fov_degrees, source_cameras
+        )
         if world_to_camera is None:
             if views.shape[0] != 1:
-                raise cf.NodeInputError(self.NODE, "source_cameras",
-                                        f"is missing: {views.shape[0]} views need one pose each")
+                raise cf.NodeInputError(
+                    self.NODE,
+                    "source_cameras",
+                    f"is missing: {views.shape[0]} views need one pose each",
+                )
             world_to_camera = torch.eye(4)[None]
         with reported_as(self.NODE, "images"):
-            scene = scene_from_images(views, depth_maps, intrinsics, world_to_camera, fps, (height, width))
+            scene = scene_from_images(
+                views, depth_maps, intrinsics, world_to_camera, fps, (height, width)
+            )
         return (scene,)
 
 
@@ -201,10 +342,24 @@ class InSpatioFreezeScene:
         return {
             "required": {
                 "scene": (SCENE_TYPE, {"tooltip": "A video scene."}),
-                "freeze_frame": ("INT", {"default": -1, "min": -1, "max": 100000, "tooltip":
-                    "The frame to hold; -1 = the middle frame (the official default)."}),
-                "freeze_repeat": ("INT", {"default": 48, "min": 0, "max": 100000, "tooltip":
-                    "How many extra copies of it to insert (frames of frozen time)."}),
+                "freeze_frame": (
+                    "INT",
+                    {
+                        "default": -1,
+                        "min": -1,
+                        "max": 100000,
+                        "tooltip": "The frame to hold; -1 = the middle frame (the official default).",
+                    },
+                ),
+                "freeze_repeat": (
+                    "INT",
+                    {
+                        "default": 48,
+                        "min": 0,
+                        "max": 100000,
+                        "tooltip": "How many extra copies of it to insert (frames of frozen time).",
+                    },
+                ),
             },
         }
 
@@ -212,13 +367,21 @@ class InSpatioFreezeScene:
         from ..core.scene import freeze_indices
 
         if scene.kind != "video":
-            raise cf.NodeInputError(self.NODE, "scene",
-                                    "is an image scene, which has no time to freeze: use Scene from Video")
+            raise cf.NodeInputError(
+                self.NODE,
+                "scene",
+                "is an image scene, which has no time to freeze: use Scene from Video",
+            )
         if freeze_frame >= scene.num_frames:
-            raise cf.NodeInputError(self.NODE, "freeze_frame",
-                                    f"is {freeze_frame} but the scene has frames 0..{scene.num_frames - 1}")
+            raise cf.NodeInputError(
+                self.NODE,
+                "freeze_frame",
+                f"is {freeze_frame} but the scene has frames 0..{scene.num_frames - 1}",
+            )
         with reported_as(self.NODE, "freeze_repeat"):
-            indices = freeze_indices(scene.num_frames, freeze_repeat, None if freeze_frame < 0 else freeze_frame)
+            indices = freeze_indices(
+                scene.num_frames, freeze_repeat, None if freeze_frame < 0 else freeze_frame
+            )
             return (scene.select_frames(indices),)
 
 

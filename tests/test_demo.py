@@ -5,17 +5,18 @@ from __future__ import annotations
 import numpy
 import pytest
 import torch
-from PIL import Image
-from safetensors.torch import save_file
-
 from inspatio_nodes.__main__ import main
 from inspatio_nodes.core.wan.checkpoints import save_dit
 from inspatio_nodes.core.wan.dit import CausalWanDiT, WanDiTConfig
 from inspatio_nodes.core.wan.vae import WanVAE, WanVAEConfig
 from inspatio_nodes.demo import DemoError, DemoOptions, run_demo
+from PIL import Image
+from safetensors.torch import save_file
 
 WIDTH, HEIGHT, FRAMES = 96, 64, 5
-TINY_DIT = WanDiTConfig(dim=32, ffn_dim=64, freq_dim=16, num_heads=2, num_layers=2, text_dim=8, text_len=6)
+TINY_DIT = WanDiTConfig(
+    dim=32, ffn_dim=64, freq_dim=16, num_heads=2, num_layers=2, text_dim=8, text_len=6
+)
 TINY_VAE = WanVAEConfig(base_dim=8)
 SAME_PIXEL_FRACTION = 0.99
 
@@ -39,7 +40,9 @@ def test_demo_writes_render_mask_contact_sheet_and_path_preview(tmp_path):
         pngs = sorted(written[sequence].glob("*.png"))
         assert len(pngs) == FRAMES
         assert Image.open(pngs[0]).size == (WIDTH, HEIGHT)
-    mask_values = set(numpy.unique(numpy.asarray(Image.open(sorted(written["mask"].glob("*.png"))[-1]))).tolist())
+    mask_values = set(
+        numpy.unique(numpy.asarray(Image.open(max(written["mask"].glob("*.png"))))).tolist()
+    )
     assert mask_values <= {0, 255} and 0 in mask_values  # the orbit opens holes by the last frame
     assert Image.open(written["contact_sheet"]).size[0] > WIDTH
     preview = Image.open(written["camera_path"])
@@ -51,10 +54,10 @@ def test_first_render_frame_is_the_room_seen_from_the_source_camera(tmp_path):
     # the ball's silhouette may take the ball's colour: the official soft z-buffer lets a near
     # neighbour's float-rounding sliver outweigh the far wall behind it.
     written = run_demo(_options(tmp_path))
-    first_mask = numpy.asarray(Image.open(sorted(written["mask"].glob("*.png"))[0]))
+    first_mask = numpy.asarray(Image.open(min(written["mask"].glob("*.png"))))
     assert first_mask.min() == 255
-    source = numpy.asarray(Image.open(sorted(written["source"].glob("*.png"))[0])).astype(int)
-    render = numpy.asarray(Image.open(sorted(written["render"].glob("*.png"))[0])).astype(int)
+    source = numpy.asarray(Image.open(min(written["source"].glob("*.png")))).astype(int)
+    render = numpy.asarray(Image.open(min(written["render"].glob("*.png")))).astype(int)
     same = numpy.abs(source - render).max(axis=-1) <= 1
     assert same.mean() > SAME_PIXEL_FRACTION
 
@@ -78,12 +81,21 @@ def test_command_line_reports_option_errors_without_a_traceback(tmp_path, capsys
 def test_full_generation_runs_the_world_model_on_tiny_weights(tmp_path):
     torch.manual_seed(0)
     save_dit(CausalWanDiT(TINY_DIT), tmp_path / "dit.safetensors")
-    save_file({k: v.contiguous() for k, v in WanVAE(TINY_VAE).state_dict().items()}, str(tmp_path / "vae.safetensors"))
-    save_file({"embeddings": torch.randn(4, TINY_DIT.text_dim)}, str(tmp_path / "prompt.safetensors"))
-    written = run_demo(_options(
-        tmp_path / "out", checkpoint=tmp_path / "dit.safetensors", vae=tmp_path / "vae.safetensors",
-        prompt_embeds=tmp_path / "prompt.safetensors",
-    ))
+    save_file(
+        {k: v.contiguous() for k, v in WanVAE(TINY_VAE).state_dict().items()},
+        str(tmp_path / "vae.safetensors"),
+    )
+    save_file(
+        {"embeddings": torch.randn(4, TINY_DIT.text_dim)}, str(tmp_path / "prompt.safetensors")
+    )
+    written = run_demo(
+        _options(
+            tmp_path / "out",
+            checkpoint=tmp_path / "dit.safetensors",
+            vae=tmp_path / "vae.safetensors",
+            prompt_embeds=tmp_path / "prompt.safetensors",
+        )
+    )
     generated = sorted(written["generated"].glob("*.png"))
     assert len(generated) == FRAMES
     assert Image.open(generated[0]).size == (WIDTH, HEIGHT)

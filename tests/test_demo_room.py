@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-
 from inspatio_nodes.core.camera import intrinsics_from_fov
 from inspatio_nodes.demo import RoomLayout, ball_centre, render_room
 
@@ -15,17 +14,24 @@ def _room_points(room: RoomLayout) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     intrinsics = intrinsics_from_fov(75.0, WIDTH, HEIGHT)
     frames, depth = render_room(intrinsics, WIDTH, HEIGHT, FRAMES, room)
     rows, columns = torch.meshgrid(
-        torch.arange(HEIGHT, dtype=torch.float64), torch.arange(WIDTH, dtype=torch.float64), indexing="ij"
+        torch.arange(HEIGHT, dtype=torch.float64),
+        torch.arange(WIDTH, dtype=torch.float64),
+        indexing="ij",
     )
     rays = torch.stack(
-        [(columns - intrinsics[0, 2]) / intrinsics[0, 0], (rows - intrinsics[1, 2]) / intrinsics[1, 1],
-         torch.ones_like(rows)],
+        [
+            (columns - intrinsics[0, 2]) / intrinsics[0, 0],
+            (rows - intrinsics[1, 2]) / intrinsics[1, 1],
+            torch.ones_like(rows),
+        ],
         dim=-1,
     )
     return frames, depth, rays * depth.double()[..., None]
 
 
-def _distance_to_box(points: torch.Tensor, box_min: torch.Tensor, box_max: torch.Tensor) -> torch.Tensor:
+def _distance_to_box(
+    points: torch.Tensor, box_min: torch.Tensor, box_max: torch.Tensor
+) -> torch.Tensor:
     """Distance to the box surface for points on or outside it (0 on a face)."""
     outside = torch.maximum(box_min - points, points - box_max).clamp_min(0)
     return torch.linalg.vector_norm(outside, dim=-1)
@@ -43,11 +49,16 @@ def test_every_pixel_of_the_room_lies_on_a_surface_of_the_layout():
     )
     box_min = torch.tensor(room.pedestal_min, dtype=torch.float64)
     box_max = torch.tensor(room.pedestal_max, dtype=torch.float64)
-    inside_box_bounds = ((points >= box_min - SURFACE_TOLERANCE) & (points <= box_max + SURFACE_TOLERANCE)).all(-1)
+    inside_box_bounds = (
+        (points >= box_min - SURFACE_TOLERANCE) & (points <= box_max + SURFACE_TOLERANCE)
+    ).all(-1)
     on_box = inside_box_bounds & (_distance_to_box(points, box_min, box_max) < SURFACE_TOLERANCE)
     ball_distance = torch.stack(
         [
-            (torch.linalg.vector_norm(points[f] - ball_centre(f, FRAMES, room), dim=-1) - room.ball_radius).abs()
+            (
+                torch.linalg.vector_norm(points[f] - ball_centre(f, FRAMES, room), dim=-1)
+                - room.ball_radius
+            ).abs()
             for f in range(FRAMES)
         ]
     )

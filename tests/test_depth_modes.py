@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from inspatio_nodes.core.depth import (
     DepthReading,
     DepthReadingError,

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-
 from inspatio_nodes.core.camera import camera_centres, intrinsics_from_fov
 from inspatio_nodes.core.path_presets import PRESETS
 from inspatio_nodes.core.scene import scene_from_video
@@ -33,15 +32,26 @@ def _scene(moving: bool = False):
     poses = torch.eye(4).repeat(SCENE_FRAMES, 1, 1)
     if moving:
         poses[:, 0, 3] = -torch.linspace(0, 0.5, SCENE_FRAMES)
-    frames = torch.rand(SCENE_FRAMES, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    frames = (
+        torch.rand(SCENE_FRAMES, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(1)) * 2
+        - 1
+    )
     depth = torch.full((SCENE_FRAMES, HEIGHT, WIDTH), SCENE_DEPTH)
-    return scene_from_video(frames, depth, intrinsics_from_fov(60.0, WIDTH, HEIGHT), poses, 12.0,
-                            (HEIGHT, WIDTH))
+    return scene_from_video(
+        frames, depth, intrinsics_from_fov(60.0, WIDTH, HEIGHT), poses, 12.0, (HEIGHT, WIDTH)
+    )
 
 
 def _preset(preset="orbit_left", frames=9, scene=None, **overrides):
-    arguments = dict(preset=preset, frames=frames, strength=1.0, easing="linear", radius_ratio=1.0,
-                     rotation_only=False, relative_to_source=False)
+    arguments = {
+        "preset": preset,
+        "frames": frames,
+        "strength": 1.0,
+        "easing": "linear",
+        "radius_ratio": 1.0,
+        "rotation_only": False,
+        "relative_to_source": False,
+    }
     arguments.update(overrides)
     return InSpatioCameraPreset().build(**arguments, scene=scene)
 
@@ -67,7 +77,7 @@ def test_orbit_keeps_its_distance_to_the_pivot_at_the_scene_foreground_depth():
 
 
 def test_zero_frames_follows_the_scene_length():
-    path, frames = _preset("dolly_in", frames=0, scene=_scene())
+    _, frames = _preset("dolly_in", frames=0, scene=_scene())
     assert frames == SCENE_FRAMES
 
 
@@ -85,11 +95,15 @@ def test_default_keyframes_document_is_valid_and_starts_at_the_origin():
     assert InSpatioCameraKeyframes.VALIDATE_INPUTS(DEFAULT_KEYFRAMES_JSON) is True
     path, frames = InSpatioCameraKeyframes().build(DEFAULT_KEYFRAMES_JSON)
     assert frames == json.loads(DEFAULT_KEYFRAMES_JSON)["frames"]
-    torch.testing.assert_close(camera_centres(path.world_to_camera[:1]), torch.zeros(1, 3, dtype=torch.float64))
+    torch.testing.assert_close(
+        camera_centres(path.world_to_camera[:1]), torch.zeros(1, 3, dtype=torch.float64)
+    )
 
 
 def test_malformed_keyframes_fail_validation_with_the_node_and_input_named():
-    message = InSpatioCameraKeyframes.VALIDATE_INPUTS('{"format": "inspatio.camera_path/1", "frames": 3}')
+    message = InSpatioCameraKeyframes.VALIDATE_INPUTS(
+        '{"format": "inspatio.camera_path/1", "frames": 3}'
+    )
     assert isinstance(message, str) and "Keyframes: input 'path_json'" in message
     with pytest.raises(NodeInputError, match="input 'path_json'"):
         InSpatioCameraKeyframes().build("not json")
@@ -103,18 +117,25 @@ def test_concatenation_adds_the_frame_counts():
 
 def test_retime_by_speed_and_by_frame_count():
     path = _keyframes(9)
-    _, faster = InSpatioRetimeCameraPath().retime(path, speed=2.0, frames=0, easing="linear", interpolation="smooth")
-    _, exact = InSpatioRetimeCameraPath().retime(path, speed=2.0, frames=21, easing="linear", interpolation="linear")
+    _, faster = InSpatioRetimeCameraPath().retime(
+        path, speed=2.0, frames=0, easing="linear", interpolation="smooth"
+    )
+    _, exact = InSpatioRetimeCameraPath().retime(
+        path, speed=2.0, frames=21, easing="linear", interpolation="linear"
+    )
     assert (faster, exact) == (5, 21)
 
 
 def test_bad_speed_names_the_speed_input():
     with pytest.raises(NodeInputError, match="input 'speed'"):
-        InSpatioRetimeCameraPath().retime(_keyframes(9), speed=0.0, frames=0, easing="linear", interpolation="smooth")
+        InSpatioRetimeCameraPath().retime(
+            _keyframes(9), speed=0.0, frames=0, easing="linear", interpolation="smooth"
+        )
 
 
 @pytest.mark.parametrize(
-    "operation, expected_frames", [("reverse", 9), ("ping_pong", 17), ("loop", 27), ("hold_end", 12), ("hold_start", 12)]
+    "operation, expected_frames",
+    [("reverse", 9), ("ping_pong", 17), ("loop", 27), ("hold_end", 12), ("hold_start", 12)],
 )
 def test_path_operations_give_the_expected_lengths(operation, expected_frames):
     count = 3
@@ -126,11 +147,15 @@ def test_path_operations_give_the_expected_lengths(operation, expected_frames):
 def test_following_a_moving_source_camera_moves_the_path_with_it():
     still, _ = _preset("static", frames=SCENE_FRAMES, scene=_scene(moving=True))
     followed, _ = InSpatioFollowSourceCamera().compose(still, _scene(moving=True))
-    torch.testing.assert_close(followed.world_to_camera.float(), _scene(moving=True).world_to_camera)
+    torch.testing.assert_close(
+        followed.world_to_camera.float(), _scene(moving=True).world_to_camera
+    )
 
 
 def test_preview_node_returns_one_two_panel_image():
-    result = InSpatioCameraPathPreview().preview(_scene(), _preset(frames=9)[0], panel_size=64, frustum_every=0)
+    result = InSpatioCameraPathPreview().preview(
+        _scene(), _preset(frames=9)[0], panel_size=64, frustum_every=0
+    )
     (image,) = result["result"]
     assert image.shape == (1, 64, 128, 3)
     assert result["ui"]["images"] == []  # outside ComfyUI nothing is written
@@ -138,13 +163,23 @@ def test_preview_node_returns_one_two_panel_image():
 
 def test_preview_panel_too_small_names_the_input():
     with pytest.raises(NodeInputError, match="input 'panel_size'"):
-        InSpatioCameraPathPreview().preview(_scene(), _preset(frames=3)[0], panel_size=8, frustum_every=0)
+        InSpatioCameraPathPreview().preview(
+            _scene(), _preset(frames=3)[0], panel_size=8, frustum_every=0
+        )
 
 
 def test_every_camera_input_has_a_tooltip():
-    nodes = (InSpatioCameraPreset, InSpatioCameraKeyframes, InSpatioLoadCameraPath, InSpatioSaveCameraPath,
-             InSpatioConcatCameraPaths, InSpatioRetimeCameraPath, InSpatioModifyCameraPath,
-             InSpatioFollowSourceCamera, InSpatioCameraPathPreview)
+    nodes = (
+        InSpatioCameraPreset,
+        InSpatioCameraKeyframes,
+        InSpatioLoadCameraPath,
+        InSpatioSaveCameraPath,
+        InSpatioConcatCameraPaths,
+        InSpatioRetimeCameraPath,
+        InSpatioModifyCameraPath,
+        InSpatioFollowSourceCamera,
+        InSpatioCameraPathPreview,
+    )
     for node in nodes:
         for section in node.INPUT_TYPES().values():
             for name, (_, options) in section.items():
@@ -152,8 +187,14 @@ def test_every_camera_input_has_a_tooltip():
 
 
 def _load(file, format, frames=0, scene=None, **overrides):
-    arguments = dict(file=str(file), format=format, frames=frames, v1_style="render_point_cloud",
-                     radius_ratio=1.0, rotation_only=False)
+    arguments = {
+        "file": str(file),
+        "format": format,
+        "frames": frames,
+        "v1_style": "render_point_cloud",
+        "radius_ratio": 1.0,
+        "rotation_only": False,
+    }
     arguments.update(overrides)
     return InSpatioLoadCameraPath().load(**arguments, scene=scene)
 
@@ -162,7 +203,9 @@ def _load(file, format, frames=0, scene=None, **overrides):
 def test_saved_paths_load_back_with_the_same_poses(tmp_path, format):
     path = _keyframes(9)
     file = tmp_path / f"path.{format}"
-    result = InSpatioSaveCameraPath().save(path, str(file), format, image_width=WIDTH, image_height=HEIGHT)
+    result = InSpatioSaveCameraPath().save(
+        path, str(file), format, image_width=WIDTH, image_height=HEIGHT
+    )
     assert result["result"] == (str(file),)
     loaded, frames = _load(file, format)
     assert frames == 9
@@ -186,4 +229,6 @@ def test_malformed_camera_file_names_the_file_input(tmp_path):
 
 def test_saving_worldfm_meta_without_intrinsics_names_the_file_input(tmp_path):
     with pytest.raises(NodeInputError, match="Save Camera Path: input 'file'.*K"):
-        InSpatioSaveCameraPath().save(_keyframes(3), str(tmp_path / "meta.json"), "worldfm_meta", 8, 8)
+        InSpatioSaveCameraPath().save(
+            _keyframes(3), str(tmp_path / "meta.json"), "worldfm_meta", 8, 8
+        )

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from inspatio_nodes.core.camera import intrinsics_from_fov
 from inspatio_nodes.core.paths import CameraPath
-from inspatio_nodes.core.preview import END_COLOUR, START_COLOUR, PathPreviewStyle, draw_path_preview
+from inspatio_nodes.core.preview import (
+    END_COLOUR,
+    START_COLOUR,
+    PathPreviewStyle,
+    draw_path_preview,
+)
 from inspatio_nodes.core.scene import Scene
 
 PANEL = 128
@@ -41,7 +45,9 @@ def _centroid_of(panel: torch.Tensor, colour: tuple[int, int, int]) -> torch.Ten
 
 def _forward_path() -> CameraPath:
     steps = torch.linspace(0, 2, 9, dtype=torch.float64)
-    return _path_through(torch.stack([torch.zeros_like(steps), torch.zeros_like(steps), steps], dim=-1))
+    return _path_through(
+        torch.stack([torch.zeros_like(steps), torch.zeros_like(steps), steps], dim=-1)
+    )
 
 
 def test_preview_is_two_square_panels_in_unit_range():
@@ -61,7 +67,9 @@ def test_forward_path_goes_up_the_top_view_and_right_in_the_side_view():
 
 def test_sideways_path_goes_right_in_the_top_view():
     steps = torch.linspace(0, 1, 5, dtype=torch.float64)
-    path = _path_through(torch.stack([steps, torch.zeros_like(steps), torch.zeros_like(steps)], dim=-1))
+    path = _path_through(
+        torch.stack([steps, torch.zeros_like(steps), torch.zeros_like(steps)], dim=-1)
+    )
     top = draw_path_preview(_plane_scene(), path, PathPreviewStyle(panel_size=PANEL))[:, :PANEL]
     assert _centroid_of(top, END_COLOUR)[0] > _centroid_of(top, START_COLOUR)[0]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from inspatio_nodes.core.camera import intrinsics_from_fov
 from inspatio_nodes.core.paths import CameraPath
 from inspatio_nodes.core.scene import scene_from_images, scene_from_video
@@ -15,13 +14,20 @@ HEIGHT, WIDTH = 32, 48
 
 
 def _frames(count: int, seed: int = 0) -> torch.Tensor:
-    return torch.rand(count, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    return (
+        torch.rand(count, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    )
 
 
 def _video_scene(count: int):
     depth = torch.full((count, HEIGHT, WIDTH), 3.0)
-    return scene_from_video(_frames(count), depth, intrinsics_from_fov(60.0, WIDTH, HEIGHT), fps=10.0,
-                            resolution=(HEIGHT, WIDTH))
+    return scene_from_video(
+        _frames(count),
+        depth,
+        intrinsics_from_fov(60.0, WIDTH, HEIGHT),
+        fps=10.0,
+        resolution=(HEIGHT, WIDTH),
+    )
 
 
 def _still_path(count: int, sideways: float = 0.0) -> CameraPath:
@@ -78,9 +84,13 @@ def test_v1_and_v15_semantics_agree_when_every_frame_has_the_same_depth_peak():
 
 def test_single_image_scene_renders_every_pose_from_the_one_image():
     image_frames = _frames(1, seed=3)
-    scene = scene_from_images(image_frames, torch.full((1, HEIGHT, WIDTH), 2.0),
-                              intrinsics_from_fov(60.0, WIDTH, HEIGHT), torch.eye(4)[None],
-                              resolution=(HEIGHT, WIDTH))
+    scene = scene_from_images(
+        image_frames,
+        torch.full((1, HEIGHT, WIDTH), 2.0),
+        intrinsics_from_fov(60.0, WIDTH, HEIGHT),
+        torch.eye(4)[None],
+        resolution=(HEIGHT, WIDTH),
+    )
     image, mask, condition = _render(scene, _still_path(5, sideways=0.2))
     assert image.shape[0] == 5 and condition.num_frames == 5
     torch.testing.assert_close(condition.source_frames, image_frames.expand(5, -1, -1, -1))
@@ -91,8 +101,13 @@ def test_four_view_scene_takes_its_source_frames_from_the_views():
     views = _frames(4, seed=5)
     poses = torch.eye(4).repeat(4, 1, 1)
     poses[:, 0, 3] = torch.tensor([0.0, -0.1, 0.1, -0.2])
-    scene = scene_from_images(views, torch.full((4, HEIGHT, WIDTH), 2.0),
-                              intrinsics_from_fov(60.0, WIDTH, HEIGHT), poses, resolution=(HEIGHT, WIDTH))
+    scene = scene_from_images(
+        views,
+        torch.full((4, HEIGHT, WIDTH), 2.0),
+        intrinsics_from_fov(60.0, WIDTH, HEIGHT),
+        poses,
+        resolution=(HEIGHT, WIDTH),
+    )
     _, _, condition = _render(scene, _still_path(6))
     assert condition.num_frames == 6
     for frame in condition.source_frames:

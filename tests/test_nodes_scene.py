@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from inspatio_nodes.core.paths import CameraPath
 from inspatio_nodes.nodes.comfy import NodeInputError
 from inspatio_nodes.nodes.scene import (
@@ -18,7 +17,9 @@ MODEL_HEIGHT, MODEL_WIDTH = 32, 48
 
 
 def _video(frames: int = FRAMES) -> torch.Tensor:
-    return torch.rand(frames, SOURCE_HEIGHT, SOURCE_WIDTH, 3, generator=torch.Generator().manual_seed(0))
+    return torch.rand(
+        frames, SOURCE_HEIGHT, SOURCE_WIDTH, 3, generator=torch.Generator().manual_seed(0)
+    )
 
 
 def _grey_depth(frames: int = FRAMES, value: float = 0.5) -> torch.Tensor:
@@ -26,11 +27,19 @@ def _grey_depth(frames: int = FRAMES, value: float = 0.5) -> torch.Tensor:
 
 
 def _video_arguments(**overrides) -> dict:
-    arguments = dict(
-        frames=_video(), depth=_grey_depth(), depth_encoding="inverse", depth_near=1.0, depth_far=4.0,
-        depth_scale=1.0, fps=12.0, fov_degrees=60.0, width=MODEL_WIDTH, height=MODEL_HEIGHT,
-        frame_count_policy="pad_v1.5",
-    )
+    arguments = {
+        "frames": _video(),
+        "depth": _grey_depth(),
+        "depth_encoding": "inverse",
+        "depth_near": 1.0,
+        "depth_far": 4.0,
+        "depth_scale": 1.0,
+        "fps": 12.0,
+        "fov_degrees": 60.0,
+        "width": MODEL_WIDTH,
+        "height": MODEL_HEIGHT,
+        "frame_count_policy": "pad_v1.5",
+    }
     arguments.update(overrides)
     return arguments
 
@@ -75,7 +84,9 @@ def test_source_cameras_become_the_scene_poses():
 
 def test_source_cameras_of_the_wrong_count_name_the_input():
     with pytest.raises(NodeInputError, match="Scene from Video: input 'source_cameras'"):
-        InSpatioSceneFromVideo().build(**_video_arguments(), source_cameras=_static_cameras(FRAMES - 1))
+        InSpatioSceneFromVideo().build(
+            **_video_arguments(), source_cameras=_static_cameras(FRAMES - 1)
+        )
 
 
 def test_colour_mapped_depth_names_the_node_and_the_depth_input():
@@ -92,8 +103,16 @@ def test_inverted_depth_range_names_the_encoding_input():
 
 def test_single_image_scene_sits_at_the_origin():
     (scene,) = InSpatioSceneFromImages().build(
-        images=_video(1), depth=_grey_depth(1), depth_encoding="metric", depth_near=0.5, depth_far=10.0,
-        depth_scale=2.0, fps=16.0, fov_degrees=70.0, width=MODEL_WIDTH, height=MODEL_HEIGHT,
+        images=_video(1),
+        depth=_grey_depth(1),
+        depth_encoding="metric",
+        depth_near=0.5,
+        depth_far=10.0,
+        depth_scale=2.0,
+        fps=16.0,
+        fov_degrees=70.0,
+        width=MODEL_WIDTH,
+        height=MODEL_HEIGHT,
     )
     assert scene.kind == "images" and scene.num_frames == 1
     torch.testing.assert_close(scene.depth, torch.full_like(scene.depth, 1.0))
@@ -103,8 +122,16 @@ def test_single_image_scene_sits_at_the_origin():
 def test_four_views_without_cameras_are_refused():
     with pytest.raises(NodeInputError, match="input 'source_cameras' is missing"):
         InSpatioSceneFromImages().build(
-            images=_video(4), depth=_grey_depth(4), depth_encoding="metric", depth_near=0.5, depth_far=10.0,
-            depth_scale=1.0, fps=16.0, fov_degrees=70.0, width=MODEL_WIDTH, height=MODEL_HEIGHT,
+            images=_video(4),
+            depth=_grey_depth(4),
+            depth_encoding="metric",
+            depth_near=0.5,
+            depth_far=10.0,
+            depth_scale=1.0,
+            fps=16.0,
+            fov_degrees=70.0,
+            width=MODEL_WIDTH,
+            height=MODEL_HEIGHT,
         )
 
 

@@ -21,32 +21,45 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from inspatio_nodes.core.wan.checkpoints import save_dit
 from inspatio_nodes.core.wan.dit import CausalWanDiT, WanDiTConfig
 from inspatio_nodes.core.wan.vae import WanVAE, WanVAEConfig
 from inspatio_nodes.nodes import NODE_CLASS_MAPPINGS
+from safetensors.torch import save_file
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
 
 # Core nodes the templates may use: inputs in INPUT_TYPES order as (name, is_widget, frontend
 # extra value or None), and output types. Read from ComfyUI's nodes.py / comfy_extras/nodes_video.py.
-UPLOAD_WIDGET_VALUE = "image"  # the upload button stores this after LoadImage / LoadVideo's file combo
+# The upload button of LoadImage / LoadVideo stores this value right after the file combo's.
+UPLOAD_WIDGET_VALUE = "image"
 CORE_NODES = {
     "LoadImage": ([("image", True, UPLOAD_WIDGET_VALUE)], ("IMAGE", "MASK")),
     "LoadVideo": ([("file", True, UPLOAD_WIDGET_VALUE)], ("VIDEO",)),
     "GetVideoComponents": ([("video", False, None)], ("IMAGE", "AUDIO", "FLOAT")),
-    "CLIPLoader": ([("clip_name", True, None), ("type", True, None), ("device", True, None)], ("CLIP",)),
+    "CLIPLoader": (
+        [("clip_name", True, None), ("type", True, None), ("device", True, None)],
+        ("CLIP",),
+    ),
     "CLIPTextEncode": ([("text", True, None), ("clip", False, None)], ("CONDITIONING",)),
     "VAELoader": ([("vae_name", True, None)], ("VAE",)),
     "VAEDecode": ([("samples", False, None), ("vae", False, None)], ("IMAGE",)),
     "PreviewImage": ([("images", False, None)], ()),
     "SaveImage": ([("images", False, None), ("filename_prefix", True, None)], ()),
-    "CreateVideo": ([("images", False, None), ("fps", True, None), ("audio", False, None)], ("VIDEO",)),
-    "SaveVideo": ([("video", False, None), ("filename_prefix", True, None), ("format", True, None),
-                   ("codec", True, None)], ()),
+    "CreateVideo": (
+        [("images", False, None), ("fps", True, None), ("audio", False, None)],
+        ("VIDEO",),
+    ),
+    "SaveVideo": (
+        [
+            ("video", False, None),
+            ("filename_prefix", True, None),
+            ("format", True, None),
+            ("codec", True, None),
+        ],
+        (),
+    ),
 }
 CORE_OUTPUT_NODES = {"PreviewImage", "SaveImage", "SaveVideo"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
@@ -56,7 +69,9 @@ MODEL_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".sft")
 # Small stand-ins for the run: frames, model resolution and models.
 SOURCE_FRAMES, SOURCE_HEIGHT, SOURCE_WIDTH = 9, 40, 64
 MODEL_HEIGHT, MODEL_WIDTH = 32, 48
-TINY_DIT = WanDiTConfig(dim=32, ffn_dim=64, freq_dim=16, num_heads=2, num_layers=2, text_dim=8, text_len=6)
+TINY_DIT = WanDiTConfig(
+    dim=32, ffn_dim=64, freq_dim=16, num_heads=2, num_layers=2, text_dim=8, text_len=6
+)
 TINY_VAE = WanVAEConfig(base_dim=8)
 PROMPT_TOKENS = 4
 
@@ -67,15 +82,21 @@ def _pack_inputs(class_type: str) -> list[tuple[str, bool, str | None]]:
     for section in ("required", "optional"):
         for name, (kind, *rest) in spec.get(section, {}).items():
             options = rest[0] if rest else {}
-            is_widget = isinstance(kind, list) or (kind in WIDGET_TYPES and not options.get("forceInput"))
-            inputs.append((name, is_widget, "seed control" if options.get("control_after_generate") else None))
+            is_widget = isinstance(kind, list) or (
+                kind in WIDGET_TYPES and not options.get("forceInput")
+            )
+            inputs.append(
+                (name, is_widget, "seed control" if options.get("control_after_generate") else None)
+            )
     return inputs
 
 
 def _inputs(class_type: str) -> list[tuple[str, bool, str | None]]:
     if class_type in CORE_NODES:
         return CORE_NODES[class_type][0]
-    assert class_type in NODE_CLASS_MAPPINGS, f"{class_type} is neither a pack node nor an allowed core node"
+    assert class_type in NODE_CLASS_MAPPINGS, (
+        f"{class_type} is neither a pack node nor an allowed core node"
+    )
     return _pack_inputs(class_type)
 
 
@@ -86,7 +107,12 @@ def _output_types(class_type: str) -> tuple[str, ...]:
 
 
 def _is_link(value) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], int)
+    )
 
 
 def _load_pair(ui_file: Path) -> tuple[dict, dict]:
@@ -115,7 +141,9 @@ def test_ui_links_are_the_api_links(ui_file):
     ui, api = _load_pair(ui_file)
     ui_links = set()
     for link_id, source, source_slot, target, target_slot, link_type in ui["links"]:
-        sockets = [name for name, is_widget, _ in _inputs(api[str(target)]["class_type"]) if not is_widget]
+        sockets = [
+            name for name, is_widget, _ in _inputs(api[str(target)]["class_type"]) if not is_widget
+        ]
         ui_links.add((str(target), sockets[target_slot], str(source), source_slot))
         assert link_type == _output_types(api[str(source)]["class_type"])[source_slot]
         target_node = next(node for node in ui["nodes"] if node["id"] == target)
@@ -139,7 +167,9 @@ def test_ui_widget_values_are_the_api_constants_in_input_order(ui_file):
         for name, is_widget, extra in _inputs(node["type"]):
             if not is_widget or _is_link(api_inputs.get(name)):
                 continue
-            assert name in api_inputs, f"node {node['id']} ({node['type']}) lacks widget {name!r} in the API file"
+            assert name in api_inputs, (
+                f"node {node['id']} ({node['type']}) lacks widget {name!r} in the API file"
+            )
             expected.append(api_inputs[name])
             if extra is not None:
                 expected.append(extra)
@@ -155,7 +185,8 @@ def test_ui_widget_values_are_the_api_constants_in_input_order(ui_file):
 def test_api_workflow_has_an_output_node_and_bare_model_file_names(ui_file):
     _, api = _load_pair(ui_file)
     outputs = [
-        node for node in api.values()
+        node
+        for node in api.values()
         if node["class_type"] in CORE_OUTPUT_NODES
         or getattr(NODE_CLASS_MAPPINGS.get(node["class_type"]), "OUTPUT_NODE", False)
     ]
@@ -163,7 +194,9 @@ def test_api_workflow_has_an_output_node_and_bare_model_file_names(ui_file):
     for node in api.values():
         for value in node["inputs"].values():
             if isinstance(value, str) and value.endswith(MODEL_FILE_SUFFIXES):
-                assert "/" not in value and "\\" not in value, f"{value!r}: use bare model file names"
+                assert "/" not in value and "\\" not in value, (
+                    f"{value!r}: use bare model file names"
+                )
 
 
 # --- running the pack's part -------------------------------------------------------------------
@@ -181,9 +214,13 @@ class FakeVAE:
 def _frames(count: int, name: str) -> torch.Tensor:
     """IMAGE frames; a file whose name says depth gets a grey ramp (white = near), as depth nodes write."""
     if "depth" in name:
-        ramp = torch.linspace(0.2, 0.9, SOURCE_HEIGHT)[:, None, None].expand(SOURCE_HEIGHT, SOURCE_WIDTH, 3)
+        ramp = torch.linspace(0.2, 0.9, SOURCE_HEIGHT)[:, None, None].expand(
+            SOURCE_HEIGHT, SOURCE_WIDTH, 3
+        )
         return ramp.expand(count, -1, -1, -1).clone()
-    return torch.rand(count, SOURCE_HEIGHT, SOURCE_WIDTH, 3, generator=torch.Generator().manual_seed(7))
+    return torch.rand(
+        count, SOURCE_HEIGHT, SOURCE_WIDTH, 3, generator=torch.Generator().manual_seed(7)
+    )
 
 
 def _run_core_node(class_type: str, inputs: dict) -> tuple:
@@ -215,7 +252,8 @@ def _run_core_node(class_type: str, inputs: dict) -> tuple:
 def _run_pack_node(class_type: str, inputs: dict):
     node_class = NODE_CLASS_MAPPINGS[class_type]
     if class_type.startswith("InSpatioSceneFrom"):
-        inputs = {**inputs, "width": MODEL_WIDTH, "height": MODEL_HEIGHT}  # the one change: a tiny model size
+        # The one change to the templates: a tiny model resolution.
+        inputs = {**inputs, "width": MODEL_WIDTH, "height": MODEL_HEIGHT}
     result = getattr(node_class(), node_class.FUNCTION)(**inputs)
     outputs = result["result"] if isinstance(result, dict) else result
     assert len(outputs) == len(node_class.RETURN_TYPES)
@@ -228,7 +266,10 @@ def model_folder(tmp_path, monkeypatch):
     torch.manual_seed(0)
     for name in ("InSpatio-World-1.3B.safetensors", "InSpatio-World-1.5-1.3B.safetensors"):
         save_dit(CausalWanDiT(TINY_DIT), tmp_path / name)
-    save_file({"embeddings": torch.randn(PROMPT_TOKENS, TINY_DIT.text_dim)}, str(tmp_path / "prompt.safetensors"))
+    save_file(
+        {"embeddings": torch.randn(PROMPT_TOKENS, TINY_DIT.text_dim)},
+        str(tmp_path / "prompt.safetensors"),
+    )
     monkeypatch.chdir(tmp_path)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convolutions are faster on one thread than on busy shared cores
@@ -240,7 +281,8 @@ def model_folder(tmp_path, monkeypatch):
 def test_api_workflow_runs_end_to_end_with_tiny_models(ui_file, model_folder):
     _, api = _load_pair(ui_file)
     dependencies = {
-        node_id: {value[0] for value in node["inputs"].values() if _is_link(value)} for node_id, node in api.items()
+        node_id: {value[0] for value in node["inputs"].values() if _is_link(value)}
+        for node_id, node in api.items()
     }
     results: dict[str, tuple] = {}
     with torch.inference_mode():
@@ -254,7 +296,9 @@ def test_api_workflow_runs_end_to_end_with_tiny_models(ui_file, model_folder):
                 results[node_id] = _run_pack_node(node["class_type"], inputs)
             else:
                 results[node_id] = _run_core_node(node["class_type"], inputs)
-    renders = [results[i][0] for i, node in api.items() if node["class_type"] == "InSpatioRenderCondition"]
+    renders = [
+        results[i][0] for i, node in api.items() if node["class_type"] == "InSpatioRenderCondition"
+    ]
     assert renders and all(render.shape[1:] == (MODEL_HEIGHT, MODEL_WIDTH, 3) for render in renders)
     for node_id, node in api.items():
         if node["class_type"] == "InSpatioWorldSampler":
