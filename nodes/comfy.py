@@ -48,11 +48,12 @@ if TYPE_CHECKING:
         VideoFrames,
     )
 
-# The pack's own model folder (``models/inspatio`` or an ``inspatio:`` entry of
-# extra_model_paths.yaml). The InSpatio checkpoints may also sit in ComfyUI's standard folders.
+# The pack's own folder (``models/inspatio`` or an ``inspatio:`` entry of extra_model_paths.yaml)
+# holds files that are not models of a standard kind (prompt embeddings). The checkpoints sit in
+# ComfyUI's standard folders, where users already keep Wan files.
 PACK_MODEL_FOLDER = "inspatio"
-DIT_FOLDERS = ("diffusion_models", PACK_MODEL_FOLDER)
-TAEHV_FOLDERS = ("vae_approx", PACK_MODEL_FOLDER)
+DIT_FOLDERS = ("diffusion_models",)
+TAEHV_FOLDERS = ("vae_approx",)
 
 PREVIEW_PREFIX = "inspatio_temp_"
 PREVIEW_SUFFIX_LENGTH = 5  # random suffix, as core PreviewImage does, so runs never collide

@@ -76,7 +76,7 @@ class InSpatioWorldModelLoader:
             "required": {
                 "checkpoint": (cf.model_files(*cf.DIT_FOLDERS), {
                     "tooltip": "InSpatio-World-1.3B.safetensors or InSpatio-World-1.5-1.3B.safetensors, "
-                               "from models/diffusion_models or models/inspatio.",
+                               "from models/diffusion_models.",
                 }),
                 "weight_dtype": (list(WEIGHT_DTYPES), {
                     "default": "auto",
@@ -119,7 +119,7 @@ class InSpatioTAEHVLoader:
         return {
             "required": {
                 "taehv": (cf.model_files(*cf.TAEHV_FOLDERS), {
-                    "tooltip": "taew2_1.pth or taew2_1.safetensors, from models/vae_approx or models/inspatio.",
+                    "tooltip": "taew2_1.pth or taew2_1.safetensors, from models/vae_approx.",
                 }),
             }
         }

@@ -83,10 +83,10 @@ def test_model_path_searches_the_folders_in_order_and_names_the_input_when_missi
     _, yaml_folder = inside_comfyui
     (yaml_folder / "world.safetensors").write_bytes(b"x")
 
-    found = cf.model_path("Load", "checkpoint", "world.safetensors", *cf.DIT_FOLDERS)
+    found = cf.model_path("Load", "checkpoint", "world.safetensors", "diffusion_models", cf.PACK_MODEL_FOLDER)
     assert found == yaml_folder / "world.safetensors"
     with pytest.raises(cf.NodeInputError, match=r"Load: input 'checkpoint'.*diffusion_models, inspatio"):
-        cf.model_path("Load", "checkpoint", "absent.safetensors", *cf.DIT_FOLDERS)
+        cf.model_path("Load", "checkpoint", "absent.safetensors", "diffusion_models", cf.PACK_MODEL_FOLDER)
 
 
 def test_outside_comfyui_model_files_are_explicit_paths(tmp_path):
