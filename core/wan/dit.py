@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from ..attention import RopeTable, attention, rope_cached_attention
+from ..attention import attention, model_rope_table, rope_cached_attention
 from ..cache import SpatiotemporalCache
 from ..types import (
     FlowPrediction,
@@ -243,13 +243,6 @@ class CausalWanDiT(nn.Module):
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(config.dim, BLOCK_MODULATIONS * config.dim))
         self.blocks = nn.ModuleList(AttentionBlock(config) for _ in range(config.num_layers))
         self.head = Head(config)
-        # Not a buffer: Module.to(bf16) would cast the float64 rotations. Copies per device instead.
-        self._rope_by_device: dict[torch.device, RopeTable] = {}
-
-    def rope(self, device: torch.device) -> RopeTable:
-        if device not in self._rope_by_device:
-            self._rope_by_device[device] = RopeTable.for_head_dim(self.config.head_dim).to(device)
-        return self._rope_by_device[device]
 
     def embed_text(self, text: TextEmbeddings) -> Tokens:
         """Zero-pad the text to ``text_len`` rows (no padding mask follows) and project it."""
@@ -296,7 +289,8 @@ class CausalWanDiT(nn.Module):
         _, _, frames, rows, cols = patches.shape
         x = rearrange(patches, "b d g h w -> b (g h w) d")
         time_embedding, time_modulation = self.time_conditioning(timestep, x.dtype)
-        rope = self.rope(x.device)
+        # Not a buffer of the module: Module.to(bf16) would round the float64 rotations.
+        rope = model_rope_table(self.config.head_dim, x.device)
         for layer, block in enumerate(self.blocks):
             x = block(
                 x,
