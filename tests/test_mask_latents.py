@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import fixture_cases, load_json, require_fixture
-from inspatio_nodes.core.scene import iter_video_chunks
+from einops import rearrange
+from inspatio_nodes.core.scene import iter_video_chunks, padded_frame_count
 from inspatio_nodes.core.splat import (
     MASK_THRESHOLD,
     SplatInputError,
     iter_mask_latents,
+    mask_u8,
     pack_mask_latents,
 )
 from safetensors.torch import load_file
@@ -72,3 +74,14 @@ def test_mask_chunks_of_the_wrong_length_are_refused():
 def test_mask_size_not_a_multiple_of_the_latent_stride_is_refused():
     with pytest.raises(SplatInputError, match="multiples of 8"):
         pack_mask_latents(torch.ones(5, 20, 16))
+
+
+def test_render_mask_bytes_streamed_equal_the_packed_signed_mask():
+    generator = torch.Generator().manual_seed(3)
+    valid, height, width = 10, 16, 24
+    render_mask = (torch.rand(valid, 1, height, width, generator=generator) > 0.4).float()
+    mask_video = rearrange(mask_u8(render_mask), "f h w c -> f c h w")
+    padded = padded_frame_count(valid)
+    streamed = torch.cat(list(iter_mask_latents(iter_video_chunks(mask_video, padded))), dim=1)
+    held = render_mask[[min(index, valid - 1) for index in range(padded)], 0]
+    assert torch.equal(streamed, pack_mask_latents(held * 2 - 1))
