@@ -139,14 +139,16 @@ def model_path(node: str, input_name: str, name: str, *folders: str) -> Path:
             if found is not None:
                 return Path(found)
         raise NodeInputError(
-            node, input_name,
+            node,
+            input_name,
             f"names {name!r}, which is in none of the model folders {', '.join(folders)}: put the "
             "file into one of them (or map one in extra_model_paths.yaml) and refresh the node list",
         )
     path = Path(name).expanduser()
     if not path.is_file():
         raise NodeInputError(
-            node, input_name,
+            node,
+            input_name,
             f"names {name!r}, which is not a file: outside ComfyUI give the path of the weight file",
         )
     return path
@@ -220,7 +222,9 @@ def save_preview_images(images: ImageBatch) -> list[dict[str, str]]:
     records = []
     for index in range(batch):
         file_name = f"{name}_{counter + index:05}_.png"
-        _to_pil(images[index]).save(os.path.join(full_folder, file_name), compress_level=PNG_COMPRESS_LEVEL)
+        _to_pil(images[index]).save(
+            os.path.join(full_folder, file_name), compress_level=PNG_COMPRESS_LEVEL
+        )
         records.append({"filename": file_name, "subfolder": subfolder, "type": "temp"})
     return records
 
@@ -272,7 +276,9 @@ def load_to_device(model: ManagedModel, memory_required: int) -> torch.device:
         model.module.to(device)
         return device
     model_management = _comfy_module("comfy.model_management")
-    model_management.load_models_gpu([model.patcher], memory_required=memory_required, force_full_load=True)
+    model_management.load_models_gpu(
+        [model.patcher], memory_required=memory_required, force_full_load=True
+    )
     return model.patcher.load_device
 
 
@@ -323,7 +329,9 @@ def vae_codec(node: str, input_name: str, vae: Any) -> ManagedModel:
     first_stage = getattr(vae, "first_stage_model", None)
     if first_stage is None:
         raise NodeInputError(
-            node, input_name, f"is a {type(vae).__name__}, not a VAE: connect Load VAE with wan_2.1_vae.safetensors"
+            node,
+            input_name,
+            f"is a {type(vae).__name__}, not a VAE: connect Load VAE with wan_2.1_vae.safetensors",
         )
     from ..core.codec import load_codec
     from ..core.wan.checkpoints import CheckpointError
@@ -356,7 +364,12 @@ def vae_working_memory(vae: Any, height: int, width: int) -> int:
 
     pixel_shape = (1, RGB_CHANNELS, 1, height, width)
     latent_shape = (1, LATENT_CHANNELS, 1, height // SPATIAL_STRIDE, width // SPATIAL_STRIDE)
-    return int(max(estimate_encode(pixel_shape, vae.vae_dtype), estimate_decode(latent_shape, vae.vae_dtype)))
+    return int(
+        max(
+            estimate_encode(pixel_shape, vae.vae_dtype),
+            estimate_decode(latent_shape, vae.vae_dtype),
+        )
+    )
 
 
 # --- data formats: IMAGE, MASK, CONDITIONING, LATENT ----------------------------------------
@@ -368,7 +381,8 @@ def image_to_frames(node: str, input_name: str, image: ImageBatch) -> VideoFrame
 
     if image.ndim != 4 or image.shape[-1] != 3:
         raise NodeInputError(
-            node, input_name,
+            node,
+            input_name,
             f"must be an IMAGE batch [frames, height, width, 3], got shape {tuple(image.shape)}: "
             "connect an image or video loader (drop any alpha channel first)",
         )
@@ -389,7 +403,8 @@ def mask_to_render_mask(node: str, input_name: str, mask: MaskBatch) -> RenderMa
 
     if mask.ndim != 3:
         raise NodeInputError(
-            node, input_name,
+            node,
+            input_name,
             f"must be a MASK batch [frames, height, width], got shape {tuple(mask.shape)}",
         )
     return rearrange(mask.float(), "f h w -> f 1 h w")
@@ -415,25 +430,34 @@ def conditioning_to_text_embeddings(
 
     if not conditioning or not isinstance(conditioning[0], (list, tuple)) or not conditioning[0]:
         raise NodeInputError(
-            node, input_name,
+            node,
+            input_name,
             "is not a CONDITIONING list: connect the output of CLIPTextEncode (CLIPLoader type 'wan')",
         )
     embeddings = conditioning[0][0]
     if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 3 or embeddings.shape[0] != 1:
-        shape = tuple(embeddings.shape) if isinstance(embeddings, torch.Tensor) else type(embeddings).__name__
+        shape = (
+            tuple(embeddings.shape)
+            if isinstance(embeddings, torch.Tensor)
+            else type(embeddings).__name__
+        )
         raise NodeInputError(
-            node, input_name,
+            node,
+            input_name,
             f"holds {shape} instead of embeddings [1, tokens, {text_dim}]: encode one prompt with "
             "CLIPTextEncode (batched prompts are not supported)",
         )
     if embeddings.shape[-1] != text_dim:
         raise NodeInputError(
-            node, input_name,
+            node,
+            input_name,
             f"has {embeddings.shape[-1]}-wide embeddings but the model needs {text_dim} (umT5-XXL): "
             "load the text encoder with CLIPLoader, type 'wan'",
         )
     kept = embeddings[:, :text_len].float()
-    padding = torch.zeros(1, text_len - kept.shape[1], text_dim, dtype=kept.dtype, device=kept.device)
+    padding = torch.zeros(
+        1, text_len - kept.shape[1], text_dim, dtype=kept.dtype, device=kept.device
+    )
     return torch.cat([kept, padding], dim=1)
 
 
@@ -448,7 +472,8 @@ def latent_samples(node: str, input_name: str, latent: dict[str, Any]) -> RawVid
     if samples is None or samples.ndim != 5:
         shape = None if samples is None else tuple(samples.shape)
         raise NodeInputError(
-            node, input_name,
+            node,
+            input_name,
             f"must be a video LATENT with samples [batch, 16, latent frames, h, w], got {shape}: "
             "connect a Wan video latent (an image latent has no frame axis)",
         )

@@ -24,7 +24,9 @@ CATEGORY = "InSpatio/World"
 class InSpatioDecode:
     DISPLAY_NAME = "InSpatio Decode"
     CATEGORY = CATEGORY
-    DESCRIPTION = "Decodes Wan2.1 video latents one latent at a time with a persistent causal cache."
+    DESCRIPTION = (
+        "Decodes Wan2.1 video latents one latent at a time with a persistent causal cache."
+    )
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("frames",)
     OUTPUT_TOOLTIPS = ("Decoded frames: 1 for the first latent, 4 for each later one.",)
@@ -34,10 +36,16 @@ class InSpatioDecode:
     def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
-                "latent": ("LATENT", {"tooltip": "Wan2.1 video latents [batch, 16, frames, h, w] (raw space)."}),
-                "decoder": (CODEC_OR_VAE, {
-                    "tooltip": "The Wan VAE (Load VAE) or TAEHV (Load TAEHV, about 20× cheaper).",
-                }),
+                "latent": (
+                    "LATENT",
+                    {"tooltip": "Wan2.1 video latents [batch, 16, frames, h, w] (raw space)."},
+                ),
+                "decoder": (
+                    CODEC_OR_VAE,
+                    {
+                        "tooltip": "The Wan VAE (Load VAE) or TAEHV (Load TAEHV, about 20× cheaper).",
+                    },
+                ),
             }
         }
 
@@ -51,7 +59,9 @@ class InSpatioDecode:
         raw = cf.latent_samples(node, "latent", latent)
         codec = cf.streaming_codec(node, "decoder", decoder)
         latent_height, latent_width = raw.shape[-2:]
-        memory = cf.vae_working_memory(decoder, latent_height * SPATIAL_STRIDE, latent_width * SPATIAL_STRIDE)
+        memory = cf.vae_working_memory(
+            decoder, latent_height * SPATIAL_STRIDE, latent_width * SPATIAL_STRIDE
+        )
         device = cf.load_to_device(codec, memory)
         latents = from_comfy_latent(raw.float())
         bar = cf.progress_bar(latents.shape[1])
@@ -60,7 +70,11 @@ class InSpatioDecode:
             state = codec.module.new_state()
             for index in range(latents.shape[1]):
                 cf.check_interrupted()
-                frames.append(codec.module.decode(latents[:, index : index + 1].to(device), state).float().cpu())
+                frames.append(
+                    codec.module.decode(latents[:, index : index + 1].to(device), state)
+                    .float()
+                    .cpu()
+                )
                 bar.update()
         # Batch items one after another, as core VAE Decode flattens [B, F, H, W, C] to IMAGE.
         video = rearrange(torch.cat(frames, dim=1), "b f c h w -> (b f) c h w")

@@ -55,7 +55,9 @@ def resolve_weight_dtype(node: str, choice: str) -> torch.dtype:
         # tests compare in fp32, so the CPU keeps fp32.
         return torch.bfloat16 if cf.compute_device().type == "cuda" else torch.float32
     if choice not in dtypes:
-        raise cf.NodeInputError(node, "weight_dtype", f"is {choice!r}; choose one of {', '.join(WEIGHT_DTYPES)}")
+        raise cf.NodeInputError(
+            node, "weight_dtype", f"is {choice!r}; choose one of {', '.join(WEIGHT_DTYPES)}"
+        )
     return dtypes[choice]
 
 
@@ -74,18 +76,27 @@ class InSpatioWorldModelLoader:
 
         return {
             "required": {
-                "checkpoint": (cf.model_files(*cf.DIT_FOLDERS), {
-                    "tooltip": "InSpatio-World-1.3B.safetensors or InSpatio-World-1.5-1.3B.safetensors, "
-                               "from models/diffusion_models.",
-                }),
-                "weight_dtype": (list(WEIGHT_DTYPES), {
-                    "default": "auto",
-                    "tooltip": "auto: bf16 on a GPU (as released), fp32 on the CPU.",
-                }),
-                "attention": (available_backends(), {
-                    "default": "auto",
-                    "tooltip": "Attention implementation; auto picks the fastest one installed.",
-                }),
+                "checkpoint": (
+                    cf.model_files(*cf.DIT_FOLDERS),
+                    {
+                        "tooltip": "InSpatio-World-1.3B.safetensors or InSpatio-World-1.5-1.3B.safetensors, "
+                        "from models/diffusion_models.",
+                    },
+                ),
+                "weight_dtype": (
+                    list(WEIGHT_DTYPES),
+                    {
+                        "default": "auto",
+                        "tooltip": "auto: bf16 on a GPU (as released), fp32 on the CPU.",
+                    },
+                ),
+                "attention": (
+                    available_backends(),
+                    {
+                        "default": "auto",
+                        "tooltip": "Attention implementation; auto picks the fastest one installed.",
+                    },
+                ),
             }
         }
 
@@ -96,7 +107,9 @@ class InSpatioWorldModelLoader:
         node = self.DISPLAY_NAME
         if attention not in available_backends():
             raise cf.NodeInputError(
-                node, "attention", f"is {attention!r}, which is not installed here; choose one of "
+                node,
+                "attention",
+                f"is {attention!r}, which is not installed here; choose one of "
                 f"{', '.join(available_backends())}",
             )
         path = cf.model_path(node, "checkpoint", checkpoint, *cf.DIT_FOLDERS)
@@ -108,7 +121,9 @@ class InSpatioWorldModelLoader:
 class InSpatioTAEHVLoader:
     DISPLAY_NAME = "Load TAEHV"
     CATEGORY = CATEGORY
-    DESCRIPTION = "Loads TAEHV (taew2_1), a tiny streaming codec for Wan2.1 latents: a fast decoder."
+    DESCRIPTION = (
+        "Loads TAEHV (taew2_1), a tiny streaming codec for Wan2.1 latents: a fast decoder."
+    )
     RETURN_TYPES = ("INSPATIO_CODEC",)
     RETURN_NAMES = ("taehv",)
     OUTPUT_TOOLTIPS = ("A streaming decoder for InSpatio World Sampler and InSpatio Decode.",)
@@ -118,9 +133,12 @@ class InSpatioTAEHVLoader:
     def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
-                "taehv": (cf.model_files(*cf.TAEHV_FOLDERS), {
-                    "tooltip": "taew2_1.pth or taew2_1.safetensors, from models/vae_approx.",
-                }),
+                "taehv": (
+                    cf.model_files(*cf.TAEHV_FOLDERS),
+                    {
+                        "tooltip": "taew2_1.pth or taew2_1.safetensors, from models/vae_approx.",
+                    },
+                ),
             }
         }
 
@@ -154,10 +172,13 @@ class InSpatioPromptEmbeddingsLoader:
     def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
-                "embeddings": (cf.model_files(cf.PACK_MODEL_FOLDER), {
-                    "tooltip": f"A safetensors file in models/inspatio holding one tensor "
-                               f"'{PROMPT_EMBEDDINGS_KEY}' [tokens, 4096] or [1, tokens, 4096].",
-                }),
+                "embeddings": (
+                    cf.model_files(cf.PACK_MODEL_FOLDER),
+                    {
+                        "tooltip": f"A safetensors file in models/inspatio holding one tensor "
+                        f"'{PROMPT_EMBEDDINGS_KEY}' [tokens, 4096] or [1, tokens, 4096].",
+                    },
+                ),
             }
         }
 
@@ -169,10 +190,15 @@ class InSpatioPromptEmbeddingsLoader:
         with reported_as(node, "embeddings"):
             tensors, _ = read_weights(path)
         tensor = tensors.get(PROMPT_EMBEDDINGS_KEY)
-        if tensor is None or tensor.ndim not in (2, 3) or (tensor.ndim == 3 and tensor.shape[0] != 1):
+        if (
+            tensor is None
+            or tensor.ndim not in (2, 3)
+            or (tensor.ndim == 3 and tensor.shape[0] != 1)
+        ):
             found = {name: tuple(value.shape) for name, value in tensors.items()}
             raise cf.NodeInputError(
-                node, "embeddings",
+                node,
+                "embeddings",
                 f"file {path.name} must hold '{PROMPT_EMBEDDINGS_KEY}' as [tokens, width] or "
                 f"[1, tokens, width]; it holds {found}",
             )

@@ -28,9 +28,8 @@ from .loaders import CODEC_OR_VAE, WorldModel
 if TYPE_CHECKING:
     import torch
 
-    from .render import RenderCondition
-
     from ..core.types import MaskLatents, RenderLatents, TextEmbeddings, VideoFrames, VideoLatents
+    from .render import RenderCondition
 
 CATEGORY = "InSpatio/World"
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
@@ -72,8 +71,13 @@ def _block_frame_indices(codec_chunks: list[list[int]]) -> list[list[int]]:
     ]
 
 
-def _encode_stream(codec: Any, frames: VideoFrames, chunks: list[list[int]], device: torch.device,
-                   bar: cf.ProgressBar) -> VideoLatents:
+def _encode_stream(
+    codec: Any,
+    frames: VideoFrames,
+    chunks: list[list[int]],
+    device: torch.device,
+    bar: cf.ProgressBar,
+) -> VideoLatents:
     """Encode the padded video block by block through one codec stream (CPU latents)."""
     import torch
 
@@ -103,19 +107,32 @@ class InSpatioWorldCacheInit:
     def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
-                "world_model": ("INSPATIO_WORLD_MODEL", {"tooltip": "From Load InSpatio-World Model."}),
-                "vae": ("VAE", {"tooltip": "The Wan2.1 VAE (Load VAE with wan_2.1_vae.safetensors)."}),
-                "positive": ("CONDITIONING", {
-                    "tooltip": "The prompt, from CLIPTextEncode with a Wan (umT5) text encoder.",
-                }),
-                "condition": ("INSPATIO_RENDER", {
-                    "tooltip": "From Render Condition: the render, its mask and the aligned source video.",
-                }),
+                "world_model": (
+                    "INSPATIO_WORLD_MODEL",
+                    {"tooltip": "From Load InSpatio-World Model."},
+                ),
+                "vae": (
+                    "VAE",
+                    {"tooltip": "The Wan2.1 VAE (Load VAE with wan_2.1_vae.safetensors)."},
+                ),
+                "positive": (
+                    "CONDITIONING",
+                    {
+                        "tooltip": "The prompt, from CLIPTextEncode with a Wan (umT5) text encoder.",
+                    },
+                ),
+                "condition": (
+                    "INSPATIO_RENDER",
+                    {
+                        "tooltip": "From Render Condition: the render, its mask and the aligned source video.",
+                    },
+                ),
             }
         }
 
-    def initialize(self, world_model: WorldModel, vae: Any, positive: list,
-                   condition: RenderCondition) -> tuple[WorldState]:
+    def initialize(
+        self, world_model: WorldModel, vae: Any, positive: list, condition: RenderCondition
+    ) -> tuple[WorldState]:
         import torch
 
         from ..core.scene import chunk_frame_indices, padded_frame_count
@@ -123,9 +140,13 @@ class InSpatioWorldCacheInit:
 
         node = self.DISPLAY_NAME
         config = world_model.config
-        text = cf.conditioning_to_text_embeddings(node, "positive", positive, config.text_len, config.text_dim)
+        text = cf.conditioning_to_text_embeddings(
+            node, "positive", positive, config.text_len, config.text_dim
+        )
         valid_frames = condition.num_frames
-        blocks = _block_frame_indices(chunk_frame_indices(valid_frames, padded_frame_count(valid_frames)))
+        blocks = _block_frame_indices(
+            chunk_frame_indices(valid_frames, padded_frame_count(valid_frames))
+        )
         height, width = condition.render.shape[-2:]
         decoder = cf.vae_codec(node, "vae", vae)
         decoder_memory = cf.vae_working_memory(vae, height, width)
@@ -134,11 +155,20 @@ class InSpatioWorldCacheInit:
         with torch.inference_mode(), reported_as(node, "condition"):
             reference = _encode_stream(decoder.module, condition.source_frames, blocks, device, bar)
             render_latents = _encode_stream(decoder.module, condition.render, blocks, device, bar)
-            padded_mask = condition.mask[torch.tensor([index for block in blocks for index in block]), 0]
+            padded_mask = condition.mask[
+                torch.tensor([index for block in blocks for index in block]), 0
+            ]
             mask_latents = pack_mask_latents(padded_mask * 2.0 - 1.0)  # known +1, hole -1
         state = WorldState(
-            model=world_model, text=text, reference=reference, render=render_latents, mask=mask_latents,
-            valid_frames=valid_frames, fps=condition.fps, decoder=decoder, decoder_memory=decoder_memory,
+            model=world_model,
+            text=text,
+            reference=reference,
+            render=render_latents,
+            mask=mask_latents,
+            valid_frames=valid_frames,
+            fps=condition.fps,
+            decoder=decoder,
+            decoder_memory=decoder_memory,
         )
         return (state,)
 
@@ -159,7 +189,9 @@ class ProgressNoise:
         self.bar = bar
         self.draws = 0
 
-    def draw(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    def draw(
+        self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
         cf.check_interrupted()
         if self.draws % self.steps_per_block:
             self.bar.update()
@@ -175,7 +207,8 @@ def parse_denoising_steps(node: str, text: str) -> tuple[int, ...]:
         steps = ()
     if not steps:
         raise cf.NodeInputError(
-            node, "denoising_steps",
+            node,
+            "denoising_steps",
             f"is {text!r}; give comma-separated timesteps in 1..1000 such as {RELEASED_DENOISING_STEPS!r}",
         )
     return steps
@@ -200,30 +233,56 @@ class InSpatioWorldSampler:
     def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
-                "world_state": ("INSPATIO_WORLD_STATE", {"tooltip": "From Initialize World Cache."}),
-                "seed": ("INT", {
-                    "default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
-                    "tooltip": "Seed of the noise; the same inputs and seed give the same video.",
-                }),
-                "denoising_steps": ("STRING", {
-                    "default": RELEASED_DENOISING_STEPS,
-                    "tooltip": "Timesteps before the shift warp; the release was distilled for "
-                               "1000, 750, 500, 250.",
-                }),
-                "shift": ("FLOAT", {
-                    "default": RELEASED_SHIFT, "min": 0.01, "max": 100.0, "step": 0.01,
-                    "tooltip": "Timestep shift of the flow-matching schedule (5 in the release).",
-                }),
-                "num_blocks": ("INT", {
-                    "default": 0, "min": 0, "max": 10_000,
-                    "tooltip": "Blocks to generate (3 latent frames, 12 video frames each); 0 = all.",
-                }),
+                "world_state": (
+                    "INSPATIO_WORLD_STATE",
+                    {"tooltip": "From Initialize World Cache."},
+                ),
+                "seed": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": MAX_SEED,
+                        "control_after_generate": True,
+                        "tooltip": "Seed of the noise; the same inputs and seed give the same video.",
+                    },
+                ),
+                "denoising_steps": (
+                    "STRING",
+                    {
+                        "default": RELEASED_DENOISING_STEPS,
+                        "tooltip": "Timesteps before the shift warp; the release was distilled for "
+                        "1000, 750, 500, 250.",
+                    },
+                ),
+                "shift": (
+                    "FLOAT",
+                    {
+                        "default": RELEASED_SHIFT,
+                        "min": 0.01,
+                        "max": 100.0,
+                        "step": 0.01,
+                        "tooltip": "Timestep shift of the flow-matching schedule (5 in the release).",
+                    },
+                ),
+                "num_blocks": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 10_000,
+                        "tooltip": "Blocks to generate (3 latent frames, 12 video frames each); 0 = all.",
+                    },
+                ),
             },
             "optional": {
-                "decoder": (CODEC_OR_VAE, {
-                    "tooltip": "Decoder for the frames: the Wan VAE (default: the cache's VAE) or "
-                               "TAEHV (Load TAEHV), about 20× cheaper.",
-                }),
+                "decoder": (
+                    CODEC_OR_VAE,
+                    {
+                        "tooltip": "Decoder for the frames: the Wan VAE (default: the cache's VAE) or "
+                        "TAEHV (Load TAEHV), about 20× cheaper.",
+                    },
+                ),
             },
         }
 
@@ -235,8 +294,15 @@ class InSpatioWorldSampler:
             return str(error)
         return True
 
-    def sample(self, world_state: WorldState, seed: int, denoising_steps: str, shift: float,
-               num_blocks: int, decoder: Any = None) -> tuple[dict, torch.Tensor]:
+    def sample(
+        self,
+        world_state: WorldState,
+        seed: int,
+        denoising_steps: str,
+        shift: float,
+        num_blocks: int,
+        decoder: Any = None,
+    ) -> tuple[dict, torch.Tensor]:
         import torch
 
         from ..core import attention
@@ -246,7 +312,9 @@ class InSpatioWorldSampler:
 
         node = self.DISPLAY_NAME
         with reported_as(node, "denoising_steps"):
-            schedule = FlowMatchSchedule(denoising_steps=parse_denoising_steps(node, denoising_steps), shift=shift)
+            schedule = FlowMatchSchedule(
+                denoising_steps=parse_denoising_steps(node, denoising_steps), shift=shift
+            )
         sampler = SamplerConfig(schedule=schedule)
         block = sampler.frames_per_block
         available = world_state.latent_frames // block
@@ -269,15 +337,21 @@ class InSpatioWorldSampler:
         latents, frames = [], []
         with torch.inference_mode():
             session = Session(
-                model.managed.module, world_state.text.to(device),
-                latent_height=latent_height, latent_width=latent_width,
-                noise=ProgressNoise(seed, steps, bar), sampler=sampler,
+                model.managed.module,
+                world_state.text.to(device),
+                latent_height=latent_height,
+                latent_width=latent_width,
+                noise=ProgressNoise(seed, steps, bar),
+                sampler=sampler,
             )
             decode_state = codec.module.new_state()
             for index in range(blocks):
                 window = slice(index * block, (index + 1) * block)
-                clean = session.step(world_state.reference[:, window], world_state.render[:, window],
-                                     world_state.mask[:, window])
+                clean = session.step(
+                    world_state.reference[:, window],
+                    world_state.render[:, window],
+                    world_state.mask[:, window],
+                )
                 block_frames = codec.module.decode(clean, decode_state)[0].float().cpu()
                 latents.append(clean.float().cpu())
                 frames.append(block_frames)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from inspatio_nodes.nodes import comfy as cf
 
 SUPPORTED_EXTENSIONS = {".safetensors", ".pth"}
@@ -23,7 +22,10 @@ def fake_folder_paths(base: Path, yaml_folders: dict[str, list[str]]) -> types.M
     module.models_dir = str(base / "models")
     module.supported_pt_extensions = set(SUPPORTED_EXTENSIONS)
     module.folder_names_and_paths = {
-        "diffusion_models": ([str(base / "models" / "diffusion_models")], set(SUPPORTED_EXTENSIONS)),
+        "diffusion_models": (
+            [str(base / "models" / "diffusion_models")],
+            set(SUPPORTED_EXTENSIONS),
+        ),
         **{key: (list(folders), set()) for key, folders in yaml_folders.items()},
     }
 
@@ -31,8 +33,10 @@ def fake_folder_paths(base: Path, yaml_folders: dict[str, list[str]]) -> types.M
         folders, extensions = module.folder_names_and_paths[key]
         return sorted(
             path.name
-            for folder in folders if Path(folder).is_dir()
-            for path in Path(folder).iterdir() if path.suffix in extensions
+            for folder in folders
+            if Path(folder).is_dir()
+            for path in Path(folder).iterdir()
+            if path.suffix in extensions
         )
 
     def get_full_path(key: str, name: str) -> str | None:
@@ -79,14 +83,22 @@ def test_folder_registration_creates_the_pack_folder_when_the_yaml_has_none(monk
     assert folders == [str(tmp_path / "models" / cf.PACK_MODEL_FOLDER)]
 
 
-def test_model_path_searches_the_folders_in_order_and_names_the_input_when_missing(inside_comfyui, tmp_path):
+def test_model_path_searches_the_folders_in_order_and_names_the_input_when_missing(
+    inside_comfyui, tmp_path
+):
     _, yaml_folder = inside_comfyui
     (yaml_folder / "world.safetensors").write_bytes(b"x")
 
-    found = cf.model_path("Load", "checkpoint", "world.safetensors", "diffusion_models", cf.PACK_MODEL_FOLDER)
+    found = cf.model_path(
+        "Load", "checkpoint", "world.safetensors", "diffusion_models", cf.PACK_MODEL_FOLDER
+    )
     assert found == yaml_folder / "world.safetensors"
-    with pytest.raises(cf.NodeInputError, match=r"Load: input 'checkpoint'.*diffusion_models, inspatio"):
-        cf.model_path("Load", "checkpoint", "absent.safetensors", "diffusion_models", cf.PACK_MODEL_FOLDER)
+    with pytest.raises(
+        cf.NodeInputError, match=r"Load: input 'checkpoint'.*diffusion_models, inspatio"
+    ):
+        cf.model_path(
+            "Load", "checkpoint", "absent.safetensors", "diffusion_models", cf.PACK_MODEL_FOLDER
+        )
 
 
 def test_outside_comfyui_model_files_are_explicit_paths(tmp_path):
@@ -120,9 +132,13 @@ def test_inside_comfyui_progress_reports_absolute_steps_with_a_jpeg_preview(monk
         def update_absolute(self, value, total=None, preview=None):
             reports.append((value, total, preview))
 
-    monkeypatch.setitem(sys.modules, "comfy.utils", types.SimpleNamespace(ProgressBar=HostProgressBar))
     monkeypatch.setitem(
-        sys.modules, "comfy.cli_args", types.SimpleNamespace(args=types.SimpleNamespace(preview_size=64))
+        sys.modules, "comfy.utils", types.SimpleNamespace(ProgressBar=HostProgressBar)
+    )
+    monkeypatch.setitem(
+        sys.modules,
+        "comfy.cli_args",
+        types.SimpleNamespace(args=types.SimpleNamespace(preview_size=64)),
     )
     bar = cf.progress_bar(2)
     bar.update()
@@ -139,13 +155,23 @@ def test_inside_comfyui_previews_are_temp_pngs(inside_comfyui, tmp_path):
     temp = tmp_path / "temp"
     temp.mkdir()
     module.get_temp_directory = lambda: str(temp)
-    module.get_save_image_path = lambda prefix, folder, width, height: (folder, prefix, 7, "", prefix)
+    module.get_save_image_path = lambda prefix, folder, width, height: (
+        folder,
+        prefix,
+        7,
+        "",
+        prefix,
+    )
 
     records = cf.save_preview_images(torch.rand(2, 4, 6, 3))
 
     assert [record["type"] for record in records] == ["temp", "temp"]
-    assert records[0]["filename"].startswith(cf.PREVIEW_PREFIX) and records[0]["filename"].endswith("_00007_.png")
-    assert sorted(path.name for path in temp.iterdir()) == sorted(record["filename"] for record in records)
+    assert records[0]["filename"].startswith(cf.PREVIEW_PREFIX) and records[0]["filename"].endswith(
+        "_00007_.png"
+    )
+    assert sorted(path.name for path in temp.iterdir()) == sorted(
+        record["filename"] for record in records
+    )
 
 
 def test_interruption_raises_the_host_exception(monkeypatch):
@@ -156,7 +182,8 @@ def test_interruption_raises_the_host_exception(monkeypatch):
         raise Interrupted
 
     monkeypatch.setitem(
-        sys.modules, "comfy.model_management",
+        sys.modules,
+        "comfy.model_management",
         types.SimpleNamespace(throw_exception_if_processing_interrupted=throw),
     )
     with pytest.raises(Interrupted):
@@ -177,7 +204,9 @@ def test_image_and_mask_round_trip_through_core_layouts():
 
 
 def test_image_with_alpha_is_refused_with_the_node_and_input_named():
-    with pytest.raises(cf.NodeInputError, match=r"Render: input 'render' .*got shape \(2, 4, 4, 4\)"):
+    with pytest.raises(
+        cf.NodeInputError, match=r"Render: input 'render' .*got shape \(2, 4, 4, 4\)"
+    ):
         cf.image_to_frames("Render", "render", torch.rand(2, 4, 4, 4))
 
 
@@ -186,7 +215,9 @@ def test_conditioning_is_truncated_to_text_len_and_zero_padded():
     short_prompt = torch.randn(1, 3, 4)
 
     truncated = cf.conditioning_to_text_embeddings("Init", "positive", [[long_prompt, {}]], 6, 4)
-    padded = cf.conditioning_to_text_embeddings("Init", "positive", [[short_prompt, {"pooled_output": None}]], 6, 4)
+    padded = cf.conditioning_to_text_embeddings(
+        "Init", "positive", [[short_prompt, {"pooled_output": None}]], 6, 4
+    )
 
     assert torch.equal(truncated, long_prompt[:, :6])
     assert torch.equal(padded[:, :3], short_prompt) and torch.all(padded[:, 3:] == 0)

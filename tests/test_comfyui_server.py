@@ -20,15 +20,17 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO_ROOT
-
 from inspatio_nodes.core.wan.dit import WanDiTConfig
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
-pytestmark = pytest.mark.skipif(not COMFYUI_DIR, reason="COMFYUI_DIR does not point to a ComfyUI checkout")
+pytestmark = pytest.mark.skipif(
+    not COMFYUI_DIR, reason="COMFYUI_DIR does not point to a ComfyUI checkout"
+)
 
-TINY_DIT = WanDiTConfig(dim=32, ffn_dim=64, freq_dim=16, num_heads=2, num_layers=2, text_dim=8, text_len=6)
+TINY_DIT = WanDiTConfig(
+    dim=32, ffn_dim=64, freq_dim=16, num_heads=2, num_layers=2, text_dim=8, text_len=6
+)
 SERVER_READY_LINE = "To see the GUI go to"
 PACK_FOLDER_NAME = "any-folder-name"  # ComfyUI users clone the pack into a folder of any name
 DIT_FILE = "tiny_world.safetensors"
@@ -69,12 +71,30 @@ class ComfyServer:
             (root / folder).mkdir(exist_ok=True)
         self.process = subprocess.Popen(
             [
-                python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
-                "--disable-auto-launch", "--extra-model-paths-config", str(root / "extra_model_paths.yaml"),
-                "--output-directory", str(root / "output"), "--input-directory", str(root / "input"),
-                "--temp-directory", str(root / "temp"), "--database-url", "sqlite:///:memory:",
+                python,
+                "main.py",
+                "--cpu",
+                "--listen",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--disable-auto-launch",
+                "--extra-model-paths-config",
+                str(root / "extra_model_paths.yaml"),
+                "--output-directory",
+                str(root / "output"),
+                "--input-directory",
+                str(root / "input"),
+                "--temp-directory",
+                str(root / "temp"),
+                "--database-url",
+                "sqlite:///:memory:",
             ],
-            cwd=COMFYUI_DIR, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=COMFYUI_DIR,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         # Reading the log until the ready line blocks without polling; the loop ends at EOF if the
         # server dies during start-up.
@@ -145,7 +165,7 @@ def _free_port() -> int:
 
 
 def _needs_torchvision_stand_in(python: str) -> bool:
-    check = subprocess.run([python, "-c", "import torchvision"], capture_output=True)
+    check = subprocess.run([python, "-c", "import torchvision"], check=False, capture_output=True)
     return check.returncode != 0
 
 
@@ -153,21 +173,32 @@ def write_tiny_models(root: Path) -> None:
     """Model files ComfyUI's combos list: a tiny DiT, a full-width Wan2.1 VAE (ComfyUI builds the
     Wan2.1 VAE at its released width whatever the file says), TAEHV, prompt embeddings; all random."""
     import torch
-    from safetensors.torch import save_file
-
     from inspatio_nodes.core.wan.checkpoints import save_dit
     from inspatio_nodes.core.wan.dit import CausalWanDiT
     from inspatio_nodes.core.wan.taehv import TAEHV
     from inspatio_nodes.core.wan.vae import WanVAE
+    from safetensors.torch import save_file
 
-    folders = {name: root / "models" / name for name in ("diffusion_models", "vae", "vae_approx", "inspatio")}
+    folders = {
+        name: root / "models" / name
+        for name in ("diffusion_models", "vae", "vae_approx", "inspatio")
+    }
     for folder in folders.values():
         folder.mkdir(parents=True)
     torch.manual_seed(0)
     save_dit(CausalWanDiT(TINY_DIT), folders["diffusion_models"] / DIT_FILE)
-    for folder, name, module in ((folders["vae"], VAE_FILE, WanVAE()), (folders["vae_approx"], TAEHV_FILE, TAEHV())):
-        save_file({key: value.half().contiguous() for key, value in module.state_dict().items()}, str(folder / name))
-    save_file({"embeddings": torch.randn(PROMPT_TOKENS, TINY_DIT.text_dim)}, str(folders["inspatio"] / PROMPT_FILE))
+    for folder, name, module in (
+        (folders["vae"], VAE_FILE, WanVAE()),
+        (folders["vae_approx"], TAEHV_FILE, TAEHV()),
+    ):
+        save_file(
+            {key: value.half().contiguous() for key, value in module.state_dict().items()},
+            str(folder / name),
+        )
+    save_file(
+        {"embeddings": torch.randn(PROMPT_TOKENS, TINY_DIT.text_dim)},
+        str(folders["inspatio"] / PROMPT_FILE),
+    )
 
 
 def write_input_image(root: Path) -> None:
@@ -175,7 +206,9 @@ def write_input_image(root: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    ramp = np.linspace(40.0, 220.0, IMAGE_WIDTH)[None, :] + 20.0 * (np.arange(IMAGE_HEIGHT)[:, None] % 2)
+    ramp = np.linspace(40.0, 220.0, IMAGE_WIDTH)[None, :] + 20.0 * (
+        np.arange(IMAGE_HEIGHT)[:, None] % 2
+    )
     grey = ramp.clip(0, 255).astype(np.uint8)
     Image.fromarray(np.stack([grey] * 3, axis=-1)).save(root / "input" / INPUT_IMAGE)
 
@@ -220,31 +253,82 @@ def image_to_world_prompt() -> dict:
     """One image → scene → orbit → render → world model → frames, decoded three ways."""
     return {
         "image": {"class_type": "LoadImage", "inputs": {"image": INPUT_IMAGE}},
-        "scene": {"class_type": "InSpatioSceneFromImages", "inputs": {
-            "images": ["image", 0], "depth": ["image", 0], "depth_encoding": "inverse", "depth_near": 1.0,
-            "depth_far": 4.0, "depth_scale": 1.0, "fps": 8.0, "fov_degrees": 60.0,
-            "width": IMAGE_WIDTH, "height": IMAGE_HEIGHT}},
-        "path": {"class_type": "InSpatioCameraPreset", "inputs": {
-            "preset": "orbit_left", "frames": PATH_FRAMES, "strength": 1.0, "easing": "ease_in_out",
-            "radius_ratio": 1.0, "rotation_only": False, "relative_to_source": False, "scene": ["scene", 0]}},
-        "render": {"class_type": "InSpatioRenderCondition", "inputs": {
-            "scene": ["scene", 0], "camera_path": ["path", 0], "frame_alignment": "exact",
-            "splat_semantics": "v1.5"}},
+        "scene": {
+            "class_type": "InSpatioSceneFromImages",
+            "inputs": {
+                "images": ["image", 0],
+                "depth": ["image", 0],
+                "depth_encoding": "inverse",
+                "depth_near": 1.0,
+                "depth_far": 4.0,
+                "depth_scale": 1.0,
+                "fps": 8.0,
+                "fov_degrees": 60.0,
+                "width": IMAGE_WIDTH,
+                "height": IMAGE_HEIGHT,
+            },
+        },
+        "path": {
+            "class_type": "InSpatioCameraPreset",
+            "inputs": {
+                "preset": "orbit_left",
+                "frames": PATH_FRAMES,
+                "strength": 1.0,
+                "easing": "ease_in_out",
+                "radius_ratio": 1.0,
+                "rotation_only": False,
+                "relative_to_source": False,
+                "scene": ["scene", 0],
+            },
+        },
+        "render": {
+            "class_type": "InSpatioRenderCondition",
+            "inputs": {
+                "scene": ["scene", 0],
+                "camera_path": ["path", 0],
+                "frame_alignment": "exact",
+                "splat_semantics": "v1.5",
+            },
+        },
         "vae": {"class_type": "VAELoader", "inputs": {"vae_name": VAE_FILE}},
-        "model": {"class_type": "InSpatioWorldModelLoader", "inputs": {
-            "checkpoint": DIT_FILE, "weight_dtype": "fp32", "attention": "auto"}},
-        "prompt": {"class_type": "InSpatioPromptEmbeddingsLoader", "inputs": {"embeddings": PROMPT_FILE}},
-        "cache": {"class_type": "InSpatioWorldCacheInit", "inputs": {
-            "world_model": ["model", 0], "vae": ["vae", 0], "positive": ["prompt", 0],
-            "condition": ["render", 2]}},
-        "sampler": {"class_type": "InSpatioWorldSampler", "inputs": {
-            "world_state": ["cache", 0], "seed": 0, "denoising_steps": "1000, 750, 500, 250",
-            "shift": 5.0, "num_blocks": 0}},
+        "model": {
+            "class_type": "InSpatioWorldModelLoader",
+            "inputs": {"checkpoint": DIT_FILE, "weight_dtype": "fp32", "attention": "auto"},
+        },
+        "prompt": {
+            "class_type": "InSpatioPromptEmbeddingsLoader",
+            "inputs": {"embeddings": PROMPT_FILE},
+        },
+        "cache": {
+            "class_type": "InSpatioWorldCacheInit",
+            "inputs": {
+                "world_model": ["model", 0],
+                "vae": ["vae", 0],
+                "positive": ["prompt", 0],
+                "condition": ["render", 2],
+            },
+        },
+        "sampler": {
+            "class_type": "InSpatioWorldSampler",
+            "inputs": {
+                "world_state": ["cache", 0],
+                "seed": 0,
+                "denoising_steps": "1000, 750, 500, 250",
+                "shift": 5.0,
+                "num_blocks": 0,
+            },
+        },
         "frames": {"class_type": "PreviewImage", "inputs": {"images": ["sampler", 1]}},
-        "core_decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["vae", 0]}},
+        "core_decode": {
+            "class_type": "VAEDecode",
+            "inputs": {"samples": ["sampler", 0], "vae": ["vae", 0]},
+        },
         "core_frames": {"class_type": "PreviewImage", "inputs": {"images": ["core_decode", 0]}},
         "taehv": {"class_type": "InSpatioTAEHVLoader", "inputs": {"taehv": TAEHV_FILE}},
-        "taehv_decode": {"class_type": "InSpatioDecode", "inputs": {"latent": ["sampler", 0], "decoder": ["taehv", 0]}},
+        "taehv_decode": {
+            "class_type": "InSpatioDecode",
+            "inputs": {"latent": ["sampler", 0], "decoder": ["taehv", 0]},
+        },
         "taehv_frames": {"class_type": "PreviewImage", "inputs": {"images": ["taehv_decode", 0]}},
     }
 
@@ -266,10 +350,15 @@ def test_server_runs_an_image_to_world_prompt_end_to_end(server):
     assert history["status"]["status_str"] == "success"
     outputs = history["outputs"]
     assert len(outputs["frames"]["images"]) == PATH_FRAMES
-    assert len(outputs["core_frames"]["images"]) == PADDED_FRAMES  # raw LATENT: core VAE Decode works
+    assert (
+        len(outputs["core_frames"]["images"]) == PADDED_FRAMES
+    )  # raw LATENT: core VAE Decode works
     assert len(outputs["taehv_frames"]["images"]) == PADDED_FRAMES
-    sampler_progress = [event["data"] for event in server.events
-                        if event["type"] == "progress" and event["data"]["node"] == "sampler"]
+    sampler_progress = [
+        event["data"]
+        for event in server.events
+        if event["type"] == "progress" and event["data"]["node"] == "sampler"
+    ]
     assert [(update["value"], update["max"]) for update in sampler_progress][-1] == (8, 8)
 
 

@@ -12,8 +12,6 @@ import types
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from inspatio_nodes.core.codec import from_comfy_latent, to_comfy_latent
 from inspatio_nodes.core.paths import CameraPath
 from inspatio_nodes.core.scene import scene_from_video
@@ -32,8 +30,11 @@ from inspatio_nodes.nodes.loaders import (
 )
 from inspatio_nodes.nodes.render import render_condition
 from inspatio_nodes.nodes.sampler import InSpatioWorldCacheInit, InSpatioWorldSampler
+from safetensors.torch import save_file
 
-TINY_DIT = WanDiTConfig(dim=32, ffn_dim=64, freq_dim=16, num_heads=2, num_layers=2, text_dim=8, text_len=6)
+TINY_DIT = WanDiTConfig(
+    dim=32, ffn_dim=64, freq_dim=16, num_heads=2, num_layers=2, text_dim=8, text_len=6
+)
 TINY_VAE = WanVAEConfig(base_dim=8)
 HEIGHT, WIDTH = 16, 32
 VALID_FRAMES = 10  # padded to 21 frames = 6 latent frames = 2 blocks, cut back to 10
@@ -65,14 +66,22 @@ def tiny_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)
     save_dit(CausalWanDiT(TINY_DIT), folder / "tiny_world.safetensors")
-    save_file({key: value.contiguous() for key, value in TAEHV().state_dict().items()}, str(folder / "taew.safetensors"))
-    save_file({"embeddings": torch.randn(PROMPT_TOKENS, TINY_DIT.text_dim)}, str(folder / "prompt.safetensors"))
+    save_file(
+        {key: value.contiguous() for key, value in TAEHV().state_dict().items()},
+        str(folder / "taew.safetensors"),
+    )
+    save_file(
+        {"embeddings": torch.randn(PROMPT_TOKENS, TINY_DIT.text_dim)},
+        str(folder / "prompt.safetensors"),
+    )
     return folder
 
 
 @pytest.fixture(scope="module")
 def world_model(tiny_files):
-    (model,) = InSpatioWorldModelLoader().load(str(tiny_files / "tiny_world.safetensors"), "fp32", "auto")
+    (model,) = InSpatioWorldModelLoader().load(
+        str(tiny_files / "tiny_world.safetensors"), "fp32", "auto"
+    )
     return model
 
 
@@ -103,19 +112,29 @@ def synthetic_condition(frames: int = VALID_FRAMES):
 
 @pytest.fixture(scope="module")
 def world_state(world_model, host_vae, prompt):
-    (state,) = InSpatioWorldCacheInit().initialize(world_model, host_vae, prompt, synthetic_condition())
+    (state,) = InSpatioWorldCacheInit().initialize(
+        world_model, host_vae, prompt, synthetic_condition()
+    )
     return state
 
 
 def run_sampler(world_state, seed=0, num_blocks=0, **extra):
-    return InSpatioWorldSampler().sample(world_state, seed, RELEASED_STEPS, 5.0, num_blocks, **extra)
+    return InSpatioWorldSampler().sample(
+        world_state, seed, RELEASED_STEPS, 5.0, num_blocks, **extra
+    )
 
 
 # --- declarations ----------------------------------------------------------------------------
 
 
-MODEL_NODES = (InSpatioWorldModelLoader, InSpatioTAEHVLoader, InSpatioPromptEmbeddingsLoader,
-               InSpatioWorldCacheInit, InSpatioWorldSampler, InSpatioDecode)
+MODEL_NODES = (
+    InSpatioWorldModelLoader,
+    InSpatioTAEHVLoader,
+    InSpatioPromptEmbeddingsLoader,
+    InSpatioWorldCacheInit,
+    InSpatioWorldSampler,
+    InSpatioDecode,
+)
 
 
 @pytest.mark.parametrize("node", MODEL_NODES, ids=lambda node: node.__name__)
@@ -144,7 +163,9 @@ def test_importing_the_pack_imports_neither_torch_nor_the_core():
     import subprocess
 
     code = "import sys, inspatio_nodes; print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('inspatio_nodes.core')))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"
 
 
@@ -152,7 +173,9 @@ def test_importing_the_pack_imports_neither_torch_nor_the_core():
 
 
 def test_world_model_loader_reads_a_tiny_checkpoint_in_the_chosen_dtype(tiny_files, world_model):
-    (half,) = InSpatioWorldModelLoader().load(str(tiny_files / "tiny_world.safetensors"), "bf16", "sdpa")
+    (half,) = InSpatioWorldModelLoader().load(
+        str(tiny_files / "tiny_world.safetensors"), "bf16", "sdpa"
+    )
 
     assert world_model.config == TINY_DIT and world_model.dtype == torch.float32
     assert half.dtype == torch.bfloat16 and half.attention_backend == "sdpa"
@@ -213,10 +236,14 @@ def test_world_cache_mask_latents_pack_the_padded_mask_as_plus_and_minus_one(wor
     assert torch.equal(world_state.mask, pack_mask_latents(padded * 2 - 1))
 
 
-def test_world_cache_source_latents_equal_one_whole_encode_of_the_padded_video(world_state, host_vae):
+def test_world_cache_source_latents_equal_one_whole_encode_of_the_padded_video(
+    world_state, host_vae
+):
     condition = synthetic_condition()
     last = condition.source_frames[-1:]
-    padded = torch.cat([condition.source_frames, last.expand(PADDED_FRAMES - VALID_FRAMES, -1, -1, -1)])
+    padded = torch.cat(
+        [condition.source_frames, last.expand(PADDED_FRAMES - VALID_FRAMES, -1, -1, -1)]
+    )
     codec = cf.vae_codec("test", "vae", host_vae).module
 
     whole = codec.encode(padded[None], codec.new_state())
@@ -227,7 +254,9 @@ def test_world_cache_source_latents_equal_one_whole_encode_of_the_padded_video(w
 def test_world_cache_refuses_a_vae_of_another_kind(world_model, prompt):
     not_a_vae = HostVAE(torch.nn.Conv2d(3, 4, 1))
 
-    with pytest.raises(cf.NodeInputError, match="Initialize World Cache: input 'vae' cannot be used"):
+    with pytest.raises(
+        cf.NodeInputError, match="Initialize World Cache: input 'vae' cannot be used"
+    ):
         InSpatioWorldCacheInit().initialize(world_model, not_a_vae, prompt, synthetic_condition())
 
 
@@ -246,8 +275,14 @@ def test_sampler_equals_the_core_offline_generator_for_the_same_seed(world_state
     latent, _ = run_sampler(world_state, seed=7)
     model = world_state.model.managed.module
 
-    expected = generate(model, world_state.text, world_state.reference, world_state.render, world_state.mask,
-                        noise=SeededNoise(7))
+    expected = generate(
+        model,
+        world_state.text,
+        world_state.reference,
+        world_state.render,
+        world_state.mask,
+        noise=SeededNoise(7),
+    )
 
     assert torch.equal(latent["samples"], to_comfy_latent(expected))
 
@@ -267,7 +302,9 @@ def test_sampler_streamed_frames_equal_one_decode_of_all_latents(world_state):
 
     whole = codec.decode(from_comfy_latent(latent["samples"]), codec.new_state())
 
-    torch.testing.assert_close(frames, cf.frames_to_image(whole[0])[:VALID_FRAMES], rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        frames, cf.frames_to_image(whole[0])[:VALID_FRAMES], rtol=0, atol=1e-5
+    )
 
 
 def test_sampler_generates_only_the_requested_blocks(world_state):
@@ -296,9 +333,13 @@ def test_sampler_reports_every_step_and_a_preview_per_block(world_state, monkeyp
         def update_absolute(self, value, total=None, preview=None):
             reports.append((value, total, preview is not None))
 
-    monkeypatch.setitem(sys.modules, "comfy.utils", types.SimpleNamespace(ProgressBar=HostProgressBar))
     monkeypatch.setitem(
-        sys.modules, "comfy.cli_args", types.SimpleNamespace(args=types.SimpleNamespace(preview_size=64))
+        sys.modules, "comfy.utils", types.SimpleNamespace(ProgressBar=HostProgressBar)
+    )
+    monkeypatch.setitem(
+        sys.modules,
+        "comfy.cli_args",
+        types.SimpleNamespace(args=types.SimpleNamespace(preview_size=64)),
     )
     run_sampler(world_state)
 
@@ -339,7 +380,9 @@ def test_sampler_refuses_unreadable_denoising_steps():
 
 
 def test_sampler_names_the_input_for_out_of_range_steps(world_state):
-    with pytest.raises(cf.NodeInputError, match="input 'denoising_steps' cannot be used.*outside 1..1000"):
+    with pytest.raises(
+        cf.NodeInputError, match="input 'denoising_steps' cannot be used.*outside 1..1000"
+    ):
         InSpatioWorldSampler().sample(world_state, 0, "1000, 0", 5.0, 0)
 
 
