@@ -19,6 +19,8 @@ CAMERA_PATH_TYPE = "INSPATIO_CAMERA_PATH"
 # v1.5 keeps every frame (the sampler pads to whole blocks and cuts the output back);
 # v1 truncates the video to whole blocks before anything else.
 FRAME_COUNT_POLICIES = ("pad_v1.5", "truncate_v1")
+# Keyframes for the v1 adaptive count: the official moves of core/path_presets.py, or a v1 file.
+V1_TRAJECTORY_SOURCES = ("x_y_circle_cycle", "zoom_out_in", "file")
 
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 832, 480  # the released checkpoints' resolution
 RESOLUTION_STEP = 16  # VAE stride 8 x DiT patch 2
@@ -385,9 +387,76 @@ class InSpatioFreezeScene:
             return (scene.select_frames(indices),)
 
 
+class InSpatioAdaptSceneV1:
+    """v1's adaptive frame count: the video bounces or is subsampled to suit the camera move."""
+
+    NODE = "InSpatio Adapt Scene to v1 Trajectory"
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (SCENE_TYPE, "INT")
+    RETURN_NAMES = ("scene", "frames")
+    OUTPUT_TOOLTIPS = (
+        "The scene re-indexed in time (frames, depth and poses alike).",
+        "Its frame count: make the camera path this long (frames = 0 follows the scene).",
+    )
+    FUNCTION = "adapt"
+    DESCRIPTION = (
+        "v1 TestDataset: between 0.3 and 0.8 degrees of keyframe travel per frame and at least "
+        "121 frames; a short video plays back and forth, a long one is subsampled."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "scene": (SCENE_TYPE, {"tooltip": "A video scene."}),
+                "trajectory": (
+                    list(V1_TRAJECTORY_SOURCES),
+                    {
+                        "default": V1_TRAJECTORY_SOURCES[0],
+                        "tooltip": "The v1 keyframes whose total angle sets the frame count: an "
+                        "official move, or 'file' to read the v1 three-line file below.",
+                    },
+                ),
+                "file": (
+                    "STRING",
+                    {
+                        "default": "trajectory.txt",
+                        "tooltip": "The v1 pitch / yaw / r file, when trajectory is 'file'.",
+                    },
+                ),
+            },
+        }
+
+    def adapt(self, scene, trajectory, file):
+        from ..core.path_files import read_v1_trajectory
+        from ..core.path_presets import PRESETS
+        from ..core.scene import adaptive_frame_indices
+        from ..core.trajectory_v1 import total_keyframe_angle
+
+        if scene.kind != "video":
+            raise cf.NodeInputError(
+                self.NODE, "scene", "is an image scene: the adaptive count re-times a video"
+            )
+        if trajectory not in V1_TRAJECTORY_SOURCES:
+            raise cf.NodeInputError(
+                self.NODE,
+                "trajectory",
+                f"is {trajectory!r}: use one of {', '.join(V1_TRAJECTORY_SOURCES)}",
+            )
+        with reported_as(self.NODE, "file"):
+            keys = (
+                read_v1_trajectory(file)
+                if trajectory == "file"
+                else PRESETS[trajectory].official_keyframes
+            )
+        indices = adaptive_frame_indices(scene.num_frames, total_keyframe_angle(keys))
+        return (scene.select_frames(indices), len(indices))
+
+
 NODE_CLASS_MAPPINGS = {
     "InSpatioSceneFromVideo": InSpatioSceneFromVideo,
     "InSpatioSceneFromImages": InSpatioSceneFromImages,
     "InSpatioFreezeScene": InSpatioFreezeScene,
+    "InSpatioAdaptSceneV1": InSpatioAdaptSceneV1,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {name: cls.NODE for name, cls in NODE_CLASS_MAPPINGS.items()}

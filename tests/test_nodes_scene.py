@@ -7,6 +7,7 @@ import torch
 from inspatio_nodes.core.paths import CameraPath
 from inspatio_nodes.nodes.comfy import NodeInputError
 from inspatio_nodes.nodes.scene import (
+    InSpatioAdaptSceneV1,
     InSpatioFreezeScene,
     InSpatioSceneFromImages,
     InSpatioSceneFromVideo,
@@ -151,7 +152,34 @@ def test_freeze_frame_outside_the_video_names_the_input():
 
 
 def test_every_scene_input_has_a_tooltip():
-    for node in (InSpatioSceneFromVideo, InSpatioSceneFromImages, InSpatioFreezeScene):
+    for node in (
+        InSpatioSceneFromVideo,
+        InSpatioSceneFromImages,
+        InSpatioFreezeScene,
+        InSpatioAdaptSceneV1,
+    ):
         for section in node.INPUT_TYPES().values():
             for name, (_, options) in section.items():
                 assert options.get("tooltip"), f"{node.__name__}.{name} has no tooltip"
+
+
+def test_v1_adaptive_count_bounces_a_short_video_to_suit_the_circle_cycle():
+    (scene,) = InSpatioSceneFromVideo().build(**_video_arguments())
+    adapted, frames = InSpatioAdaptSceneV1().adapt(scene, "x_y_circle_cycle", "")
+    # 240 degrees of keyframe travel need at least ceil(240 / 0.8) + 1 = 301 frames.
+    assert frames == adapted.num_frames == 301
+    torch.testing.assert_close(adapted.frames[FRAMES], scene.frames[FRAMES - 2])  # played backwards
+
+
+def test_v1_adaptive_count_reads_a_keyframe_file(tmp_path):
+    (scene,) = InSpatioSceneFromVideo().build(**_video_arguments())
+    file = tmp_path / "zoom.txt"
+    file.write_text("0 0 0\n0 0 0\n0 0.5 1\n")
+    _, frames = InSpatioAdaptSceneV1().adapt(scene, "file", str(file))
+    assert frames == 121  # a pure zoom keeps the count, but never below 121 frames
+
+
+def test_v1_adaptive_count_names_a_missing_file():
+    (scene,) = InSpatioSceneFromVideo().build(**_video_arguments())
+    with pytest.raises(NodeInputError, match="Adapt Scene to v1 Trajectory: input 'file'"):
+        InSpatioAdaptSceneV1().adapt(scene, "file", "/nonexistent/trajectory.txt")
