@@ -29,20 +29,29 @@ def peak_rss_bytes() -> int:
 
 def rollout(blocks: int, report) -> None:
     import torch
-
-    from inspatio_nodes.core.wan.dit import LATENT_CHANNELS, MASK_CHANNELS, CausalWanDiT, WanDiTConfig
+    from inspatio_nodes.core.wan.dit import (
+        LATENT_CHANNELS,
+        MASK_CHANNELS,
+        CausalWanDiT,
+        WanDiTConfig,
+    )
     from inspatio_nodes.core.world import SeededNoise, Session
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    config = WanDiTConfig(dim=128, ffn_dim=256, freq_dim=32, num_heads=2, num_layers=2, text_dim=64, text_len=32)
+    config = WanDiTConfig(
+        dim=128, ffn_dim=256, freq_dim=32, num_heads=2, num_layers=2, text_dim=64, text_len=32
+    )
     model = CausalWanDiT(config).eval()
     shape = (1, FRAMES_PER_BLOCK, LATENT_CHANNELS, LATENT_HEIGHT, LATENT_WIDTH)
     reference, render = torch.randn(shape), torch.randn(shape)
     mask = torch.sign(torch.randn(1, FRAMES_PER_BLOCK, MASK_CHANNELS, LATENT_HEIGHT, LATENT_WIDTH))
     before_session = peak_rss_bytes()
     session = Session(
-        model, torch.randn(1, 16, config.text_dim), latent_height=LATENT_HEIGHT, latent_width=LATENT_WIDTH,
+        model,
+        torch.randn(1, 16, config.text_dim),
+        latent_height=LATENT_HEIGHT,
+        latent_width=LATENT_WIDTH,
         noise=SeededNoise(0),
     )
     for _ in range(blocks):
@@ -60,12 +69,18 @@ def main() -> None:
         before_session, peak = receiver.recv()
         process.join()
         peaks[blocks] = (peak, peak - before_session)
-        print(f"{blocks:4d} blocks: peak RSS {peak / 2**20:.1f} MiB, of which the session "
-              f"(cache, text K/V, activations) {(peak - before_session) / 2**20:.2f} MiB")
+        print(
+            f"{blocks:4d} blocks: peak RSS {peak / 2**20:.1f} MiB, of which the session "
+            f"(cache, text K/V, activations) {(peak - before_session) / 2**20:.2f} MiB"
+        )
     short, long = ROLLOUTS
-    print(f"peak process memory {long} blocks / {short} blocks = {peaks[long][0] / peaks[short][0]:.4f}")
-    print(f"peak session memory {long} blocks / {short} blocks = {peaks[long][1] / peaks[short][1]:.4f} "
-          "(target within 1.05)")
+    print(
+        f"peak process memory {long} blocks / {short} blocks = {peaks[long][0] / peaks[short][0]:.4f}"
+    )
+    print(
+        f"peak session memory {long} blocks / {short} blocks = {peaks[long][1] / peaks[short][1]:.4f} "
+        "(target within 1.05)"
+    )
 
 
 if __name__ == "__main__":

@@ -12,11 +12,12 @@ from __future__ import annotations
 import time
 
 import torch
-
 from inspatio_nodes.core.wan.dit import LATENT_CHANNELS, MASK_CHANNELS, CausalWanDiT, WanDiTConfig
 from inspatio_nodes.core.world import SeededNoise, generate
 
-CONFIG = WanDiTConfig(dim=256, ffn_dim=1024, freq_dim=64, num_heads=2, num_layers=4, text_dim=128, text_len=64)
+CONFIG = WanDiTConfig(
+    dim=256, ffn_dim=1024, freq_dim=64, num_heads=2, num_layers=4, text_dim=128, text_len=64
+)
 LATENT_HEIGHT, LATENT_WIDTH = 16, 24
 BLOCKS = 4
 FRAMES_PER_BLOCK = 3
@@ -35,7 +36,9 @@ def main() -> None:
     forward_seconds: list[float] = []
     started: list[float] = []
     model.register_forward_pre_hook(lambda *_: started.append(time.perf_counter()))
-    model.register_forward_hook(lambda *_: forward_seconds.append(time.perf_counter() - started[-1]))
+    model.register_forward_hook(
+        lambda *_: forward_seconds.append(time.perf_counter() - started[-1])
+    )
 
     generate(model, text, reference, render, mask, noise=SeededNoise(0))  # warm-up
     ratios = []
@@ -45,8 +48,10 @@ def main() -> None:
         generate(model, text, reference, render, mask, noise=SeededNoise(repeat))
         total = time.perf_counter() - begin
         ratios.append(total / sum(forward_seconds))
-        print(f"run {repeat}: sampler {total * 1e3:.1f} ms, DiT forwards {sum(forward_seconds) * 1e3:.1f} ms "
-              f"({len(forward_seconds)} calls)")
+        print(
+            f"run {repeat}: sampler {total * 1e3:.1f} ms, DiT forwards {sum(forward_seconds) * 1e3:.1f} ms "
+            f"({len(forward_seconds)} calls)"
+        )
     print(f"sampler / bare DiT forwards = {min(ratios):.4f} (best of {REPEATS}; target <= 1.03)")
 
 

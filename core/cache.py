@@ -59,7 +59,9 @@ class SpatiotemporalCache:
     stale and never read.
     """
 
-    def __init__(self, shape: CacheShape, *, dtype: torch.dtype, device: torch.device | str) -> None:
+    def __init__(
+        self, shape: CacheShape, *, dtype: torch.dtype, device: torch.device | str
+    ) -> None:
         self.shape = shape
         buffer_shape = (shape.batch, shape.capacity_tokens, shape.num_heads, shape.head_dim)
         self.keys: list[Keys] = [
@@ -78,7 +80,9 @@ class SpatiotemporalCache:
     def set_text(self, text_kv: list[TextKV]) -> None:
         """Store the cross-attention K/V of the prompt, one ``[2, B, L, Hd, Dh]`` per layer."""
         if len(text_kv) != self.shape.num_layers:
-            raise ValueError(f"text K/V for {len(text_kv)} layers given to a {self.shape.num_layers}-layer cache")
+            raise ValueError(
+                f"text K/V for {len(text_kv)} layers given to a {self.shape.num_layers}-layer cache"
+            )
         self.text = text_kv
 
     def mark_prefilled(self, context_tokens: int) -> None:

@@ -73,10 +73,14 @@ class FlowMatchSchedule:
     def sigma_at(self, timestep: Tensor) -> Tensor:
         """float32 sigma of the table entry nearest to each timestep (argmin, as the official lookup)."""
         table = self.timesteps.to(timestep.device)
-        index = torch.argmin((table.unsqueeze(0) - timestep.reshape(-1, 1).to(table.dtype)).abs(), dim=1)
+        index = torch.argmin(
+            (table.unsqueeze(0) - timestep.reshape(-1, 1).to(table.dtype)).abs(), dim=1
+        )
         return self.sigmas.to(timestep.device)[index].reshape(timestep.shape)
 
-    def x0_from_flow(self, noisy: VideoLatents, flow: FlowPrediction, timestep: Tensor) -> VideoLatents:
+    def x0_from_flow(
+        self, noisy: VideoLatents, flow: FlowPrediction, timestep: Tensor
+    ) -> VideoLatents:
         """``x0 = x_t − σ_t·flow`` in float64, cast back to the prediction's dtype.
 
         ``timestep`` is a 0-dim tensor: one timestep per call, as the model uses.

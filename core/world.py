@@ -90,7 +90,9 @@ class ReplayedNoise:
                 "block and one per re-noise step"
             )
         if tuple(noise.shape) != tuple(shape):
-            raise WorldInputError(f"replayed noise tensor {self._drawn} has shape {tuple(noise.shape)}, expected {shape}")
+            raise WorldInputError(
+                f"replayed noise tensor {self._drawn} has shape {tuple(noise.shape)}, expected {shape}"
+            )
         self._drawn += 1
         return noise.to(device=device, dtype=dtype)
 
@@ -105,7 +107,9 @@ def session_memory_bytes(
     frames_per_block: int = RELEASED_FRAMES_PER_BLOCK,
 ) -> int:
     """Bytes a session keeps allocated: the KV cache plus the text K/V (not the model weights)."""
-    return _cache_shape(config, latent_height, latent_width, batch, frames_per_block).total_bytes(dtype)
+    return _cache_shape(config, latent_height, latent_width, batch, frames_per_block).total_bytes(
+        dtype
+    )
 
 
 def _cache_shape(
@@ -154,7 +158,9 @@ class Session:
         self.latent_size = (latent_height, latent_width)
         self.batch = text.shape[0]
         _check_finite("text embeddings", text)
-        shape = _cache_shape(model.config, latent_height, latent_width, self.batch, self.sampler.frames_per_block)
+        shape = _cache_shape(
+            model.config, latent_height, latent_width, self.batch, self.sampler.frames_per_block
+        )
         self.tokens_per_frame = model.config.tokens_per_frame(latent_height, latent_width)
         self.cache = SpatiotemporalCache(shape, dtype=self.dtype, device=self.device)
         with torch.no_grad():
@@ -210,7 +216,9 @@ class Session:
 
     def _prefill(self, reference: VideoLatents) -> None:
         """Overwrite the cache from row 0 with the reference block and the previous prediction."""
-        context_latents = reference if self.previous is None else torch.cat([reference, self.previous], dim=1)
+        context_latents = (
+            reference if self.previous is None else torch.cat([reference, self.previous], dim=1)
+        )
         context = _pad_to_model_input(context_latents)
         clean_timestep = torch.full((self.batch,), CLEAN_TIMESTEP, device=self.device)
         self.model(
@@ -236,7 +244,9 @@ class Session:
 
 def _check_finite(name: str, tensor: Tensor) -> None:
     if not torch.isfinite(tensor).all():
-        raise WorldInputError(f"{name} contain NaN or infinite values: check the encoder or the conditioning")
+        raise WorldInputError(
+            f"{name} contain NaN or infinite values: check the encoder or the conditioning"
+        )
 
 
 def generate(
@@ -264,11 +274,20 @@ def generate(
             "pad or truncate the video to whole blocks"
         )
     session = Session(
-        model, text, latent_height=reference.shape[3], latent_width=reference.shape[4], noise=noise, sampler=sampler
+        model,
+        text,
+        latent_height=reference.shape[3],
+        latent_width=reference.shape[4],
+        noise=noise,
+        sampler=sampler,
     )
     step = sampler.frames_per_block
     blocks = [
-        session.step(reference[:, start : start + step], render[:, start : start + step], mask[:, start : start + step])
+        session.step(
+            reference[:, start : start + step],
+            render[:, start : start + step],
+            mask[:, start : start + step],
+        )
         for start in range(0, frames, step)
     ]
     return torch.cat(blocks, dim=1)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-from test_dit import tiny_dit
-from test_world import TINY_LATENT, tiny_inputs
-
 from inspatio_nodes.core.wan.dit import WanDiTConfig
 from inspatio_nodes.core.world import SeededNoise, Session, session_memory_bytes
+from test_dit import tiny_dit
+from test_world import TINY_LATENT, tiny_inputs
 
 RELEASED_LATENT = (60, 104)  # 480×832 pixels
 GIB = 2**30
@@ -16,8 +15,12 @@ GIB = 2**30
 def test_memory_estimate_equals_the_bytes_a_session_allocates():
     model = tiny_dit()
     text, *_ = tiny_inputs(blocks=1)
-    session = Session(model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(0))
-    allocated = sum(b.nbytes for b in session.cache.buffers()) + sum(kv.nbytes for kv in session.cache.text)
+    session = Session(
+        model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(0)
+    )
+    allocated = sum(b.nbytes for b in session.cache.buffers()) + sum(
+        kv.nbytes for kv in session.cache.text
+    )
     assert session_memory_bytes(model.config, *TINY_LATENT, dtype=torch.float32) == allocated
 
 
@@ -25,7 +28,10 @@ def test_released_model_cache_holds_two_blocks_of_1560_tokens():
     config = WanDiTConfig()
     self_attention = config.num_layers * 2 * 9360 * config.dim * 2  # K and V, bf16
     text = config.num_layers * 2 * config.text_len * config.dim * 2
-    assert session_memory_bytes(config, *RELEASED_LATENT, dtype=torch.bfloat16) == self_attention + text
+    assert (
+        session_memory_bytes(config, *RELEASED_LATENT, dtype=torch.bfloat16)
+        == self_attention + text
+    )
     assert round(self_attention / GIB, 2) == 1.61
 
 
@@ -34,7 +40,9 @@ def test_text_kv_is_computed_once_per_prompt():
     text, reference, render, mask = tiny_inputs(blocks=1)
     projections = []
     handle = model.blocks[0].cross_attn.k.register_forward_hook(lambda *_: projections.append(1))
-    session = Session(model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(0))
+    session = Session(
+        model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(0)
+    )
     for _ in range(3):
         session.step(reference, render, mask)
     handle.remove()
@@ -44,7 +52,9 @@ def test_text_kv_is_computed_once_per_prompt():
 def test_prefill_overwrites_from_row_zero_every_block():
     model = tiny_dit()
     text, reference, render, mask = tiny_inputs(blocks=1)
-    session = Session(model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(0))
+    session = Session(
+        model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(0)
+    )
     tokens_per_frame = model.config.tokens_per_frame(*TINY_LATENT)
 
     session.step(reference, render, mask)

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from inspatio_nodes.core.wan.checkpoints import (
+    CheckpointError,
+    infer_dit_config,
+    load_dit,
+    normalise_dit_keys,
+    save_dit,
+)
+from inspatio_nodes.core.wan.dit import CausalWanDiT, WanDiTConfig
 from safetensors.torch import save_file
 from test_dit import tiny_dit
 
-from inspatio_nodes.core.wan.checkpoints import CheckpointError, infer_dit_config, load_dit, normalise_dit_keys, save_dit
-from inspatio_nodes.core.wan.dit import CausalWanDiT, WanDiTConfig
-
 # A head dim of 128 (as released) lets the config be inferred from the shapes alone.
-INFERABLE = dict(dim=256, num_heads=2, ffn_dim=64, freq_dim=16, num_layers=2, text_dim=16, text_len=512)
+INFERABLE = {"dim": 256, "num_heads": 2, "ffn_dim": 64, "freq_dim": 16, "num_layers": 2}
+INFERABLE |= {"text_dim": 16, "text_len": 512}
 
 
 class NotWeights:
@@ -102,7 +108,9 @@ def test_unexpected_keys_are_listed_by_prefix(tmp_path):
     state = prefixed(inferable_model(), "model.")
     state["model.blocks.0.self_attn.lora_down.weight"] = torch.zeros(2, 2)
     state["model.blocks.1.self_attn.lora_down.weight"] = torch.zeros(2, 2)
-    with pytest.raises(CheckpointError, match=r"2 unexpected keys: blocks\.\*\.self_attn\.lora_down\.weight \(2\)"):
+    with pytest.raises(
+        CheckpointError, match=r"2 unexpected keys: blocks\.\*\.self_attn\.lora_down\.weight \(2\)"
+    ):
         load_dit(write(state, tmp_path / "dit.safetensors"))
 
 
@@ -124,7 +132,13 @@ def test_image_to_video_wan_is_recognised(tmp_path):
 @pytest.mark.parametrize(
     "keys",
     [
-        ["encoder.conv1.weight", "encoder.downsamples.0.residual.0.gamma", "decoder.conv1.weight", "conv1.weight", "conv2.weight"],
+        [
+            "encoder.conv1.weight",
+            "encoder.downsamples.0.residual.0.gamma",
+            "decoder.conv1.weight",
+            "conv1.weight",
+            "conv2.weight",
+        ],
         ["encoder.0.weight", "decoder.1.weight"],  # TAEHV
     ],
 )
@@ -136,7 +150,11 @@ def test_a_vae_given_as_the_dit_is_recognised(tmp_path, keys):
 @pytest.mark.parametrize(
     "keys",
     [
-        ["token_embedding.weight", "blocks.0.attn.q.weight", "blocks.0.pos_embedding.embedding.weight"],  # Wan umT5
+        [
+            "token_embedding.weight",
+            "blocks.0.attn.q.weight",
+            "blocks.0.pos_embedding.embedding.weight",
+        ],  # Wan umT5
         ["shared.weight", "encoder.block.0.layer.0.SelfAttention.q.weight"],  # Hugging Face umT5
     ],
 )
@@ -177,7 +195,9 @@ def test_metadata_config_that_contradicts_the_shapes_is_reported(tmp_path):
     model = tiny_dit()
     wrong = tiny_dit(ffn_dim=40)
     state = prefixed(model, "model.")
-    path = write(state, tmp_path / "tiny.safetensors", metadata={"inspatio_config": wrong.config.to_json()})
+    path = write(
+        state, tmp_path / "tiny.safetensors", metadata={"inspatio_config": wrong.config.to_json()}
+    )
     with pytest.raises(CheckpointError, match="tensor shapes do not match"):
         load_dit(path)
 
@@ -185,5 +205,9 @@ def test_metadata_config_that_contradicts_the_shapes_is_reported(tmp_path):
 def test_released_shapes_infer_the_released_config(tmp_path):
     with torch.device("meta"):
         released = CausalWanDiT(WanDiTConfig())
-    state = normalise_dit_keys({f"model.{key}": tensor for key, tensor in released.state_dict().items()})
-    assert infer_dit_config(state, {}, tmp_path / "InSpatio-World-1.3B.safetensors") == WanDiTConfig()
+    state = normalise_dit_keys(
+        {f"model.{key}": tensor for key, tensor in released.state_dict().items()}
+    )
+    assert (
+        infer_dit_config(state, {}, tmp_path / "InSpatio-World-1.3B.safetensors") == WanDiTConfig()
+    )

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-
 from inspatio_nodes.core import attention
 from inspatio_nodes.core.attention import AttentionBackendError, RopeTable, apply_rope
 from inspatio_nodes.core.cache import CacheShape, SpatiotemporalCache
@@ -25,11 +24,14 @@ NORM_WEIGHT_SPREAD = 0.1
 
 
 def tiny_config(**overrides: object) -> WanDiTConfig:
-    sizes = dict(dim=32, ffn_dim=48, freq_dim=16, num_heads=2, num_layers=2, text_dim=24, text_len=8)
+    sizes = {"dim": 32, "ffn_dim": 48, "freq_dim": 16, "num_heads": 2, "num_layers": 2}
+    sizes |= {"text_dim": 24, "text_len": 8}
     return WanDiTConfig(**{**sizes, **overrides})
 
 
-def tiny_dit(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides: object) -> CausalWanDiT:
+def tiny_dit(
+    seed: int = 0, dtype: torch.dtype = torch.float32, **overrides: object
+) -> CausalWanDiT:
     """A tiny DiT with the real architecture and random weights (norm weights away from 1)."""
     torch.manual_seed(seed)
     model = CausalWanDiT(tiny_config(**overrides))
@@ -44,7 +46,14 @@ def tiny_dit(seed: int = 0, dtype: torch.dtype = torch.float32, **overrides: obj
 
 def cache_for(model: CausalWanDiT, batch: int, capacity_tokens: int) -> SpatiotemporalCache:
     config = model.config
-    shape = CacheShape(config.num_layers, config.num_heads, config.head_dim, batch, capacity_tokens, config.text_len)
+    shape = CacheShape(
+        config.num_layers,
+        config.num_heads,
+        config.head_dim,
+        batch,
+        capacity_tokens,
+        config.text_len,
+    )
     parameter = next(model.parameters())
     return SpatiotemporalCache(shape, dtype=parameter.dtype, device=parameter.device)
 
@@ -61,15 +70,18 @@ def block_causal_reference(
     _, patch_h, patch_w = model.config.patch_size
     ctx_frames, noisy_frames = context.shape[1], noisy_input.shape[1]
     rows, cols = context.shape[3] // patch_h, context.shape[4] // patch_w
-    to_tokens = lambda latents: rearrange(  # noqa: E731
-        model.patch_embedding(rearrange(latents, "b g c h w -> b c g h w")), "b d g h w -> b (g h w) d"
+    to_tokens = lambda latents: rearrange(
+        model.patch_embedding(rearrange(latents, "b g c h w -> b c g h w")),
+        "b d g h w -> b (g h w) d",
     )
     x = torch.cat([to_tokens(context), to_tokens(noisy_input)], dim=1)
     n_ctx = ctx_frames * rows * cols
     e_ctx, e0_ctx = model.time_conditioning(torch.zeros_like(timestep), x.dtype)
     e_noisy, e0_noisy = model.time_conditioning(timestep, x.dtype)
     is_context = torch.arange(x.shape[1]) < n_ctx
-    e0 = torch.where(is_context[None, :, None, None], e0_ctx[:, None], e0_noisy[:, None])  # [B, N, 6, D]
+    e0 = torch.where(
+        is_context[None, :, None, None], e0_ctx[:, None], e0_noisy[:, None]
+    )  # [B, N, 6, D]
     e = torch.where(is_context[None, :, None], e_ctx[:, None], e_noisy[:, None])  # [B, N, D]
     allowed = ~(is_context[:, None] & ~is_context[None, :])  # context queries never see noisy keys
     rope = RopeTable.for_head_dim(model.config.head_dim)
@@ -101,7 +113,12 @@ def block_causal_reference(
     head_m = model.head.modulation[:, None] + e[:, :, None]
     out = model.head.head(model.head.norm(x) * (1 + head_m[:, :, 1]) + head_m[:, :, 0])
     return rearrange(
-        out[:, n_ctx:], "b (g h w) (ph pw c) -> b g c (h ph) (w pw)", g=noisy_frames, h=rows, ph=patch_h, pw=patch_w
+        out[:, n_ctx:],
+        "b (g h w) (ph pw c) -> b g c (h ph) (w pw)",
+        g=noisy_frames,
+        h=rows,
+        ph=patch_h,
+        pw=patch_w,
     )
 
 
@@ -109,19 +126,37 @@ def block_causal_reference(
     ("num_heads", "dim", "context_frames", "latent_size"),
     [(2, 32, 3, (4, 6)), (2, 48, 6, (6, 4)), (1, 32, 6, (2, 8))],
 )
-def test_cached_attention_equals_block_causal_full_pass(num_heads, dim, context_frames, latent_size):
+def test_cached_attention_equals_block_causal_full_pass(
+    num_heads, dim, context_frames, latent_size
+):
     model = tiny_dit(seed=context_frames, dtype=torch.float64, dim=dim, num_heads=num_heads)
     generator = torch.Generator().manual_seed(1)
     height, width = latent_size
     frames_per_block, denoise_offset = 3, 6
     context = torch.cat(
         [
-            torch.randn(2, context_frames, LATENT_CHANNELS, height, width, generator=generator, dtype=torch.float64),
+            torch.randn(
+                2,
+                context_frames,
+                LATENT_CHANNELS,
+                height,
+                width,
+                generator=generator,
+                dtype=torch.float64,
+            ),
             torch.zeros(2, context_frames, CONDITION_CHANNELS, height, width, dtype=torch.float64),
         ],
         dim=2,
     )
-    noisy_input = torch.randn(2, frames_per_block, MODEL_INPUT_CHANNELS, height, width, generator=generator, dtype=torch.float64)
+    noisy_input = torch.randn(
+        2,
+        frames_per_block,
+        MODEL_INPUT_CHANNELS,
+        height,
+        width,
+        generator=generator,
+        dtype=torch.float64,
+    )
     text = torch.randn(2, 5, model.config.text_dim, generator=generator, dtype=torch.float64)
     timestep = torch.tensor([937.5, 937.5], dtype=torch.float64)
     tokens_per_frame = model.config.tokens_per_frame(height, width)
@@ -131,8 +166,17 @@ def test_cached_attention_equals_block_causal_full_pass(num_heads, dim, context_
         cache.set_text(model.text_kv(text))
         model(context, torch.zeros(2), cache, frame_offset=0, read_len=0, write_offset=0)
         n_ctx = context_frames * tokens_per_frame
-        cached = model(noisy_input, timestep, cache, frame_offset=denoise_offset, read_len=n_ctx, write_offset=None)
-        reference = block_causal_reference(model, context, noisy_input, timestep, text, denoise_offset)
+        cached = model(
+            noisy_input,
+            timestep,
+            cache,
+            frame_offset=denoise_offset,
+            read_len=n_ctx,
+            write_offset=None,
+        )
+        reference = block_causal_reference(
+            model, context, noisy_input, timestep, text, denoise_offset
+        )
 
     torch.testing.assert_close(cached, reference, atol=1e-10, rtol=0)
 
@@ -142,9 +186,23 @@ def test_denoise_call_leaves_the_cache_untouched():
     cache = cache_for(model, batch=1, capacity_tokens=6 * 6)
     with torch.no_grad():
         cache.set_text(model.text_kv(torch.randn(1, 3, model.config.text_dim)))
-        model(torch.randn(1, 3, MODEL_INPUT_CHANNELS, 4, 6), torch.zeros(1), cache, frame_offset=0, read_len=0, write_offset=0)
+        model(
+            torch.randn(1, 3, MODEL_INPUT_CHANNELS, 4, 6),
+            torch.zeros(1),
+            cache,
+            frame_offset=0,
+            read_len=0,
+            write_offset=0,
+        )
         before = [buffer.clone() for buffer in cache.buffers()]
-        model(torch.randn(1, 3, MODEL_INPUT_CHANNELS, 4, 6), torch.full((1,), 625.0), cache, frame_offset=6, read_len=18, write_offset=None)
+        model(
+            torch.randn(1, 3, MODEL_INPUT_CHANNELS, 4, 6),
+            torch.full((1,), 625.0),
+            cache,
+            frame_offset=6,
+            read_len=18,
+            write_offset=None,
+        )
     assert all(torch.equal(a, b) for a, b in zip(before, cache.buffers()))
 
 
@@ -154,7 +212,9 @@ def test_rope_splits_pairs_into_frame_row_col_ladders():
     assert RopeTable.for_head_dim(32).axis_pairs == (6, 5, 5)
     # Each axis restarts its own ladder at frequency 1 (position 1 rotates by 1 radian).
     for first_pair_of_axis in (0, 22, 43):
-        assert rope.cos[1, first_pair_of_axis].item() == pytest.approx(torch.cos(torch.tensor(1.0)).item())
+        assert rope.cos[1, first_pair_of_axis].item() == pytest.approx(
+            torch.cos(torch.tensor(1.0)).item()
+        )
 
 
 def test_text_longer_than_the_model_text_len_is_refused():

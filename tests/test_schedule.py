@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import fixture_cases, load_json, require_fixture, sibling
-from safetensors.torch import load_file
-
 from inspatio_nodes.core.schedule import FlowMatchSchedule
+from safetensors.torch import load_file
 
 SAMPLER_CASES = fixture_cases("*dit_sampler*_io*.safetensors")
 
@@ -58,13 +57,21 @@ def test_x0_and_renoise_reproduce_the_recorded_steps_exactly(case_path):
 def test_release_schedule_warps_to_the_documented_values():
     schedule = FlowMatchSchedule()
     assert schedule.warped_timesteps.tolist() == [1000.0, 937.5, 833.3333129882812, 625.0]
-    assert schedule.sigma_at(schedule.warped_timesteps).tolist() == [1.0, 0.9375, 0.8333333134651184, 0.625]
+    assert schedule.sigma_at(schedule.warped_timesteps).tolist() == [
+        1.0,
+        0.9375,
+        0.8333333134651184,
+        0.625,
+    ]
 
 
 def test_x0_is_computed_in_float64_then_cast():
     schedule = FlowMatchSchedule()
     generator = torch.Generator().manual_seed(0)
-    noisy, flow = torch.randn(2, 3, 4, generator=generator), torch.randn(2, 3, 4, generator=generator)
+    noisy, flow = (
+        torch.randn(2, 3, 4, generator=generator),
+        torch.randn(2, 3, 4, generator=generator),
+    )
     timestep = schedule.warped_timesteps[2]
     sigma64 = schedule.sigma_at(timestep).double()
     expected = (noisy.double() - sigma64 * flow.double()).float()

@@ -8,9 +8,6 @@ import pytest
 import torch
 from conftest import fixture_cases, load_json, require_fixture, sibling
 from einops import rearrange
-from safetensors.torch import load_file
-from test_dit import tiny_dit
-
 from inspatio_nodes.core.schedule import FlowMatchSchedule
 from inspatio_nodes.core.wan.checkpoints import load_dit
 from inspatio_nodes.core.wan.dit import LATENT_CHANNELS, MASK_CHANNELS, WanDiTConfig
@@ -23,6 +20,8 @@ from inspatio_nodes.core.world import (
     WorldInputError,
     generate,
 )
+from safetensors.torch import load_file
+from test_dit import tiny_dit
 
 DIT_ATOL = 1e-4  # fixtures/README.md: float32 official vs float64 re-implementation agree to 1.5e-6
 SAMPLER_CASES = fixture_cases("*dit_sampler*_io*.safetensors")
@@ -35,7 +34,9 @@ class SamplerCase:
         config = load_json(sibling(io_path, "io", "config", ".json"))
         model_fields = set(WanDiTConfig.__dataclass_fields__)
         self.config = config
-        self.model_config = WanDiTConfig(**{k: v for k, v in config["model_config"].items() if k in model_fields})
+        self.model_config = WanDiTConfig(
+            **{k: v for k, v in config["model_config"].items() if k in model_fields}
+        )
         self.model = load_dit(sibling(io_path, "io", "weights"), config=self.model_config)
         self.io = load_file(str(io_path))
         debug_path = sibling(io_path, "io", "debug")
@@ -89,9 +90,22 @@ def record_calls(model):
         prefill = kwargs["write_offset"] is not None
         snapshot = None
         if prefill:
-            rows = latents.shape[1] * module.config.tokens_per_frame(latents.shape[3], latents.shape[4])
-            snapshot = [(k[:, :rows].clone(), v[:, :rows].clone()) for k, v in zip(cache.keys, cache.values)]
-        calls.append(dict(prefill=prefill, latents=latents, timestep=timestep, output=output, kv=snapshot, **kwargs))
+            rows = latents.shape[1] * module.config.tokens_per_frame(
+                latents.shape[3], latents.shape[4]
+            )
+            snapshot = [
+                (k[:, :rows].clone(), v[:, :rows].clone()) for k, v in zip(cache.keys, cache.values)
+            ]
+        calls.append(
+            dict(
+                prefill=prefill,
+                latents=latents,
+                timestep=timestep,
+                output=output,
+                kv=snapshot,
+                **kwargs,
+            )
+        )
 
     handle = model.register_forward_hook(hook, with_kwargs=True)
     return calls, handle
@@ -113,7 +127,9 @@ def test_replayed_sampler_matches_official_per_step_and_output(case_path):
         noisy = call["latents"][:, :, :LATENT_CHANNELS]
         assert torch.equal(call["timestep"], case.io[f"{prefix}.timestep"][:, 0])
         torch.testing.assert_close(noisy, case.io[f"{prefix}.x_t"], atol=DIT_ATOL, rtol=0)
-        torch.testing.assert_close(call["output"], case.io[f"{prefix}.flow_pred"], atol=DIT_ATOL, rtol=0)
+        torch.testing.assert_close(
+            call["output"], case.io[f"{prefix}.flow_pred"], atol=DIT_ATOL, rtol=0
+        )
         x0 = case.sampler.schedule.x0_from_flow(noisy, call["output"], call["timestep"][0])
         torch.testing.assert_close(x0, case.io[f"{prefix}.x0_pred"], atol=DIT_ATOL, rtol=0)
     torch.testing.assert_close(output, case.io["output"], atol=DIT_ATOL, rtol=0)
@@ -136,8 +152,12 @@ def test_prefill_writes_post_rope_keys_and_plain_values_like_official(case_path)
             continue
         torch.testing.assert_close(call["latents"], case.debug[context_key], atol=DIT_ATOL, rtol=0)
         for layer, (keys, values) in enumerate(call["kv"]):
-            torch.testing.assert_close(keys, case.debug[f"block{block}.kv_cache.layer{layer}.k"], atol=DIT_ATOL, rtol=0)
-            torch.testing.assert_close(values, case.debug[f"block{block}.kv_cache.layer{layer}.v"], atol=DIT_ATOL, rtol=0)
+            torch.testing.assert_close(
+                keys, case.debug[f"block{block}.kv_cache.layer{layer}.k"], atol=DIT_ATOL, rtol=0
+            )
+            torch.testing.assert_close(
+                values, case.debug[f"block{block}.kv_cache.layer{layer}.v"], atol=DIT_ATOL, rtol=0
+            )
         checked += 1
     assert checked > 0
 
@@ -171,8 +191,12 @@ def test_submodule_activations_match_official_debug(case_path):
             actual = model.embed_text(case.io["text_embeds"])
         else:
             call_in_block = 0 if label == "context" else 1 + int(label.removeprefix("step"))
-            actual = outputs[name][int(block.removeprefix("block")) * calls_per_block + call_in_block]
-        torch.testing.assert_close(actual, expected, atol=DIT_ATOL, rtol=0, msg=lambda m, key=key: f"{key}: {m}")
+            actual = outputs[name][
+                int(block.removeprefix("block")) * calls_per_block + call_in_block
+            ]
+        torch.testing.assert_close(
+            actual, expected, atol=DIT_ATOL, rtol=0, msg=lambda m, key=key: f"{key}: {m}"
+        )
         checked += 1
     assert checked > 0
 
@@ -191,7 +215,12 @@ def tiny_inputs(blocks: int, frames_per_block: int = 3, seed: int = 0, batch: in
         return torch.randn(*shape, generator=generator)
 
     mask = torch.sign(normal(batch, frames, MASK_CHANNELS, h, w))
-    return normal(batch, 5, 24), normal(batch, frames, LATENT_CHANNELS, h, w), normal(batch, frames, LATENT_CHANNELS, h, w), mask
+    return (
+        normal(batch, 5, 24),
+        normal(batch, frames, LATENT_CHANNELS, h, w),
+        normal(batch, frames, LATENT_CHANNELS, h, w),
+        mask,
+    )
 
 
 def test_streamed_session_equals_offline_sampler():
@@ -199,8 +228,13 @@ def test_streamed_session_equals_offline_sampler():
     text, reference, render, mask = tiny_inputs(blocks=3)
     offline = generate(model, text, reference, render, mask, noise=SeededNoise(7))
 
-    session = Session(model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(7))
-    streamed = [session.step(reference[:, s : s + 3], render[:, s : s + 3], mask[:, s : s + 3]) for s in range(0, 9, 3)]
+    session = Session(
+        model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(7)
+    )
+    streamed = [
+        session.step(reference[:, s : s + 3], render[:, s : s + 3], mask[:, s : s + 3])
+        for s in range(0, 9, 3)
+    ]
 
     assert torch.equal(torch.cat(streamed, dim=1), offline)
 
@@ -216,7 +250,9 @@ def test_same_seed_same_video_other_seed_other_video():
 def test_cache_is_allocated_once_over_twenty_blocks():
     model = tiny_dit()
     text, reference, render, mask = tiny_inputs(blocks=1)
-    session = Session(model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(0))
+    session = Session(
+        model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(0)
+    )
     buffers = session.cache.buffers()
     pointers = [buffer.data_ptr() for buffer in buffers]
     shapes = [buffer.shape for buffer in buffers]
@@ -236,7 +272,9 @@ def test_later_blocks_see_the_previous_prediction():
     model = tiny_dit()
     text, reference, render, mask = tiny_inputs(blocks=1)
     same_noise = ReplayedNoise([torch.zeros_like(reference)] * 8)
-    session = Session(model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=same_noise)
+    session = Session(
+        model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=same_noise
+    )
     first = session.step(reference, render, mask)
     second = session.step(reference, render, mask)
     assert not torch.allclose(first, second)
@@ -272,7 +310,9 @@ def test_latent_size_not_divisible_by_the_patch_is_refused_by_the_session():
 def test_block_of_the_wrong_shape_is_refused():
     model = tiny_dit()
     text, reference, render, mask = tiny_inputs(blocks=1)
-    session = Session(model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(0))
+    session = Session(
+        model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(0)
+    )
     with pytest.raises(WorldInputError, match="mask latents have shape"):
         session.step(reference, render, mask[:, :, :2])
 
@@ -292,20 +332,35 @@ def test_nan_text_is_refused():
     text, *_ = tiny_inputs(blocks=1)
     text[0, 0, 0] = float("nan")
     with pytest.raises(WorldInputError, match="text embeddings contain NaN"):
-        Session(model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(0))
+        Session(
+            model,
+            text,
+            latent_height=TINY_LATENT[0],
+            latent_width=TINY_LATENT[1],
+            noise=SeededNoise(0),
+        )
 
 
 def test_replayed_noise_that_runs_out_says_what_is_missing():
     model = tiny_dit()
     text, reference, render, mask = tiny_inputs(blocks=1)
     with pytest.raises(WorldInputError, match="ran out after 2 tensors"):
-        generate(model, text, reference, render, mask, noise=ReplayedNoise([torch.zeros_like(reference)] * 2))
+        generate(
+            model,
+            text,
+            reference,
+            render,
+            mask,
+            noise=ReplayedNoise([torch.zeros_like(reference)] * 2),
+        )
 
 
 def test_progress_callback_runs_after_every_denoising_step():
     model = tiny_dit()
     text, reference, render, mask = tiny_inputs(blocks=1)
-    session = Session(model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(0))
+    session = Session(
+        model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(0)
+    )
     seen = []
     session.step(reference, render, mask, on_step=seen.append)
     assert seen == list(range(len(session.sampler.schedule.denoising_steps)))

@@ -45,7 +45,9 @@ def read_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"weight file {path} does not exist: check the path or the model folder")
+        raise CheckpointError(
+            f"weight file {path} does not exist: check the path or the model folder"
+        )
     if path.stat().st_size == 0:
         raise CheckpointError(f"weight file {path} is empty: the download was probably interrupted")
     if path.suffix.lower() in SAFETENSORS_SUFFIXES:
@@ -115,18 +117,24 @@ def normalise_dit_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
         name = key.replace(FSDP_WRAPPER, "")
         name = next((name.removeprefix(p) for p in KEY_PREFIXES if name.startswith(p)), name)
         if name in normalised:
-            raise CheckpointError(f"checkpoint holds {name!r} twice (as {key!r} and another prefix): it is not a single model")
+            raise CheckpointError(
+                f"checkpoint holds {name!r} twice (as {key!r} and another prefix): it is not a single model"
+            )
         normalised[name] = tensor
     return normalised
 
 
-def infer_dit_config(state: dict[str, Tensor], metadata: dict[str, str], path: Path) -> WanDiTConfig:
+def infer_dit_config(
+    state: dict[str, Tensor], metadata: dict[str, str], path: Path
+) -> WanDiTConfig:
     """The config stored in the metadata, else the one the tensor shapes imply (normalised keys)."""
     if CONFIG_METADATA_KEY in metadata:
         try:
             return WanDiTConfig.from_json(metadata[CONFIG_METADATA_KEY])
         except (ValueError, TypeError, KeyError) as error:
-            raise CheckpointError(f"{path}: the {CONFIG_METADATA_KEY!r} metadata is not a valid DiT config ({error})") from error
+            raise CheckpointError(
+                f"{path}: the {CONFIG_METADATA_KEY!r} metadata is not a valid DiT config ({error})"
+            ) from error
     dim, _, *patch_size = state["patch_embedding.weight"].shape
     if dim % RELEASED_HEAD_DIM:
         raise CheckpointError(
@@ -149,6 +157,7 @@ def infer_dit_config(state: dict[str, Tensor], metadata: dict[str, str], path: P
 
 def _refuse_other_models(state: dict[str, Tensor], path: Path) -> None:
     """Name the kind of file when a common wrong file is given as the DiT."""
+
     def count(prefix: str) -> int:
         return sum(key.startswith(prefix) for key in state)
 
@@ -243,5 +252,8 @@ def load_dit(
 
 def save_dit(model: CausalWanDiT, path: str | Path) -> None:
     """Write ``model`` as the release does (``model.`` prefix), with its config in the metadata."""
-    state = {f"model.{key}": tensor.detach().contiguous().cpu() for key, tensor in model.state_dict().items()}
+    state = {
+        f"model.{key}": tensor.detach().contiguous().cpu()
+        for key, tensor in model.state_dict().items()
+    }
     save_file(state, str(path), metadata={CONFIG_METADATA_KEY: model.config.to_json()})

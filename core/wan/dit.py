@@ -72,7 +72,9 @@ class WanDiTConfig:
                 "[noisy 16 | mask 4 | render 16]"
             )
         if self.out_dim != LATENT_CHANNELS:
-            raise ValueError(f"out_dim={self.out_dim}: the DiT predicts {LATENT_CHANNELS} latent channels")
+            raise ValueError(
+                f"out_dim={self.out_dim}: the DiT predicts {LATENT_CHANNELS} latent channels"
+            )
         if self.freq_dim % 2:
             raise ValueError(f"freq_dim={self.freq_dim} must be even ([cos | sin] halves)")
 
@@ -196,9 +198,13 @@ class AttentionBlock(nn.Module):
             nn.GELU(approximate="tanh"),
             nn.Linear(config.ffn_dim, config.dim),
         )
-        self.modulation = nn.Parameter(torch.randn(1, BLOCK_MODULATIONS, config.dim) / config.dim**0.5)
+        self.modulation = nn.Parameter(
+            torch.randn(1, BLOCK_MODULATIONS, config.dim) / config.dim**0.5
+        )
 
-    def forward(self, x: Tokens, time_modulation: Modulation, text_kv: TextKV, **cache_args) -> Tokens:
+    def forward(
+        self, x: Tokens, time_modulation: Modulation, text_kv: TextKV, **cache_args
+    ) -> Tokens:
         shift_attn, scale_attn, gate_attn, shift_ffn, scale_ffn, gate_ffn = (
             self.modulation + time_modulation
         ).unbind(dim=1)
@@ -218,7 +224,9 @@ class Head(nn.Module):
         super().__init__()
         self.norm = LayerNorm(config.dim, eps=config.eps, elementwise_affine=False)
         self.head = nn.Linear(config.dim, config.out_dim * config.patch_volume)
-        self.modulation = nn.Parameter(torch.randn(1, HEAD_MODULATIONS, config.dim) / config.dim**0.5)
+        self.modulation = nn.Parameter(
+            torch.randn(1, HEAD_MODULATIONS, config.dim) / config.dim**0.5
+        )
 
     def forward(self, x: Tokens, time_embedding: TimeEmbedding) -> Tokens:
         shift, scale = (self.modulation + time_embedding[:, None]).unbind(dim=1)
@@ -235,20 +243,26 @@ class CausalWanDiT(nn.Module):
             config.in_dim, config.dim, kernel_size=config.patch_size, stride=config.patch_size
         )
         self.text_embedding = nn.Sequential(
-            nn.Linear(config.text_dim, config.dim), nn.GELU(approximate="tanh"), nn.Linear(config.dim, config.dim)
+            nn.Linear(config.text_dim, config.dim),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(config.dim, config.dim),
         )
         self.time_embedding = nn.Sequential(
             nn.Linear(config.freq_dim, config.dim), nn.SiLU(), nn.Linear(config.dim, config.dim)
         )
-        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(config.dim, BLOCK_MODULATIONS * config.dim))
+        self.time_projection = nn.Sequential(
+            nn.SiLU(), nn.Linear(config.dim, BLOCK_MODULATIONS * config.dim)
+        )
         self.blocks = nn.ModuleList(AttentionBlock(config) for _ in range(config.num_layers))
         self.head = Head(config)
 
     def embed_text(self, text: TextEmbeddings) -> Tokens:
         """Zero-pad the text to ``text_len`` rows (no padding mask follows) and project it."""
-        batch, length, width = text.shape
+        _, length, width = text.shape
         if width != self.config.text_dim:
-            raise ValueError(f"text embeddings have width {width}; this model expects {self.config.text_dim} (umT5-XXL)")
+            raise ValueError(
+                f"text embeddings have width {width}; this model expects {self.config.text_dim} (umT5-XXL)"
+            )
         if length > self.config.text_len:
             raise ValueError(
                 f"text embeddings have {length} tokens, more than the model's {self.config.text_len}: "
@@ -262,10 +276,16 @@ class CausalWanDiT(nn.Module):
         text_tokens = self.embed_text(text)
         return [block.cross_attn.text_kv(text_tokens) for block in self.blocks]
 
-    def time_conditioning(self, timestep: Tensor, dtype: torch.dtype) -> tuple[TimeEmbedding, Modulation]:
+    def time_conditioning(
+        self, timestep: Tensor, dtype: torch.dtype
+    ) -> tuple[TimeEmbedding, Modulation]:
         """``e`` ``[B, D]`` and ``e0`` ``[B, 6, D]`` of one timestep per batch item."""
-        embedding = self.time_embedding(sinusoidal_embedding(self.config.freq_dim, timestep).to(dtype))
-        modulation = rearrange(self.time_projection(embedding), "b (m d) -> b m d", m=BLOCK_MODULATIONS)
+        embedding = self.time_embedding(
+            sinusoidal_embedding(self.config.freq_dim, timestep).to(dtype)
+        )
+        modulation = rearrange(
+            self.time_projection(embedding), "b (m d) -> b m d", m=BLOCK_MODULATIONS
+        )
         return embedding, modulation
 
     def forward(
