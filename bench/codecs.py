@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 
 import torch
-
 from inspatio_nodes.core.codec import LatentCodec
 from inspatio_nodes.core.wan.taehv import TAEHV
 from inspatio_nodes.core.wan.vae import WanVAE, WanVAEConfig
@@ -63,8 +62,10 @@ def main() -> None:
         "Wan2.1 VAE": WanVAE(WanVAEConfig(base_dim=RELEASED_BASE_DIM)).eval().to(device),
         "TAEHV": TAEHV().eval().to(device),
     }
-    print(f"{args.frames} frames of {args.height}x{args.width}, float32 on {device}, "
-          f"{torch.get_num_threads()} threads, best of {args.repeats}")
+    print(
+        f"{args.frames} frames of {args.height}x{args.width}, float32 on {device}, "
+        f"{torch.get_num_threads()} threads, best of {args.repeats}"
+    )
     results = {name: measure(codec, frames, args.repeats) for name, codec in codecs.items()}
     print(f"{'codec':<12}{'encode ms/frame':>18}{'decode ms/frame':>18}")
     for name, (encode, decode) in results.items():

@@ -43,12 +43,40 @@ RGB_CHANNELS = 3
 
 # Wan2.1 latent normalisation tables (wan/modules/vae.py, WanVAE; ComfyUI latent_formats.Wan21).
 WAN21_LATENT_MEAN = (
-    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
-    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+    -0.7571,
+    -0.7089,
+    -0.9113,
+    0.1075,
+    -0.1745,
+    0.9653,
+    -0.1517,
+    1.5508,
+    0.4134,
+    -0.0715,
+    0.5517,
+    -0.3632,
+    -0.1922,
+    -0.9497,
+    0.2503,
+    -0.2921,
 )
 WAN21_LATENT_STD = (
-    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
-    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+    2.8184,
+    1.4541,
+    2.3275,
+    2.6558,
+    1.2196,
+    1.7708,
+    2.6052,
+    2.0743,
+    3.2687,
+    2.1526,
+    2.8652,
+    1.5579,
+    1.6382,
+    1.1253,
+    2.8251,
+    1.9160,
 )
 
 # Prefixes that wrappers put in front of a codec's own keys (ComfyUI, checkpoint bundles).
@@ -115,7 +143,9 @@ def check_latents(latents: VideoLatents, codec: str) -> None:
 
 def _check_finite(tensor: Tensor, name: str) -> None:
     if not torch.isfinite(tensor).all():
-        raise CodecInputError(f"{name} contain NaN or infinite values: check the node that produced them")
+        raise CodecInputError(
+            f"{name} contain NaN or infinite values: check the node that produced them"
+        )
 
 
 def _nearest_valid(count: int) -> str:
@@ -148,6 +178,11 @@ def _per_channel(values: tuple[float, ...], like: Tensor) -> Tensor:
     return rearrange(table, "c -> c 1 1")
 
 
+def source_name(source: str | Path | StateDict) -> str:
+    """How an error message refers to a weight source: its path, or "the state dict"."""
+    return str(source) if isinstance(source, (str, Path)) else "the state dict"
+
+
 def weights_of(source: str | Path | StateDict) -> dict[str, Tensor]:
     """The tensors of a weight file (read by ``read_weights``) or of an in-memory state dict."""
     if isinstance(source, (str, Path)):
@@ -160,7 +195,11 @@ def strip_prefix(weights: StateDict, expected_key: str) -> dict[str, Tensor]:
     """The state dict without the one wrapper prefix under which ``expected_key`` appears."""
     for prefix in ("", *KEY_PREFIXES):
         if prefix + expected_key in weights:
-            return {key[len(prefix):]: value for key, value in weights.items() if key.startswith(prefix)}
+            return {
+                key[len(prefix) :]: value
+                for key, value in weights.items()
+                if key.startswith(prefix)
+            }
     return dict(weights)
 
 
@@ -173,10 +212,14 @@ def describe_weights(weights: StateDict) -> str:
 
     if has("blocks.0.self_attn") or has("patch_embedding"):
         return "a Wan DiT (diffusion model) checkpoint: load it as the world model, not as a codec"
+    if has("encoder.block.") or has("token_embedding"):
+        return "a text encoder (umT5/T5): put it in text_encoders and load it with CLIPLoader"
     if has("decoder.22.weight") or has("taehv_decoder."):
         return "a TAEHV tiny autoencoder (taew2_1): load it as the TAEHV codec"
     if has("decoder.middle.0.residual.0.gamma"):
-        z_channels = next((w.shape[0] for k, w in weights.items() if k.endswith("conv2.weight")), None)
+        z_channels = next(
+            (w.shape[0] for k, w in weights.items() if k.endswith("conv2.weight")), None
+        )
         if z_channels is not None and z_channels != LATENT_CHANNELS:
             return (
                 f"a Wan VAE with {z_channels} latent channels (Wan2.2): InSpatio-World needs the "
@@ -210,4 +253,4 @@ def load_codec(source: str | Path | StateDict, dtype: torch.dtype = torch.float3
         return load_taehv(weights, dtype=dtype)
     if description.startswith("a Wan2.1 VAE"):
         return load_wan_vae(weights, dtype=dtype)
-    raise CheckpointError(f"the codec weights are {description}")
+    raise CheckpointError(f"{source_name(source)} is {description}")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import fixture_cases, require_fixture
-from safetensors.torch import load_file
-
 from inspatio_nodes.core.codec import (
     WAN21_LATENT_MEAN,
     WAN21_LATENT_STD,
@@ -19,6 +17,7 @@ from inspatio_nodes.core.codec import (
 from inspatio_nodes.core.wan.checkpoints import CheckpointError
 from inspatio_nodes.core.wan.taehv import TAEHV
 from inspatio_nodes.core.wan.vae import WanVAE, WanVAEConfig
+from safetensors.torch import load_file
 
 VAE_CASES = fixture_cases("*wan_vae*_io*.safetensors")
 
@@ -71,7 +70,10 @@ def test_both_codecs_share_the_frame_layout():
 
 
 def test_diffusers_folder_weights_are_named_as_such():
-    weights = {"decoder.up_blocks.0.resnets.0.conv1.weight": torch.zeros(1), "post_quant_conv.weight": torch.zeros(1)}
+    weights = {
+        "decoder.up_blocks.0.resnets.0.conv1.weight": torch.zeros(1),
+        "post_quant_conv.weight": torch.zeros(1),
+    }
     assert "diffusers" in describe_weights(weights)
 
 

@@ -7,12 +7,11 @@ import functools
 import pytest
 import torch
 from conftest import fixture_cases, require_fixture, sibling
-from safetensors.torch import load_file, save_file
-
 from inspatio_nodes.core.codec import CodecInputError
 from inspatio_nodes.core.wan.checkpoints import CheckpointError
 from inspatio_nodes.core.wan.taehv import TAEHV, TAEHVConfig, load_taehv
 from inspatio_nodes.core.wan.vae import WanVAE, WanVAEConfig
+from safetensors.torch import load_file, save_file
 
 TAEHV_CASES = fixture_cases("*taehv*_io*.safetensors")
 ATOL = 1e-4  # fixtures/README.md §9: a float64 run differs by at most 2.7e-6
@@ -108,7 +107,9 @@ def test_a_single_first_frame_then_a_group_of_four_streams_like_the_whole_video(
     first, second = model.encode(video[:, :1], state), model.encode(video[:, 1:], state)
     assert (first.shape[1], second.shape[1]) == (1, 1)
     whole = model.encode(video, model.new_state())
-    torch.testing.assert_close(first[:, 0], model.encode(video[:, :1], model.new_state())[:, 0], atol=0, rtol=0)
+    torch.testing.assert_close(
+        first[:, 0], model.encode(video[:, :1], model.new_state())[:, 0], atol=0, rtol=0
+    )
     torch.testing.assert_close(second, whole[:, 1:], atol=STREAM_ATOL, rtol=0)
 
 
@@ -117,7 +118,11 @@ def test_streamed_decode_equals_the_whole_decode():
     latents = torch.randn(1, 4, 16, 2, 2, generator=torch.Generator().manual_seed(5))
     whole = model.decode(latents, model.new_state())
     state = model.new_state()
-    pieces = [model.decode(latents[:, :1], state), model.decode(latents[:, 1:3], state), model.decode(latents[:, 3:], state)]
+    pieces = [
+        model.decode(latents[:, :1], state),
+        model.decode(latents[:, 1:3], state),
+        model.decode(latents[:, 3:], state),
+    ]
     assert [piece.shape[1] for piece in pieces] == [1, 8, 4]
     torch.testing.assert_close(torch.cat(pieces, dim=1), whole, atol=STREAM_ATOL, rtol=0)
 
@@ -132,7 +137,10 @@ def test_a_tgrow_kernel_larger_in_the_file_keeps_its_last_rows(case_path):
         if kept.shape != weights[key].shape:
             torch.testing.assert_close(kept, weights[key][-kept.shape[0] :].float(), atol=0, rtol=0)
             patched += 1
-    assert patched == sum(ours != theirs for ours, theirs in zip(preview.decoder_time_upscale, full.decoder_time_upscale))
+    assert patched == sum(
+        ours != theirs
+        for ours, theirs in zip(preview.decoder_time_upscale, full.decoder_time_upscale)
+    )
     assert model.decode(torch.zeros(1, 2, 16, 2, 2), model.new_state()).shape[1] == 2 * 2 - 1
 
 
@@ -142,8 +150,10 @@ def test_every_accepted_file_layout_loads_the_same_model(case_path, tmp_path):
     reference, _ = _fixture_model(case_path)
     pth = tmp_path / "taew2_1.pth"
     torch.save(dict(weights), pth)
-    comfy = {key.replace("encoder.", "taehv_encoder.", 1).replace("decoder.", "taehv_decoder.", 1): value
-             for key, value in weights.items()}
+    comfy = {
+        key.replace("encoder.", "taehv_encoder.", 1).replace("decoder.", "taehv_decoder.", 1): value
+        for key, value in weights.items()
+    }
     comfy_file = tmp_path / "taew2_1.safetensors"
     save_file(comfy, str(comfy_file))
     for source in (pth, comfy_file, reference.state_dict()):

@@ -6,12 +6,11 @@ import pytest
 import torch
 from conftest import fixture_cases, require_fixture, sibling
 from einops import rearrange
-from safetensors.torch import load_file, save_file
-
 from inspatio_nodes.core.codec import CodecInputError
 from inspatio_nodes.core.wan.checkpoints import CheckpointError
 from inspatio_nodes.core.wan.taehv import TAEHV
 from inspatio_nodes.core.wan.vae import WanVAE, WanVAEConfig, load_wan_vae
+from safetensors.torch import load_file, save_file
 
 VAE_CASES = fixture_cases("*wan_vae*_io*.safetensors")
 ATOL = 1e-4  # fixtures/README.md §5: a float64 run differs by at most 2.5e-6
@@ -20,7 +19,9 @@ ATOL = 1e-4  # fixtures/README.md §5: a float64 run differs by at most 2.5e-6
 def _fixture_vae(case_path):
     io = load_file(str(require_fixture(case_path)))
     weights_path = require_fixture(sibling(case_path, "io", "weights"))
-    vae = load_wan_vae(weights_path, latent_mean=tuple(io["mean"].tolist()), latent_std=tuple(io["std"].tolist()))
+    vae = load_wan_vae(
+        weights_path, latent_mean=tuple(io["mean"].tolist()), latent_std=tuple(io["std"].tolist())
+    )
     return vae, io
 
 
@@ -49,8 +50,12 @@ def test_encode_matches_the_official_wrapper(case_path):
 
 
 @pytest.mark.parametrize("case_path", VAE_CASES)
-@pytest.mark.parametrize("latent_name, decoded_name", [("latent", "decoded"), ("latent_long", "decoded_long")])
-def test_decode_matches_the_official_wrapper_including_the_upsample_cache_quirk(case_path, latent_name, decoded_name):
+@pytest.mark.parametrize(
+    "latent_name, decoded_name", [("latent", "decoded"), ("latent_long", "decoded_long")]
+)
+def test_decode_matches_the_official_wrapper_including_the_upsample_cache_quirk(
+    case_path, latent_name, decoded_name
+):
     vae, io = _fixture_vae(case_path)
     frames = vae.decode(io[latent_name], vae.new_state())
     assert frames.shape == io[decoded_name].shape
@@ -62,7 +67,11 @@ def test_chunked_encode_is_bit_identical_to_the_whole_encode():
     video = _video(13)
     whole = vae.encode(video, vae.new_state())
     state = vae.new_state()
-    streamed = [vae.encode(video[:, :5], state), vae.encode(video[:, 5:9], state), vae.encode(video[:, 9:], state)]
+    streamed = [
+        vae.encode(video[:, :5], state),
+        vae.encode(video[:, 5:9], state),
+        vae.encode(video[:, 9:], state),
+    ]
     assert [piece.shape[1] for piece in streamed] == [2, 1, 1]
     assert torch.equal(torch.cat(streamed, dim=1), whole)
 
@@ -74,11 +83,15 @@ def test_block_by_block_decode_is_bit_identical_to_the_whole_decode():
     whole = vae.decode(latents, vae.new_state())
     assert whole.shape[1] == 1 + 4 * (latents.shape[1] - 1)
     state = vae.new_state()
-    per_latent = [vae.decode(latents[:, index : index + 1], state) for index in range(latents.shape[1])]
+    per_latent = [
+        vae.decode(latents[:, index : index + 1], state) for index in range(latents.shape[1])
+    ]
     assert [piece.shape[1] for piece in per_latent] == [1] + [4] * (latents.shape[1] - 1)
     assert torch.equal(torch.cat(per_latent, dim=1), whole)
     state = vae.new_state()
-    uneven = torch.cat([vae.decode(latents[:, :2], state), vae.decode(latents[:, 2:], state)], dim=1)
+    uneven = torch.cat(
+        [vae.decode(latents[:, :2], state), vae.decode(latents[:, 2:], state)], dim=1
+    )
     assert torch.equal(uneven, whole)
 
 
@@ -86,7 +99,9 @@ def test_batched_stream_equals_each_video_alone():
     vae = _tiny_vae()
     videos = torch.cat([_video(5, seed=4), _video(5, seed=5)])
     together = vae.encode(videos, vae.new_state())
-    alone = torch.cat([vae.encode(videos[index : index + 1], vae.new_state()) for index in range(2)])
+    alone = torch.cat(
+        [vae.encode(videos[index : index + 1], vae.new_state()) for index in range(2)]
+    )
     torch.testing.assert_close(together, alone, atol=1e-6, rtol=0)
 
 
@@ -105,7 +120,9 @@ def test_every_accepted_file_layout_loads_the_same_model(case_path, tmp_path):
     torch.save({key: value.float() for key, value in weights.items()}, pth)
     # ComfyUI's wan_2.1_vae.safetensors uses the released key names; some bundles add a prefix.
     comfy_file = tmp_path / "wan_2.1_vae.safetensors"
-    save_file({f"first_stage_model.{key}": value for key, value in weights.items()}, str(comfy_file))
+    save_file(
+        {f"first_stage_model.{key}": value for key, value in weights.items()}, str(comfy_file)
+    )
     module_state = vae.state_dict()  # like ComfyUI's vae.first_stage_model.state_dict()
     for source in (pth, comfy_file, module_state):
         loaded = load_wan_vae(source).state_dict()
@@ -125,8 +142,17 @@ def test_bfloat16_weights_are_cast_to_the_requested_dtype():
     [
         (lambda: TAEHV().state_dict(), "TAEHV"),
         (lambda: {"model.blocks.0.self_attn.q.weight": torch.zeros(2, 2)}, "DiT"),
-        (lambda: {"decoder.conv_in.weight": torch.zeros(2, 2, 3, 3), "decoder.up.0.block.0.conv1.weight": torch.zeros(1)}, "image VAE"),
-        (lambda: {**_tiny_vae().state_dict(), "conv2.weight": torch.zeros(48, 48, 1, 1, 1)}, "Wan2.2"),
+        (
+            lambda: {
+                "decoder.conv_in.weight": torch.zeros(2, 2, 3, 3),
+                "decoder.up.0.block.0.conv1.weight": torch.zeros(1),
+            },
+            "image VAE",
+        ),
+        (
+            lambda: {**_tiny_vae().state_dict(), "conv2.weight": torch.zeros(48, 48, 1, 1, 1)},
+            "Wan2.2",
+        ),
     ],
     ids=["taehv", "dit", "image-vae", "wan2.2"],
 )

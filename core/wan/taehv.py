@@ -14,14 +14,14 @@ halves are per-frame 2D convolutions with three kinds of temporal glue:
 - ``TGrow(s)``: a 1x1 conv emitting s frames per frame (the first C channels are the earlier one).
 
 Frame alignment, made explicit. The raw network maps frames 4j..4j+3 to latent j and latent j to
-raw frames 4j..4j+3; upstream ``decode_video`` (and :meth:`TAEHV.decode`) drops the first 3 raw frames, so latent j decodes to output
-frames 4j-3..4j, exactly the Wan VAE's layout. Upstream ``encode_video`` pads the end of the video
-with its last frame; for the Wan layout of 1 + 4k frames that makes latent j read frames
-4j..4j+3, i.e. 3 frames later than the VAE's latent j (frames 4j-3..4j). That 3-frame look-ahead
-is what aligns the two codecs (the decoder's 3-frame trim is its mirror), and it is how upstream
-``--use_tae`` encodes; grouping frames like the VAE instead would make the world model follow the
-camera 3 frames late. So :meth:`TAEHV.encode`, on 1 + 4k frames, returns exactly upstream's
-``encode_video``: k + 1 latents, the last read from the last frame held 4 times.
+raw frames 4j..4j+3. Upstream ``decode_video`` (and :meth:`TAEHV.decode`) drops the first 3 raw
+frames, so latent j decodes to output frames 4j-3..4j: exactly the Wan VAE's layout. Upstream
+``encode_video`` pads the end of a video with its last frame; on the Wan layout of 1 + 4k frames
+latent j then reads frames 4j..4j+3, 3 frames later than the VAE's latent j (frames 4j-3..4j).
+That 3-frame look-ahead is what aligns the two codecs (the decoder's 3-frame trim mirrors it),
+and it is how upstream ``--use_tae`` encodes; grouping the frames like the VAE instead would make
+the world model follow the camera 3 frames late. So :meth:`TAEHV.encode` on 1 + 4k frames returns
+upstream's ``encode_video``: k + 1 latents, the last one read from the last frame held 4 times.
 
 Streaming consequence: the last latent of a chunk lacks its 3 look-ahead frames, so it is encoded
 from the chunk's last frame held 4 times, on a copy of the memory. When the next chunk arrives,
@@ -51,6 +51,7 @@ from ..codec import (
     check_frames,
     check_latents,
     describe_weights,
+    source_name,
     strip_prefix,
     weights_of,
 )
@@ -125,11 +126,17 @@ class MemBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.conv = nn.Sequential(
-            conv3x3(in_channels * 2, out_channels), nn.ReLU(),
-            conv3x3(out_channels, out_channels), nn.ReLU(),
+            conv3x3(in_channels * 2, out_channels),
+            nn.ReLU(),
+            conv3x3(out_channels, out_channels),
+            nn.ReLU(),
             conv3x3(out_channels, out_channels),
         )
-        self.skip = nn.Conv2d(in_channels, out_channels, 1, bias=False) if in_channels != out_channels else nn.Identity()
+        self.skip = (
+            nn.Conv2d(in_channels, out_channels, 1, bias=False)
+            if in_channels != out_channels
+            else nn.Identity()
+        )
 
     def forward(self, x: PerFrame, batch: int, memory: StreamMemory) -> PerFrame:
         frames = rearrange(x, "(b t) c h w -> b t c h w", b=batch)
@@ -175,16 +182,27 @@ class TAEHV(nn.Module):
         self.config = config
         encoder: list[nn.Module] = [conv3x3(RGB_CHANNELS, ENCODER_WIDTH), nn.ReLU()]
         for pooled in config.encoder_time_downscale:
-            encoder += [TPool(ENCODER_WIDTH, 2 if pooled else 1), conv3x3(ENCODER_WIDTH, ENCODER_WIDTH, 2, bias=False)]
+            encoder += [
+                TPool(ENCODER_WIDTH, 2 if pooled else 1),
+                conv3x3(ENCODER_WIDTH, ENCODER_WIDTH, 2, bias=False),
+            ]
             encoder += [MemBlock(ENCODER_WIDTH, ENCODER_WIDTH) for _ in range(MEMBLOCKS_PER_STAGE)]
         encoder.append(conv3x3(ENCODER_WIDTH, config.latent_channels))
         self.encoder = nn.Sequential(*encoder)
 
-        decoder: list[nn.Module] = [Clamp(), conv3x3(config.latent_channels, DECODER_WIDTHS[0]), nn.ReLU()]
+        decoder: list[nn.Module] = [
+            Clamp(),
+            conv3x3(config.latent_channels, DECODER_WIDTHS[0]),
+            nn.ReLU(),
+        ]
         for stage, grown in enumerate(config.decoder_time_upscale):
             width, next_width = DECODER_WIDTHS[stage], DECODER_WIDTHS[stage + 1]
             decoder += [MemBlock(width, width) for _ in range(MEMBLOCKS_PER_STAGE)]
-            decoder += [nn.Upsample(scale_factor=2), TGrow(width, 2 if grown else 1), conv3x3(width, next_width, bias=False)]
+            decoder += [
+                nn.Upsample(scale_factor=2),
+                TGrow(width, 2 if grown else 1),
+                conv3x3(width, next_width, bias=False),
+            ]
         decoder += [nn.ReLU(), conv3x3(DECODER_WIDTHS[-1], RGB_CHANNELS)]
         self.decoder = nn.Sequential(*decoder)
 
@@ -192,17 +210,23 @@ class TAEHV(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.encoder[0].weight.dtype
 
+    @property
+    def device(self) -> torch.device:
+        return self.encoder[0].weight.device
+
     # --- the network on whole groups, as upstream's parallel mode ------------------------------
     def encode_groups(self, frames: FramesInUnitRange, memory: StreamMemory) -> VideoLatents:
         """Latent j of frames 4j..4j+3 (``[B, 4n, 3, H, W]`` in [0, 1]), continuing ``memory``."""
         batch = frames.shape[0]
-        x = run_layers(self.encoder, rearrange(frames.to(self.dtype), "b t c h w -> (b t) c h w"), batch, memory)
+        frames = frames.to(self.device, self.dtype)
+        x = run_layers(self.encoder, rearrange(frames, "b t c h w -> (b t) c h w"), batch, memory)
         return rearrange(x, "(b g) c h w -> b g c h w", b=batch).float()
 
     def decode_raw(self, latents: VideoLatents, memory: StreamMemory) -> FramesInUnitRange:
         """Raw frames 4j..4j+3 of each latent j, clamped to [0, 1], continuing ``memory``."""
         batch = latents.shape[0]
-        x = run_layers(self.decoder, rearrange(latents.to(self.dtype), "b g c h w -> (b g) c h w"), batch, memory)
+        latents = latents.to(self.device, self.dtype)
+        x = run_layers(self.decoder, rearrange(latents, "b g c h w -> (b g) c h w"), batch, memory)
         return rearrange(x, "(b t) c h w -> b t c h w", b=batch).float().clamp(0, 1)
 
     @torch.no_grad()
@@ -220,7 +244,8 @@ class TAEHV(nn.Module):
     def encode(self, frames: FrameBatch, state: TAEHVStream) -> VideoLatents:
         """Latents of the next frames of a stream (module docstring: the 3-frame look-ahead)."""
         check_frames(frames, first_chunk=state.held_frame is None, codec=self.name)
-        unit = (frames.float() * 0.5 + 0.5).clamp(0, 1)  # upstream maps [-1, 1] to [0, 1] this way
+        # Upstream maps [-1, 1] to the network's [0, 1] this way.
+        unit = (frames.to(self.device, torch.float32) * 0.5 + 0.5).clamp(0, 1)
         stream = unit if state.held_frame is None else torch.cat([state.held_frame, unit], dim=1)
         latents = []
         if stream.shape[1] > 1:
@@ -229,7 +254,11 @@ class TAEHV(nn.Module):
             # The previous chunk's look-ahead latent was already returned; skip its redo.
             latents.append(complete if state.held_frame is None else complete[:, 1:])
         held = stream[:, -1:]
-        latents.append(self.encode_groups(held.expand(-1, FRAMES_PER_LATENT, -1, -1, -1), dict(state.encoder_memory)))
+        latents.append(
+            self.encode_groups(
+                held.expand(-1, FRAMES_PER_LATENT, -1, -1, -1), dict(state.encoder_memory)
+            )
+        )
         state.held_frame = held
         return torch.cat(latents, dim=1)
 
@@ -267,22 +296,25 @@ def load_taehv(
     """TAEHV from ``taew2_1.pth`` / ``taew2_1.safetensors`` or a state dict (ComfyUI names too)."""
     weights = weights_of(source)
     for comfy_prefix, own_prefix in COMFY_PREFIXES.items():
-        weights = {own_prefix + key[len(comfy_prefix):] if key.startswith(comfy_prefix) else key: value
-                   for key, value in weights.items()}
+        weights = {
+            own_prefix + key[len(comfy_prefix) :] if key.startswith(comfy_prefix) else key: value
+            for key, value in weights.items()
+        }
     weights = strip_prefix(weights, "decoder.1.weight")
     description = describe_weights(weights)
     if not description.startswith("a TAEHV"):
-        raise CheckpointError(f"the TAEHV weights are {description}")
+        raise CheckpointError(f"{source_name(source)} is {description}; expected a TAEHV (taew2_1)")
     first_conv = weights.get("encoder.0.weight")
     if first_conv is not None and first_conv.shape[1] != RGB_CHANNELS:
         raise CheckpointError(
-            f"the TAEHV encoder takes {first_conv.shape[1]} input channels (pixel-shuffled patches): "
-            "this is a TAEHV for another model (e.g. taew2_2 for Wan2.2); use taew2_1 for Wan2.1"
+            f"{source_name(source)}: the TAEHV encoder takes {first_conv.shape[1]} input channels "
+            "(pixel-shuffled patches): this is a TAEHV for another model (e.g. taew2_2 for "
+            "Wan2.2); use taew2_1 for Wan2.1"
         )
     latent_channels = weights["decoder.1.weight"].shape[1]
     if latent_channels != config.latent_channels:
         raise CheckpointError(
-            f"the TAEHV weights decode {latent_channels}-channel latents; Wan2.1 latents have "
+            f"{source_name(source)} decodes {latent_channels}-channel latents; Wan2.1 latents have "
             f"{config.latent_channels}: use taew2_1"
         )
     model = TAEHV(config)
@@ -291,14 +323,15 @@ def load_taehv(
     missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
     if missing or unexpected:
         raise CheckpointError(
-            f"the TAEHV weights do not match taew2_1: {len(missing)} missing keys (e.g. {missing[:3]}) "
-            f"and {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
+            f"{source_name(source)} does not match taew2_1: {len(missing)} missing keys "
+            f"(e.g. {missing[:3]}) and {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
         )
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as error:
         raise CheckpointError(
-            f"the TAEHV weights have unexpected shapes (a TGrow kernel smaller than the config "
-            f"{config.decoder_time_upscale} needs?): {error}"
+            f"{source_name(source)} has TAEHV tensors of unexpected shapes ({error}); a TGrow "
+            f"kernel smaller than decoder_time_upscale {config.decoder_time_upscale} needs cannot "
+            "be widened: use the released taew2_1 or fewer temporal upscales"
         ) from error
     return model.to(dtype).eval()

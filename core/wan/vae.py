@@ -22,6 +22,7 @@ as ``utils/wan_wrapper.py WanVAEWrapper`` and v1.5 ``encode_stream`` / ``decode_
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated
 
@@ -41,6 +42,7 @@ from ..codec import (
     check_frames,
     check_latents,
     describe_weights,
+    source_name,
     strip_prefix,
     weights_of,
 )
@@ -93,8 +95,14 @@ class WanVAEStream:
 class CausalConv3d(nn.Conv3d):
     """Conv3d padded only towards the past in time; the past may come from the previous chunk."""
 
-    def __init__(self, in_dim: int, out_dim: int, kernel: int | tuple[int, int, int],
-                 stride: int | tuple[int, int, int] = 1, padding: tuple[int, int, int] = (0, 0, 0)) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        kernel: int | tuple[int, int, int],
+        stride: int | tuple[int, int, int] = 1,
+        padding: tuple[int, int, int] = (0, 0, 0),
+    ) -> None:
         super().__init__(in_dim, out_dim, kernel, stride=stride)
         time_pad, height_pad, width_pad = padding
         self.past_frames = 2 * time_pad  # symmetric padding moved entirely into the past
@@ -144,8 +152,13 @@ class ResidualBlock(nn.Module):
         super().__init__()
         # Index 5 held the training-time Dropout; the Identity keeps the checkpoint's indices.
         self.residual = nn.Sequential(
-            RMSNorm(in_dim, spatial_axes=3), nn.SiLU(), same_padding_conv(in_dim, out_dim),
-            RMSNorm(out_dim, spatial_axes=3), nn.SiLU(), nn.Identity(), same_padding_conv(out_dim, out_dim),
+            RMSNorm(in_dim, spatial_axes=3),
+            nn.SiLU(),
+            same_padding_conv(in_dim, out_dim),
+            RMSNorm(out_dim, spatial_axes=3),
+            nn.SiLU(),
+            nn.Identity(),
+            same_padding_conv(out_dim, out_dim),
         )
         self.shortcut = CausalConv3d(in_dim, out_dim, 1) if in_dim != out_dim else nn.Identity()
 
@@ -182,12 +195,20 @@ class Downsample(nn.Module):
     def __init__(self, dim: int, temporal: bool) -> None:
         super().__init__()
         # Pad right and bottom only, then a 3x3 stride-2 conv without padding (upstream).
-        self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, SPATIAL_KERNEL, stride=2))
-        self.time_conv = CausalConv3d(dim, dim, (TEMPORAL_KERNEL, 1, 1), stride=(2, 1, 1)) if temporal else None
+        self.resample = nn.Sequential(
+            nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, SPATIAL_KERNEL, stride=2)
+        )
+        self.time_conv = (
+            CausalConv3d(dim, dim, (TEMPORAL_KERNEL, 1, 1), stride=(2, 1, 1)) if temporal else None
+        )
 
     def forward(self, x: Features, memory: StreamMemory) -> Features:
         batch = x.shape[0]
-        x = rearrange(self.resample(rearrange(x, "b c t h w -> (b t) c h w")), "(b t) c h w -> b c t h w", b=batch)
+        x = rearrange(
+            self.resample(rearrange(x, "b c t h w -> (b t) c h w")),
+            "(b t) c h w -> b c t h w",
+            b=batch,
+        )
         if self.time_conv is None:
             return x
         past = memory.get(self)
@@ -206,7 +227,11 @@ class Upsample(nn.Module):
             nn.Upsample(scale_factor=2.0, mode="nearest-exact"),
             nn.Conv2d(dim, dim // 2, SPATIAL_KERNEL, padding=1),
         )
-        self.time_conv = CausalConv3d(dim, dim * 2, (TEMPORAL_KERNEL, 1, 1), padding=(1, 0, 0)) if temporal else None
+        self.time_conv = (
+            CausalConv3d(dim, dim * 2, (TEMPORAL_KERNEL, 1, 1), padding=(1, 0, 0))
+            if temporal
+            else None
+        )
 
     def forward(self, x: Features, memory: StreamMemory) -> Features:
         if self.time_conv is not None:
@@ -250,7 +275,7 @@ class Encoder3d(nn.Module):
         dims = [config.base_dim * multiple for multiple in (1, *config.dim_mult)]
         self.conv1 = same_padding_conv(RGB_CHANNELS, dims[0])
         blocks: list[nn.Module] = []
-        for stage, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+        for stage, (in_dim, out_dim) in enumerate(pairwise(dims)):
             for _ in range(config.res_blocks):
                 blocks.append(ResidualBlock(in_dim, out_dim))
                 in_dim = out_dim
@@ -258,10 +283,14 @@ class Encoder3d(nn.Module):
                 blocks.append(Downsample(out_dim, config.temporal_downsample[stage]))
         self.downsamples = nn.Sequential(*blocks)
         width = dims[-1]
-        self.middle = nn.Sequential(ResidualBlock(width, width), AttentionBlock(width), ResidualBlock(width, width))
+        self.middle = nn.Sequential(
+            ResidualBlock(width, width), AttentionBlock(width), ResidualBlock(width, width)
+        )
         # The encoder emits mean and log-variance: twice the latent channels.
         self.head = nn.Sequential(
-            RMSNorm(width, spatial_axes=3), nn.SiLU(), same_padding_conv(width, 2 * config.latent_channels)
+            RMSNorm(width, spatial_axes=3),
+            nn.SiLU(),
+            same_padding_conv(width, 2 * config.latent_channels),
         )
 
     def forward(self, x: Features, memory: StreamMemory) -> Features:
@@ -278,10 +307,12 @@ class Decoder3d(nn.Module):
         temporal_upsample = tuple(reversed(config.temporal_downsample))
         self.conv1 = same_padding_conv(config.latent_channels, dims[0])
         self.middle = nn.Sequential(
-            ResidualBlock(dims[0], dims[0]), AttentionBlock(dims[0]), ResidualBlock(dims[0], dims[0])
+            ResidualBlock(dims[0], dims[0]),
+            AttentionBlock(dims[0]),
+            ResidualBlock(dims[0], dims[0]),
         )
         blocks: list[nn.Module] = []
-        for stage, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+        for stage, (in_dim, out_dim) in enumerate(pairwise(dims)):
             if stage > 0:
                 in_dim //= 2  # every Upsample halves the channels
             for _ in range(config.res_blocks + 1):
@@ -290,7 +321,9 @@ class Decoder3d(nn.Module):
             if stage < len(temporal_upsample):
                 blocks.append(Upsample(out_dim, temporal_upsample[stage]))
         self.upsamples = nn.Sequential(*blocks)
-        self.head = nn.Sequential(RMSNorm(dims[-1], spatial_axes=3), nn.SiLU(), same_padding_conv(dims[-1], RGB_CHANNELS))
+        self.head = nn.Sequential(
+            RMSNorm(dims[-1], spatial_axes=3), nn.SiLU(), same_padding_conv(dims[-1], RGB_CHANNELS)
+        )
 
     def forward(self, x: Features, memory: StreamMemory) -> Features:
         x = run_causal(self.conv1, x, memory)
@@ -315,7 +348,9 @@ class WanVAE(nn.Module):
         mean = torch.tensor(config.latent_mean, dtype=torch.float32)
         self.register_buffer("latent_mean", rearrange(mean, "c -> c 1 1 1"), persistent=False)
         inverse_std = 1.0 / torch.tensor(config.latent_std, dtype=torch.float32)
-        self.register_buffer("latent_inverse_std", rearrange(inverse_std, "c -> c 1 1 1"), persistent=False)
+        self.register_buffer(
+            "latent_inverse_std", rearrange(inverse_std, "c -> c 1 1 1"), persistent=False
+        )
 
     @property
     def dtype(self) -> torch.dtype:
@@ -328,7 +363,7 @@ class WanVAE(nn.Module):
     def encode(self, frames: FrameBatch, state: WanVAEStream) -> VideoLatents:
         """Normalised latents of the next frames of a stream (1 + 4k first, then 4k frames)."""
         check_frames(frames, first_chunk=state.frames_encoded == 0, codec=self.name)
-        video = rearrange(frames.to(self.dtype), "b f c h w -> b c f h w")
+        video = rearrange(frames.to(self.latent_mean.device, self.dtype), "b f c h w -> b c f h w")
         # Frame 0 is a chunk of its own; every later chunk is 4 frames, as in WanVAE_.encode.
         first = 1 if state.frames_encoded == 0 else 0
         chunks = [video[:, :, :first]] if first else []
@@ -347,12 +382,17 @@ class WanVAE(nn.Module):
     def decode(self, latents: VideoLatents, state: WanVAEStream) -> FrameBatch:
         """Frames in [-1, 1] of the next latents of a stream, decoded one latent at a time."""
         check_latents(latents, self.name)
-        z = rearrange(latents.float(), "b g c h w -> b c g h w") / self.latent_inverse_std + self.latent_mean
+        z = (
+            rearrange(latents.to(self.latent_mean.device, torch.float32), "b g c h w -> b c g h w")
+            / self.latent_inverse_std
+            + self.latent_mean
+        )
         z = z.to(self.dtype)
         # conv2 (1x1x1) runs per latent, not once over all as upstream: same values, and a
         # stream stays bit-identical however it is split (kernels may round by batch size).
         frames = [
-            self.decoder(self.conv2(z[:, :, index : index + 1]), state.decoder_memory) for index in range(z.shape[2])
+            self.decoder(self.conv2(z[:, :, index : index + 1]), state.decoder_memory)
+            for index in range(z.shape[2])
         ]
         return rearrange(torch.cat(frames, dim=2).float().clamp(-1, 1), "b c f h w -> b f c h w")
 
@@ -380,18 +420,23 @@ def load_wan_vae(
     weights = strip_prefix(weights_of(source), "decoder.middle.0.residual.0.gamma")
     description = describe_weights(weights)
     if not description.startswith("a Wan2.1 VAE"):
-        raise CheckpointError(f"the Wan VAE weights are {description}")
-    model = WanVAE(infer_config(weights, latent_mean=tuple(latent_mean), latent_std=tuple(latent_std)))
+        raise CheckpointError(f"{source_name(source)} is {description}; expected a Wan2.1 VAE")
+    model = WanVAE(
+        infer_config(weights, latent_mean=tuple(latent_mean), latent_std=tuple(latent_std))
+    )
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
     if missing or unexpected:
         raise CheckpointError(
-            f"the Wan2.1 VAE weights do not match the architecture: {len(missing)} missing keys "
+            f"{source_name(source)} does not match the Wan2.1 VAE architecture: "
+            f"{len(missing)} missing keys "
             f"(e.g. {missing[:3]}) and {len(unexpected)} unexpected keys (e.g. {unexpected[:3]}); "
             "use the released Wan2.1_VAE.pth or ComfyUI's wan_2.1_vae.safetensors"
         )
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as error:
-        raise CheckpointError(f"the Wan2.1 VAE weights have unexpected shapes: {error}") from error
+        raise CheckpointError(
+            f"{source_name(source)} has Wan2.1 VAE tensors of unexpected shapes: {error}"
+        ) from error
     return model.to(dtype).eval()
