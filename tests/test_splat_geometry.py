@@ -230,3 +230,19 @@ def test_a_streamed_block_of_an_image_scene_is_grouped_like_the_whole_video():
     assert torch.equal(block.render.frames, whole.render.frames[9:])
     with pytest.raises(SplatInputError, match="latent frame group"):
         render_image_scene(scene, targets[8:], first_frame=8)
+
+
+def test_splat_sums_do_not_depend_on_the_thread_count():
+    poses = torch.stack([_pose(_rotation(6, -2), (0.2, 0, 0))] * 3)
+    targets = torch.stack([_pose(_rotation(-4 * i, 1), (-0.1 * i, 0.05, 0.2)) for i in range(3)])
+    scene = _scene(3, _smooth_depth(3, 1.0, 5.0), poses)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = render_video_scene(scene, targets, frames_per_call=3)
+        torch.set_num_threads(max(2, threads))
+        parallel = render_video_scene(scene, targets, frames_per_call=3)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(serial.frames, parallel.frames)
+    assert torch.equal(serial.distance, parallel.distance)
