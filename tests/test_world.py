@@ -373,3 +373,17 @@ def test_bf16_session_follows_the_fp32_one():
     assert half.dtype == torch.bfloat16
     # bf16 keeps 8 mantissa bits; a few percent of mean deviation is what two blocks accumulate.
     assert (half.float() - full).abs().mean() < 0.05 * full.abs().mean()
+
+
+def test_batch_items_are_generated_independently():
+    model = tiny_dit()
+    text, reference, render, mask = tiny_inputs(blocks=2, batch=2)
+    noise = [torch.randn(2, 3, LATENT_CHANNELS, *TINY_LATENT) for _ in range(8)]
+    together = generate(model, text, reference, render, mask, noise=ReplayedNoise(noise))
+    for item in range(2):
+        alone = generate(
+            model,
+            *(x[item : item + 1] for x in (text, reference, render, mask)),
+            noise=ReplayedNoise(n[item : item + 1] for n in noise),
+        )
+        torch.testing.assert_close(together[item : item + 1], alone, atol=1e-5, rtol=0)
