@@ -198,7 +198,7 @@ class InSpatioSceneFromVideo:
                     CAMERA_PATH_TYPE,
                     {
                         "tooltip": "One pose per frame (e.g. Load Camera Path on a v1.5 source_tcw.txt). Without it the "
-                        "camera is static."
+                        "camera is static. Intrinsics it carries (pixel K of the input frames) replace fov_degrees."
                     },
                 ),
             },
@@ -282,7 +282,8 @@ class InSpatioSceneFromImages:
                     CAMERA_PATH_TYPE,
                     {
                         "tooltip": "One pose per view (needed for 4 views, e.g. a v1.5 source_tcw.txt). A single image "
-                        "without it sits at the origin."
+                        "without it sits at the origin. Intrinsics it carries (pixel K of the input images) replace "
+                        "fov_degrees."
                     },
                 ),
             },
