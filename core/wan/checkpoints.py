@@ -220,10 +220,11 @@ def load_dit(
     path = Path(path)
     if dtype not in LOADABLE_DTYPES:
         raise CheckpointError(f"DiT dtype {dtype} is not supported: use one of {LOADABLE_DTYPES}")
-    raw_state, metadata = read_weights(path)
-    if not raw_state:
+    tensors, metadata = read_weights(path)
+    if not tensors:
         raise CheckpointError(f"{path} holds no tensors: it is not a checkpoint")
-    state = normalise_dit_keys(raw_state)
+    state = normalise_dit_keys(tensors)
+    del tensors  # the file's tensors now live only in ``state``, converted one by one below
     _refuse_other_models(state, path)
     config = config or infer_dit_config(state, metadata, path)
     with torch.device("meta"):
@@ -240,8 +241,11 @@ def load_dit(
             f"{path} does not match an InSpatio-World DiT with {config}: {'; '.join(problems)}. "
             "Use the released InSpatio-World file, or a file saved with save_dit"
         )
+    # Converting in place keeps the peak near one copy of the file (5.7 GB for the fp32 1.3B).
+    for key in state:
+        state[key] = state[key].to(dtype)
     try:
-        model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as error:
         raise CheckpointError(
             f"{path}: tensor shapes do not match the inferred config {config} ({error}); the file "

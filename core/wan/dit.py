@@ -64,6 +64,8 @@ class WanDiTConfig:
     eps: float = 1e-6
 
     def __post_init__(self) -> None:
+        # JSON configs give the patch as a list; the config must stay hashable and comparable.
+        object.__setattr__(self, "patch_size", tuple(self.patch_size))
         if self.dim % self.num_heads:
             raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
         if self.in_dim != MODEL_INPUT_CHANNELS:
@@ -101,9 +103,7 @@ class WanDiTConfig:
 
     @classmethod
     def from_json(cls, text: str) -> WanDiTConfig:
-        values = json.loads(text)
-        values["patch_size"] = tuple(values["patch_size"])
-        return cls(**values)
+        return cls(**json.loads(text))
 
 
 def sinusoidal_embedding(freq_dim: int, timestep: Tensor) -> Tensor:
