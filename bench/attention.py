@@ -52,34 +52,69 @@ def bench_attention(do_bench, device: torch.device) -> None:
     read_len = CONTEXT_FRAMES * rows * cols
     key_tokens = read_len + query_tokens
     rope = backends.rope_table(HEAD_DIM, ROPE_POSITIONS, device)
-    q, k, v = (torch.randn(BATCH, query_tokens, HEADS, HEAD_DIM, device=device, dtype=DTYPE)
-               for _ in range(3))
-    cache_k, cache_v = (torch.randn(BATCH, read_len, HEADS, HEAD_DIM, device=device, dtype=DTYPE)
-                        for _ in range(2))
-    call = dict(rope=rope, grid=BLOCK_GRID, frame_offset=DENOISE_FRAME_OFFSET, cache_k=cache_k,
-                cache_v=cache_v, read_len=read_len, write_offset=None)
-    usable = [name for name in backends.BACKEND_PREFERENCE
-              if backends.backend_usable(name, device, DTYPE, HEAD_DIM)]
+    q, k, v = (
+        torch.randn(BATCH, query_tokens, HEADS, HEAD_DIM, device=device, dtype=DTYPE)
+        for _ in range(3)
+    )
+    cache_k, cache_v = (
+        torch.randn(BATCH, read_len, HEADS, HEAD_DIM, device=device, dtype=DTYPE) for _ in range(2)
+    )
+    call = {
+        "rope": rope,
+        "grid": BLOCK_GRID,
+        "frame_offset": DENOISE_FRAME_OFFSET,
+        "cache_k": cache_k,
+        "cache_v": cache_v,
+        "read_len": read_len,
+        "write_offset": None,
+    }
+    usable = [
+        name
+        for name in backends.BACKEND_PREFERENCE
+        if backends.backend_usable(name, device, DTYPE, HEAD_DIM)
+    ]
 
-    full = {name: do_bench(lambda name=name: backends.dispatch(q, k, v, **call, backend=name),
-                           warmup=WARMUP_MS, rep=REPEAT_MS) for name in usable}
-    report(f"full call (RoPE + cache + attention), Lq={query_tokens}, Lk={key_tokens}", full,
-           "triton", (query_tokens, key_tokens))
+    full = {
+        name: do_bench(
+            lambda name=name: backends.dispatch(q, k, v, **call, backend=name),
+            warmup=WARMUP_MS,
+            rep=REPEAT_MS,
+        )
+        for name in usable
+    }
+    report(
+        f"full call (RoPE + cache + attention), Lq={query_tokens}, Lk={key_tokens}",
+        full,
+        "triton",
+        (query_tokens, key_tokens),
+    )
 
     keys = torch.cat([cache_k, apply_rope(k, rope, BLOCK_GRID, DENOISE_FRAME_OFFSET)], dim=1)
     values = torch.cat([cache_v, v], dim=1)
     rotated_q = apply_rope(q, rope, BLOCK_GRID, DENOISE_FRAME_OFFSET)
-    bare = {name: do_bench(lambda name=name: backends.ATTEND_FUNCTIONS[name](rotated_q, keys, values),
-                           warmup=WARMUP_MS, rep=REPEAT_MS)
-            for name in usable if name != "triton"}
+    bare = {
+        name: do_bench(
+            lambda name=name: backends.ATTEND_FUNCTIONS[name](rotated_q, keys, values),
+            warmup=WARMUP_MS,
+            rep=REPEAT_MS,
+        )
+        for name in usable
+        if name != "triton"
+    }
     bare = {"triton (full)": full["triton"], **bare} if "triton" in full else bare
-    report("bare attention on pre-rotated, pre-concatenated keys", bare, "triton (full)",
-           (query_tokens, key_tokens))
+    report(
+        "bare attention on pre-rotated, pre-concatenated keys",
+        bare,
+        "triton (full)",
+        (query_tokens, key_tokens),
+    )
 
     if "triton" in usable:
         fused = backends.dispatch(q, k, v, **call, backend="triton")
         unfused = backends.dispatch(q, k, v, **call, backend="sdpa")
-        print(f"\n  max |triton − sdpa| = {(fused.float() - unfused.float()).abs().max().item():.2e}")
+        print(
+            f"\n  max |triton − sdpa| = {(fused.float() - unfused.float()).abs().max().item():.2e}"
+        )
 
 
 def bench_dit_block(do_bench, device: torch.device) -> None:
@@ -94,18 +129,28 @@ def bench_dit_block(do_bench, device: torch.device) -> None:
         model = CausalWanDiT(WanDiTConfig()).to(dtype=DTYPE).eval()
     text = torch.randn(BATCH, TEXT_TOKENS, TEXT_DIM, device=device, dtype=DTYPE)
     frames = BLOCK_GRID[0]
-    latents = [torch.randn(BATCH, frames, channels, *LATENT_SIZE, device=device, dtype=DTYPE)
-               for channels in (16, 16, 4)]
+    latents = [
+        torch.randn(BATCH, frames, channels, *LATENT_SIZE, device=device, dtype=DTYPE)
+        for channels in (16, 16, 4)
+    ]
     timings = {}
     for name in core_attention.available_backends():
         if name == "auto":
             continue
         try:
             core_attention.set_backend(name)
-            session = Session(model, text, latent_height=LATENT_SIZE[0],
-                              latent_width=LATENT_SIZE[1], noise=SeededNoise(0))
-            session.step(*latents)  # block 0: afterwards the context is 6 frames, as in steady state
-            timings[name] = do_bench(lambda: session.step(*latents), warmup=1, rep=1)
+            session = Session(
+                model,
+                text,
+                latent_height=LATENT_SIZE[0],
+                latent_width=LATENT_SIZE[1],
+                noise=SeededNoise(0),
+            )
+            # Block 0 first: afterwards the context is 6 frames, as in the steady state.
+            session.step(*latents)
+            timings[name] = do_bench(
+                lambda session=session: session.step(*latents), warmup=1, rep=1
+            )
         except (ValueError, RuntimeError) as error:
             print(f"  DiT block with {name}: not run ({error})")
     core_attention.set_backend("auto")

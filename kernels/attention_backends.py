@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-from functools import lru_cache
+from functools import cache
 from types import ModuleType
 
 import torch
@@ -53,7 +53,7 @@ HOPPER_MAJOR = 9  # FA3 kernels exist for SM 9.x and newer
 FLASH_MAX_HEAD_DIM = 256
 
 
-@lru_cache(maxsize=None)
+@cache
 def _optional_module(name: str) -> ModuleType | None:
     """The module, or None when it is missing or fails to import (e.g. built for another CUDA)."""
     try:
@@ -112,8 +112,9 @@ def backend_runs_on(name: str, device: torch.device | str, dtype: torch.dtype) -
     return name != "flash3" or _is_hopper_or_newer(device)
 
 
-def backend_usable(name: str, device: torch.device | str, dtype: torch.dtype,
-                   head_dim: int) -> bool:
+def backend_usable(
+    name: str, device: torch.device | str, dtype: torch.dtype, head_dim: int
+) -> bool:
     """Whether :func:`dispatch` can run backend ``name`` on these inputs when asked by name."""
     if name == "triton":
         from .rope_attention_triton import kernel_supports
@@ -127,7 +128,8 @@ def backend_usable(name: str, device: torch.device | str, dtype: torch.dtype,
 def select_backend(device: torch.device | str, dtype: torch.dtype, head_dim: int) -> str:
     """The first backend of :data:`BACKEND_PREFERENCE` offered here that takes this head dim."""
     return next(
-        name for name in BACKEND_PREFERENCE
+        name
+        for name in BACKEND_PREFERENCE
         if backend_runs_on(name, device, dtype) and backend_usable(name, device, dtype, head_dim)
     )
 
@@ -143,8 +145,7 @@ def _attend_flash2(q: Queries, k: Keys, v: Values) -> AttentionOutput:
 
 
 def _attend_sage(q: Queries, k: Keys, v: Values) -> AttentionOutput:
-    return _optional_module("sageattention").sageattn(q, k, v, tensor_layout="NHD",
-                                                      is_causal=False)
+    return _optional_module("sageattention").sageattn(q, k, v, tensor_layout="NHD", is_causal=False)
 
 
 def _attend_sdpa(q: Queries, k: Keys, v: Values) -> AttentionOutput:
@@ -161,7 +162,7 @@ ATTEND_FUNCTIONS: dict[str, AttendFunction] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def rope_table(head_dim: int, max_positions: int, device: torch.device) -> RopeTable:
     """The table :func:`dispatch` takes, built once per (head dim, positions, device)."""
     return RopeTable.for_head_dim(head_dim, max_positions).to(device)
@@ -178,8 +179,9 @@ def _checked_backend(backend: str | None, q: Queries, *, rotates: bool) -> str:
             f"choose another from {BACKEND_PREFERENCE}"
         )
     if backend == "triton" and not rotates:
-        return next(name for name in BACKEND_PREFERENCE[1:]
-                    if backend_usable(name, device, dtype, head_dim))
+        return next(
+            name for name in BACKEND_PREFERENCE[1:] if backend_usable(name, device, dtype, head_dim)
+        )
     return backend
 
 
@@ -188,10 +190,20 @@ def attend(q: Queries, k: Keys, v: Values, *, backend: str | None = None) -> Att
     return ATTEND_FUNCTIONS[_checked_backend(backend, q, rotates=False)](q, k, v)
 
 
-def dispatch(q: Queries, k: Keys, v: Values, *, rope: RopeTable, grid: TokenGrid,
-             frame_offset: int, cache_k: CacheBuffer | None, cache_v: CacheBuffer | None,
-             read_len: int, write_offset: int | None, backend: str | None = None
-             ) -> AttentionOutput:
+def dispatch(
+    q: Queries,
+    k: Keys,
+    v: Values,
+    *,
+    rope: RopeTable,
+    grid: TokenGrid,
+    frame_offset: int,
+    cache_k: CacheBuffer | None,
+    cache_v: CacheBuffer | None,
+    read_len: int,
+    write_offset: int | None,
+    backend: str | None = None,
+) -> AttentionOutput:
     """RoPE + KV-cache self-attention (contract of ``rope_cached_attention_reference``).
 
     ``backend`` names one of :data:`BACKEND_PREFERENCE`; None selects with
@@ -199,8 +211,15 @@ def dispatch(q: Queries, k: Keys, v: Values, *, rope: RopeTable, grid: TokenGrid
     ``RopeTable.for_head_dim(Dh, max_positions).to(device)``, the same thing).
     """
     backend = _checked_backend(backend, q, rotates=True)
-    call = dict(rope=rope, grid=grid, frame_offset=frame_offset, cache_k=cache_k,
-                cache_v=cache_v, read_len=read_len, write_offset=write_offset)
+    call = {
+        "rope": rope,
+        "grid": grid,
+        "frame_offset": frame_offset,
+        "cache_k": cache_k,
+        "cache_v": cache_v,
+        "read_len": read_len,
+        "write_offset": write_offset,
+    }
     if backend == "triton":
         from .rope_attention_triton import rope_cached_attention_triton
 

@@ -92,8 +92,9 @@ class RopeTable:
         return RopeTable(self.cos.to(device), self.sin.to(device), self.axis_pairs)
 
 
-def check_rope_call(rope: RopeTable, head_dim: int, grid: TokenGrid, frame_offset: int,
-                    tokens: int) -> None:
+def check_rope_call(
+    rope: RopeTable, head_dim: int, grid: TokenGrid, frame_offset: int, tokens: int
+) -> None:
     """Raise :class:`RopeInputError` unless ``rope`` can rotate ``tokens`` laid out as ``grid``."""
     if rope.head_dim != head_dim:
         raise RopeInputError(
@@ -116,8 +117,9 @@ def check_rope_call(rope: RopeTable, head_dim: int, grid: TokenGrid, frame_offse
         )
 
 
-def token_positions(rope: RopeTable, grid: TokenGrid, frame_offset: int,
-                    device: torch.device) -> TokenPositions:
+def token_positions(
+    rope: RopeTable, grid: TokenGrid, frame_offset: int, device: torch.device
+) -> TokenPositions:
     """Row of the table each (token, pair) reads: its frame, row or column, by the pair's axis."""
     frames, rows, cols = grid
     frame = torch.arange(frame_offset, frame_offset + frames, device=device)
@@ -131,14 +133,15 @@ def token_positions(rope: RopeTable, grid: TokenGrid, frame_offset: int,
     return per_axis[:, pair_axis]
 
 
-def apply_rope(x: Queries | Keys, rope: RopeTable, grid: TokenGrid,
-               frame_offset: int) -> Queries | Keys:
+def apply_rope(
+    x: Queries | Keys, rope: RopeTable, grid: TokenGrid, frame_offset: int
+) -> Queries | Keys:
     """Rotate ``x [B, N, Hd, Dh]`` in float64 and cast back to its dtype, as the official code.
 
     The cast back (``type_as``) matters: attention then sees bf16 keys in a bf16 model, and the
     KV cache stores exactly these rounded values.
     """
-    batch, tokens, heads, head_dim = x.shape
+    _batch, tokens, _heads, head_dim = x.shape
     check_rope_call(rope, head_dim, grid, frame_offset, tokens)
     positions = token_positions(rope, grid, frame_offset, rope.cos.device)
     pair_index = torch.arange(head_dim // 2, device=rope.cos.device)

@@ -19,7 +19,7 @@ cache); the denoise steps are ``read_len=n_ctx, write_offset=None``. The Triton 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from einops import einsum
@@ -37,10 +37,19 @@ class AttentionCallError(ValueError):
     """Arguments of a self-attention call that do not fit together."""
 
 
-def check_attention_call(q: Queries, k: Keys, v: Values, *, rope: RopeTable, grid: TokenGrid,
-                         frame_offset: int, cache_k: CacheBuffer | None,
-                         cache_v: CacheBuffer | None, read_len: int,
-                         write_offset: int | None) -> None:
+def check_attention_call(
+    q: Queries,
+    k: Keys,
+    v: Values,
+    *,
+    rope: RopeTable,
+    grid: TokenGrid,
+    frame_offset: int,
+    cache_k: CacheBuffer | None,
+    cache_v: CacheBuffer | None,
+    read_len: int,
+    write_offset: int | None,
+) -> None:
     """Raise :class:`AttentionCallError` (or ``RopeInputError``) naming the argument at fault."""
     if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
         raise AttentionCallError(
@@ -87,14 +96,33 @@ def check_attention_call(q: Queries, k: Keys, v: Values, *, rope: RopeTable, gri
         )
 
 
-def unfused_rope_cached_attention(attend: AttendFunction, q: Queries, k: Keys, v: Values, *,
-                                  rope: RopeTable, grid: TokenGrid, frame_offset: int,
-                                  cache_k: CacheBuffer | None, cache_v: CacheBuffer | None,
-                                  read_len: int, write_offset: int | None) -> AttentionOutput:
+def unfused_rope_cached_attention(
+    attend: AttendFunction,
+    q: Queries,
+    k: Keys,
+    v: Values,
+    *,
+    rope: RopeTable,
+    grid: TokenGrid,
+    frame_offset: int,
+    cache_k: CacheBuffer | None,
+    cache_v: CacheBuffer | None,
+    read_len: int,
+    write_offset: int | None,
+) -> AttentionOutput:
     """The contract step by step: float64 RoPE, concatenated keys, ``attend``, then the write."""
-    check_attention_call(q, k, v, rope=rope, grid=grid, frame_offset=frame_offset,
-                         cache_k=cache_k, cache_v=cache_v, read_len=read_len,
-                         write_offset=write_offset)
+    check_attention_call(
+        q,
+        k,
+        v,
+        rope=rope,
+        grid=grid,
+        frame_offset=frame_offset,
+        cache_k=cache_k,
+        cache_v=cache_v,
+        read_len=read_len,
+        write_offset=write_offset,
+    )
     rotated_q = apply_rope(q, rope, grid, frame_offset)
     rotated_k = apply_rope(k, rope, grid, frame_offset)
     keys, values = rotated_k, v
@@ -104,8 +132,8 @@ def unfused_rope_cached_attention(attend: AttendFunction, q: Queries, k: Keys, v
     output = attend(rotated_q, keys, values)
     if write_offset is not None:
         # After attending: the cache rows read above are the ones from before this call.
-        cache_k[:, write_offset:write_offset + q.shape[1]] = rotated_k
-        cache_v[:, write_offset:write_offset + q.shape[1]] = v
+        cache_k[:, write_offset : write_offset + q.shape[1]] = rotated_k
+        cache_v[:, write_offset : write_offset + q.shape[1]] = v
     return output
 
 
@@ -117,12 +145,30 @@ def attend_float32(q: Queries, k: Keys, v: Values) -> AttentionOutput:
     return einsum(weights, v.float(), "b hd n m, b m hd dh -> b n hd dh").to(q.dtype)
 
 
-def rope_cached_attention_reference(q: Queries, k: Keys, v: Values, *, rope: RopeTable,
-                                    grid: TokenGrid, frame_offset: int,
-                                    cache_k: CacheBuffer | None, cache_v: CacheBuffer | None,
-                                    read_len: int, write_offset: int | None) -> AttentionOutput:
+def rope_cached_attention_reference(
+    q: Queries,
+    k: Keys,
+    v: Values,
+    *,
+    rope: RopeTable,
+    grid: TokenGrid,
+    frame_offset: int,
+    cache_k: CacheBuffer | None,
+    cache_v: CacheBuffer | None,
+    read_len: int,
+    write_offset: int | None,
+) -> AttentionOutput:
     """Plain PyTorch definition of the fused kernel: float64 RoPE, float32 softmax attention."""
     return unfused_rope_cached_attention(
-        attend_float32, q, k, v, rope=rope, grid=grid, frame_offset=frame_offset,
-        cache_k=cache_k, cache_v=cache_v, read_len=read_len, write_offset=write_offset,
+        attend_float32,
+        q,
+        k,
+        v,
+        rope=rope,
+        grid=grid,
+        frame_offset=frame_offset,
+        cache_k=cache_k,
+        cache_v=cache_v,
+        read_len=read_len,
+        write_offset=write_offset,
     )

@@ -47,16 +47,31 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 ATTENTION_CONFIGS = [
     triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n}, num_warps=warps, num_stages=stages)
     for block_m, block_n, warps, stages in [
-        (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 2), (128, 128, 8, 3),
-        (64, 64, 4, 3), (64, 128, 4, 3),
+        (128, 64, 4, 3),
+        (128, 64, 8, 3),
+        (128, 128, 8, 2),
+        (128, 128, 8, 3),
+        (64, 64, 4, 3),
+        (64, 128, 4, 3),
     ]
 ]
 
 
 @triton.jit
-def _rotated_tile(x_ptr, stride_token, token_index, token_valid, cos_ptr, sin_ptr,
-                  frame_offset, rows, cols,
-                  HEAD_DIM: tl.constexpr, FRAME_PAIRS: tl.constexpr, ROW_PAIRS: tl.constexpr):
+def _rotated_tile(
+    x_ptr,
+    stride_token,
+    token_index,
+    token_valid,
+    cos_ptr,
+    sin_ptr,
+    frame_offset,
+    rows,
+    cols,
+    HEAD_DIM: tl.constexpr,
+    FRAME_PAIRS: tl.constexpr,
+    ROW_PAIRS: tl.constexpr,
+):
     """[tile, HEAD_DIM] rows of x rotated by their (frame_offset + f, h, w) positions, fp32."""
     channel = tl.arange(0, HEAD_DIM)
     pair = channel // 2
@@ -82,12 +97,36 @@ def _rotated_tile(x_ptr, stride_token, token_index, token_valid, cos_ptr, sin_pt
 
 
 @triton.jit
-def _rope_keys_kernel(k_ptr, v_ptr, k_out_ptr, v_out_ptr, cos_ptr, sin_ptr,
-                      k_stride_b, k_stride_n, k_stride_h, v_stride_b, v_stride_n, v_stride_h,
-                      ko_stride_b, ko_stride_n, ko_stride_h, vo_stride_b, vo_stride_n, vo_stride_h,
-                      heads, tokens, frame_offset, rows, cols,
-                      HEAD_DIM: tl.constexpr, FRAME_PAIRS: tl.constexpr, ROW_PAIRS: tl.constexpr,
-                      BLOCK: tl.constexpr, COPY_VALUES: tl.constexpr):
+def _rope_keys_kernel(
+    k_ptr,
+    v_ptr,
+    k_out_ptr,
+    v_out_ptr,
+    cos_ptr,
+    sin_ptr,
+    k_stride_b,
+    k_stride_n,
+    k_stride_h,
+    v_stride_b,
+    v_stride_n,
+    v_stride_h,
+    ko_stride_b,
+    ko_stride_n,
+    ko_stride_h,
+    vo_stride_b,
+    vo_stride_n,
+    vo_stride_h,
+    heads,
+    tokens,
+    frame_offset,
+    rows,
+    cols,
+    HEAD_DIM: tl.constexpr,
+    FRAME_PAIRS: tl.constexpr,
+    ROW_PAIRS: tl.constexpr,
+    BLOCK: tl.constexpr,
+    COPY_VALUES: tl.constexpr,
+):
     batch_head = tl.program_id(1)
     b = batch_head // heads
     h = batch_head % heads
@@ -96,92 +135,200 @@ def _rope_keys_kernel(k_ptr, v_ptr, k_out_ptr, v_out_ptr, cos_ptr, sin_ptr,
     channel = tl.arange(0, HEAD_DIM)
     store_mask = token_valid[:, None]
 
-    rotated = _rotated_tile(k_ptr + b * k_stride_b + h * k_stride_h, k_stride_n, token_index,
-                            token_valid, cos_ptr, sin_ptr, frame_offset, rows, cols,
-                            HEAD_DIM, FRAME_PAIRS, ROW_PAIRS)
+    rotated = _rotated_tile(
+        k_ptr + b * k_stride_b + h * k_stride_h,
+        k_stride_n,
+        token_index,
+        token_valid,
+        cos_ptr,
+        sin_ptr,
+        frame_offset,
+        rows,
+        cols,
+        HEAD_DIM,
+        FRAME_PAIRS,
+        ROW_PAIRS,
+    )
     k_out = k_out_ptr + b * ko_stride_b + h * ko_stride_h
-    tl.store(k_out + token_index[:, None] * ko_stride_n + channel[None, :],
-             rotated.to(k_out_ptr.dtype.element_ty), mask=store_mask)
+    tl.store(
+        k_out + token_index[:, None] * ko_stride_n + channel[None, :],
+        rotated.to(k_out_ptr.dtype.element_ty),
+        mask=store_mask,
+    )
     if COPY_VALUES:
         v_in = v_ptr + b * v_stride_b + h * v_stride_h
-        values = tl.load(v_in + token_index[:, None] * v_stride_n + channel[None, :],
-                         mask=store_mask)
+        values = tl.load(
+            v_in + token_index[:, None] * v_stride_n + channel[None, :], mask=store_mask
+        )
         v_out = v_out_ptr + b * vo_stride_b + h * vo_stride_h
-        tl.store(v_out + token_index[:, None] * vo_stride_n + channel[None, :], values,
-                 mask=store_mask)
+        tl.store(
+            v_out + token_index[:, None] * vo_stride_n + channel[None, :], values, mask=store_mask
+        )
 
 
 @triton.jit
-def _attend_key_range(acc, row_max, row_sum, q, k_ptr, v_ptr, k_stride_n, v_stride_n, length,
-                      scale_log2, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr,
-                      DOT_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _attend_key_range(
+    acc,
+    row_max,
+    row_sum,
+    q,
+    k_ptr,
+    v_ptr,
+    k_stride_n,
+    v_stride_n,
+    length,
+    scale_log2,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    DOT_DTYPE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
     """Online-softmax update of (acc, row_max, row_sum) with keys/values [0, length)."""
     channel = tl.arange(0, HEAD_DIM)
     for start in range(0, length, BLOCK_N):
         key_index = start + tl.arange(0, BLOCK_N)
         key_valid = key_index < length
-        keys_t = tl.load(k_ptr + key_index[None, :] * k_stride_n + channel[:, None],
-                         mask=key_valid[None, :], other=0.0)
-        scores = tl.dot(q.to(DOT_DTYPE), keys_t.to(DOT_DTYPE),
-                        input_precision=DOT_PRECISION) * scale_log2
+        keys_t = tl.load(
+            k_ptr + key_index[None, :] * k_stride_n + channel[:, None],
+            mask=key_valid[None, :],
+            other=0.0,
+        )
+        scores = (
+            tl.dot(q.to(DOT_DTYPE), keys_t.to(DOT_DTYPE), input_precision=DOT_PRECISION)
+            * scale_log2
+        )
         scores = tl.where(key_valid[None, :], scores, float("-inf"))
         new_max = tl.maximum(row_max, tl.max(scores, axis=1))
         rescale = tl.math.exp2(row_max - new_max)
         probabilities = tl.math.exp2(scores - new_max[:, None])
         row_sum = row_sum * rescale + tl.sum(probabilities, axis=1)
-        values = tl.load(v_ptr + key_index[:, None] * v_stride_n + channel[None, :],
-                         mask=key_valid[:, None], other=0.0)
+        values = tl.load(
+            v_ptr + key_index[:, None] * v_stride_n + channel[None, :],
+            mask=key_valid[:, None],
+            other=0.0,
+        )
         # Probabilities are rounded to the value dtype, as flash attention does.
         probabilities = probabilities.to(values.dtype).to(DOT_DTYPE)
         # Accumulating inside tl.dot lets the matrix unit add into acc directly.
-        acc = tl.dot(probabilities, values.to(DOT_DTYPE), acc * rescale[:, None],
-                     input_precision=DOT_PRECISION)
+        acc = tl.dot(
+            probabilities,
+            values.to(DOT_DTYPE),
+            acc * rescale[:, None],
+            input_precision=DOT_PRECISION,
+        )
         row_max = new_max
     return acc, row_max, row_sum
 
 
 @triton.jit
 def _rope_cached_attention_kernel(
-        q_ptr, cache_k_ptr, cache_v_ptr, own_k_ptr, own_v_ptr, out_ptr, cos_ptr, sin_ptr,
-        q_stride_b, q_stride_n, q_stride_h, ck_stride_b, ck_stride_n, ck_stride_h,
-        cv_stride_b, cv_stride_n, cv_stride_h, ok_stride_b, ok_stride_n, ok_stride_h,
-        ov_stride_b, ov_stride_n, ov_stride_h, o_stride_b, o_stride_n, o_stride_h,
-        heads, tokens, read_len, frame_offset, rows, cols, scale_log2,
-        HEAD_DIM: tl.constexpr, FRAME_PAIRS: tl.constexpr, ROW_PAIRS: tl.constexpr,
-        DOT_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
-        BLOCK_N: tl.constexpr):
+    q_ptr,
+    cache_k_ptr,
+    cache_v_ptr,
+    own_k_ptr,
+    own_v_ptr,
+    out_ptr,
+    cos_ptr,
+    sin_ptr,
+    q_stride_b,
+    q_stride_n,
+    q_stride_h,
+    ck_stride_b,
+    ck_stride_n,
+    ck_stride_h,
+    cv_stride_b,
+    cv_stride_n,
+    cv_stride_h,
+    ok_stride_b,
+    ok_stride_n,
+    ok_stride_h,
+    ov_stride_b,
+    ov_stride_n,
+    ov_stride_h,
+    o_stride_b,
+    o_stride_n,
+    o_stride_h,
+    heads,
+    tokens,
+    read_len,
+    frame_offset,
+    rows,
+    cols,
+    scale_log2,
+    HEAD_DIM: tl.constexpr,
+    FRAME_PAIRS: tl.constexpr,
+    ROW_PAIRS: tl.constexpr,
+    DOT_DTYPE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
     batch_head = tl.program_id(1)
     b = batch_head // heads
     h = batch_head % heads
     query_index = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     query_valid = query_index < tokens
 
-    q = _rotated_tile(q_ptr + b * q_stride_b + h * q_stride_h, q_stride_n, query_index,
-                      query_valid, cos_ptr, sin_ptr, frame_offset, rows, cols,
-                      HEAD_DIM, FRAME_PAIRS, ROW_PAIRS).to(q_ptr.dtype.element_ty)
+    q = _rotated_tile(
+        q_ptr + b * q_stride_b + h * q_stride_h,
+        q_stride_n,
+        query_index,
+        query_valid,
+        cos_ptr,
+        sin_ptr,
+        frame_offset,
+        rows,
+        cols,
+        HEAD_DIM,
+        FRAME_PAIRS,
+        ROW_PAIRS,
+    ).to(q_ptr.dtype.element_ty)
 
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     row_max = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     row_sum = tl.zeros([BLOCK_M], dtype=tl.float32)
     # The cached context first, then the call's own keys: one logical key sequence.
     acc, row_max, row_sum = _attend_key_range(
-        acc, row_max, row_sum, q,
+        acc,
+        row_max,
+        row_sum,
+        q,
         cache_k_ptr + b * ck_stride_b + h * ck_stride_h,
         cache_v_ptr + b * cv_stride_b + h * cv_stride_h,
-        ck_stride_n, cv_stride_n, read_len, scale_log2, HEAD_DIM, BLOCK_N, DOT_DTYPE,
-        DOT_PRECISION)
+        ck_stride_n,
+        cv_stride_n,
+        read_len,
+        scale_log2,
+        HEAD_DIM,
+        BLOCK_N,
+        DOT_DTYPE,
+        DOT_PRECISION,
+    )
     acc, row_max, row_sum = _attend_key_range(
-        acc, row_max, row_sum, q,
+        acc,
+        row_max,
+        row_sum,
+        q,
         own_k_ptr + b * ok_stride_b + h * ok_stride_h,
         own_v_ptr + b * ov_stride_b + h * ov_stride_h,
-        ok_stride_n, ov_stride_n, tokens, scale_log2, HEAD_DIM, BLOCK_N, DOT_DTYPE,
-        DOT_PRECISION)
+        ok_stride_n,
+        ov_stride_n,
+        tokens,
+        scale_log2,
+        HEAD_DIM,
+        BLOCK_N,
+        DOT_DTYPE,
+        DOT_PRECISION,
+    )
 
     channel = tl.arange(0, HEAD_DIM)
     output = acc / row_sum[:, None]
     out = out_ptr + b * o_stride_b + h * o_stride_h
-    tl.store(out + query_index[:, None] * o_stride_n + channel[None, :],
-             output.to(out_ptr.dtype.element_ty), mask=query_valid[:, None])
+    tl.store(
+        out + query_index[:, None] * o_stride_n + channel[None, :],
+        output.to(out_ptr.dtype.element_ty),
+        mask=query_valid[:, None],
+    )
 
 
 _tuned_attention_kernel = triton.autotune(
@@ -204,7 +351,9 @@ def _dot_operand_dtype(dtype: torch.dtype, on_gpu: bool) -> tl.dtype:
     """
     if dtype == torch.bfloat16 and not on_gpu:
         return tl.float32
-    return {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}[dtype]
+    return {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}[
+        dtype
+    ]
 
 
 def _token_strides(x: torch.Tensor) -> tuple[int, int, int]:
@@ -216,14 +365,32 @@ def _with_contiguous_channels(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-def rope_cached_attention_triton(q: Queries, k: Keys, v: Values, *, rope: RopeTable,
-                                 grid: TokenGrid, frame_offset: int,
-                                 cache_k: CacheBuffer | None, cache_v: CacheBuffer | None,
-                                 read_len: int, write_offset: int | None) -> AttentionOutput:
+def rope_cached_attention_triton(
+    q: Queries,
+    k: Keys,
+    v: Values,
+    *,
+    rope: RopeTable,
+    grid: TokenGrid,
+    frame_offset: int,
+    cache_k: CacheBuffer | None,
+    cache_v: CacheBuffer | None,
+    read_len: int,
+    write_offset: int | None,
+) -> AttentionOutput:
     """Fused RoPE + KV-cache write + two-range flash attention; the reference's contract."""
-    check_attention_call(q, k, v, rope=rope, grid=grid, frame_offset=frame_offset,
-                         cache_k=cache_k, cache_v=cache_v, read_len=read_len,
-                         write_offset=write_offset)
+    check_attention_call(
+        q,
+        k,
+        v,
+        rope=rope,
+        grid=grid,
+        frame_offset=frame_offset,
+        cache_k=cache_k,
+        cache_v=cache_v,
+        read_len=read_len,
+        write_offset=write_offset,
+    )
     batch, tokens, heads, head_dim = q.shape
     if not kernel_supports(head_dim, q.dtype):
         raise AttentionCallError(
@@ -236,22 +403,37 @@ def rope_cached_attention_triton(q: Queries, k: Keys, v: Values, *, rope: RopeTa
     q, k, v = (_with_contiguous_channels(x) for x in (q, k, v))
     cos = rope.cos.to(device=q.device, dtype=torch.float32)
     sin = rope.sin.to(device=q.device, dtype=torch.float32)
-    frames, rows, cols = grid
+    _frames, rows, cols = grid
     frame_pairs, row_pairs, _ = rope.axis_pairs
 
     # Writing in place is only safe when the rows written are not among the rows read.
     writes_in_place = write_offset is not None and write_offset >= read_len
     if writes_in_place:
-        own_k = cache_k[:, write_offset:write_offset + tokens]
-        own_v = cache_v[:, write_offset:write_offset + tokens]
+        own_k = cache_k[:, write_offset : write_offset + tokens]
+        own_v = cache_v[:, write_offset : write_offset + tokens]
     else:
         own_k, own_v = torch.empty_like(k), v
     _rope_keys_kernel[(triton.cdiv(tokens, ROPE_TILE), batch * heads)](
-        k, v, own_k, own_v, cos, sin,
-        *_token_strides(k), *_token_strides(v), *_token_strides(own_k), *_token_strides(own_v),
-        heads, tokens, frame_offset, rows, cols,
-        HEAD_DIM=head_dim, FRAME_PAIRS=frame_pairs, ROW_PAIRS=row_pairs,
-        BLOCK=ROPE_TILE, COPY_VALUES=writes_in_place,
+        k,
+        v,
+        own_k,
+        own_v,
+        cos,
+        sin,
+        *_token_strides(k),
+        *_token_strides(v),
+        *_token_strides(own_k),
+        *_token_strides(own_v),
+        heads,
+        tokens,
+        frame_offset,
+        rows,
+        cols,
+        HEAD_DIM=head_dim,
+        FRAME_PAIRS=frame_pairs,
+        ROW_PAIRS=row_pairs,
+        BLOCK=ROPE_TILE,
+        COPY_VALUES=writes_in_place,
     )
 
     # With nothing to read, the cache pointers are never dereferenced; own_k stands in.
@@ -259,19 +441,39 @@ def rope_cached_attention_triton(q: Queries, k: Keys, v: Values, *, rope: RopeTa
     read_v = cache_v if read_len > 0 else own_v
     output = torch.empty_like(q)
     arguments = (
-        q, read_k, read_v, own_k, own_v, output, cos, sin,
-        *_token_strides(q), *_token_strides(read_k), *_token_strides(read_v),
-        *_token_strides(own_k), *_token_strides(own_v), *_token_strides(output),
-        heads, tokens, read_len, frame_offset, rows, cols, LOG2_E / head_dim**0.5,
+        q,
+        read_k,
+        read_v,
+        own_k,
+        own_v,
+        output,
+        cos,
+        sin,
+        *_token_strides(q),
+        *_token_strides(read_k),
+        *_token_strides(read_v),
+        *_token_strides(own_k),
+        *_token_strides(own_v),
+        *_token_strides(output),
+        heads,
+        tokens,
+        read_len,
+        frame_offset,
+        rows,
+        cols,
+        LOG2_E / head_dim**0.5,
     )
     dot_dtype = _dot_operand_dtype(q.dtype, q.is_cuda)
-    constants = dict(
-        HEAD_DIM=head_dim, FRAME_PAIRS=frame_pairs, ROW_PAIRS=row_pairs, DOT_DTYPE=dot_dtype,
+    constants = {
+        "HEAD_DIM": head_dim,
+        "FRAME_PAIRS": frame_pairs,
+        "ROW_PAIRS": row_pairs,
+        "DOT_DTYPE": dot_dtype,
         # fp32 operands are the parity path: no TF32 rounding of the dot products.
-        DOT_PRECISION="ieee" if dot_dtype == tl.float32 else "tf32",
-    )
+        "DOT_PRECISION": "ieee" if dot_dtype == tl.float32 else "tf32",
+    }
     if q.is_cuda:
-        launch_grid = lambda meta: (triton.cdiv(tokens, meta["BLOCK_M"]), batch * heads)  # noqa: E731
+        launch_grid = lambda meta: (triton.cdiv(tokens, meta["BLOCK_M"]), batch * heads)
         _tuned_attention_kernel[launch_grid](*arguments, **constants)
     else:
         launch_grid = (triton.cdiv(tokens, INTERPRETER_TILE), batch * heads)
@@ -280,6 +482,6 @@ def rope_cached_attention_triton(q: Queries, k: Keys, v: Values, *, rope: RopeTa
         )
 
     if write_offset is not None and not writes_in_place:
-        cache_k[:, write_offset:write_offset + tokens] = own_k
-        cache_v[:, write_offset:write_offset + tokens] = v
+        cache_k[:, write_offset : write_offset + tokens] = own_k
+        cache_v[:, write_offset : write_offset + tokens] = v
     return output

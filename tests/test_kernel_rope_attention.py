@@ -17,7 +17,7 @@ import torch
 
 pytest.importorskip("triton", reason="the fused attention kernel needs triton (pip install triton)")
 
-from inspatio_nodes.kernels.attention_backends import (  # noqa: E402
+from inspatio_nodes.kernels.attention_backends import (
     attend,
     backend_runs_on,
     backend_usable,
@@ -25,16 +25,16 @@ from inspatio_nodes.kernels.attention_backends import (  # noqa: E402
     kernel_available,
     select_backend,
 )
-from inspatio_nodes.kernels.rope import (  # noqa: E402
+from inspatio_nodes.kernels.rope import (
     RopeInputError,
     RopeTable,
     apply_rope,
 )
-from inspatio_nodes.kernels.rope_attention import (  # noqa: E402
+from inspatio_nodes.kernels.rope_attention import (
     AttentionCallError,
     rope_cached_attention_reference,
 )
-from inspatio_nodes.kernels.rope_attention_triton import (  # noqa: E402
+from inspatio_nodes.kernels.rope_attention_triton import (
     rope_cached_attention_triton,
 )
 
@@ -46,8 +46,9 @@ DENOISE_FRAME_OFFSET = 6  # official noisy-block frame positions 6, 7, 8
 HEADS = 2
 
 
-def official_style_rope(x: torch.Tensor, head_dim: int, grid: tuple[int, int, int],
-                        frame_offset: int) -> torch.Tensor:
+def official_style_rope(
+    x: torch.Tensor, head_dim: int, grid: tuple[int, int, int], frame_offset: int
+) -> torch.Tensor:
     """Independent RoPE in the official layout: per-axis complex tables expanded over (f, h, w)."""
     pairs = head_dim // 2
     split = [pairs - 2 * (pairs // 3), pairs // 3, pairs // 3]
@@ -61,18 +62,26 @@ def official_style_rope(x: torch.Tensor, head_dim: int, grid: tuple[int, int, in
     frame_table, row_table, col_table = table(frame_dim), table(spatial_dim), table(spatial_dim)
     assert [frame_table.shape[1], row_table.shape[1], col_table.shape[1]] == split
     f, h, w = grid
-    rotation = torch.cat([
-        frame_table[frame_offset:frame_offset + f].view(f, 1, 1, -1).expand(f, h, w, -1),
-        row_table[:h].view(1, h, 1, -1).expand(f, h, w, -1),
-        col_table[:w].view(1, 1, w, -1).expand(f, h, w, -1),
-    ], dim=-1).reshape(f * h * w, 1, -1)
+    rotation = torch.cat(
+        [
+            frame_table[frame_offset : frame_offset + f].view(f, 1, 1, -1).expand(f, h, w, -1),
+            row_table[:h].view(1, h, 1, -1).expand(f, h, w, -1),
+            col_table[:w].view(1, 1, w, -1).expand(f, h, w, -1),
+        ],
+        dim=-1,
+    ).reshape(f * h * w, 1, -1)
     b, n, heads, _ = x.shape
     complex_x = torch.view_as_complex(x.to(torch.float64).reshape(b, n, heads, -1, 2))
     return torch.view_as_real(complex_x * rotation).flatten(3).to(x.dtype)
 
 
-def random_call(head_dim: int, grid: tuple[int, int, int], context_frames: int,
-                dtype: torch.dtype = torch.float32, seed: int = 0) -> dict:
+def random_call(
+    head_dim: int,
+    grid: tuple[int, int, int],
+    context_frames: int,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+) -> dict:
     """q, k, v for `grid`, and caches holding `context_frames` frames of random rotated K/V."""
     generator = torch.Generator().manual_seed(seed)
     frames, rows, cols = grid
@@ -82,20 +91,33 @@ def random_call(head_dim: int, grid: tuple[int, int, int], context_frames: int,
     def normal(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=generator).to(dtype)
 
-    return dict(
-        q=normal(1, tokens, HEADS, head_dim), k=normal(1, tokens, HEADS, head_dim),
-        v=normal(1, tokens, HEADS, head_dim),
-        cache_k=normal(1, capacity, HEADS, head_dim), cache_v=normal(1, capacity, HEADS, head_dim),
-        read_len=context_frames * per_frame, rope=RopeTable.for_head_dim(head_dim), grid=grid,
-    )
+    return {
+        "q": normal(1, tokens, HEADS, head_dim),
+        "k": normal(1, tokens, HEADS, head_dim),
+        "v": normal(1, tokens, HEADS, head_dim),
+        "cache_k": normal(1, capacity, HEADS, head_dim),
+        "cache_v": normal(1, capacity, HEADS, head_dim),
+        "read_len": context_frames * per_frame,
+        "rope": RopeTable.for_head_dim(head_dim),
+        "grid": grid,
+    }
 
 
 def run(function, call: dict, frame_offset: int, write_offset: int | None):
     """`function` on a private copy of the caches; returns (output, cache_k, cache_v)."""
     cache_k, cache_v = call["cache_k"].clone(), call["cache_v"].clone()
-    output = function(call["q"], call["k"], call["v"], rope=call["rope"], grid=call["grid"],
-                      frame_offset=frame_offset, cache_k=cache_k, cache_v=cache_v,
-                      read_len=call["read_len"], write_offset=write_offset)
+    output = function(
+        call["q"],
+        call["k"],
+        call["v"],
+        rope=call["rope"],
+        grid=call["grid"],
+        frame_offset=frame_offset,
+        cache_k=cache_k,
+        cache_v=cache_v,
+        read_len=call["read_len"],
+        write_offset=write_offset,
+    )
     return output, cache_k, cache_v
 
 
@@ -138,8 +160,16 @@ def test_kernel_reads_strided_views_and_batches():
     fused = torch.randn(2, tokens, 3, HEADS, head_dim)
     q, k, v = fused.unbind(dim=2)
     cache = torch.randn(2, 2 * tokens, HEADS, head_dim)
-    call = dict(q=q, k=k, v=v, cache_k=cache, cache_v=cache.flip(1).contiguous(), read_len=tokens,
-                rope=RopeTable.for_head_dim(head_dim), grid=grid)
+    call = {
+        "q": q,
+        "k": k,
+        "v": v,
+        "cache_k": cache,
+        "cache_v": cache.flip(1).contiguous(),
+        "read_len": tokens,
+        "rope": RopeTable.for_head_dim(head_dim),
+        "grid": grid,
+    }
     expected = run(rope_cached_attention_reference, call, DENOISE_FRAME_OFFSET, tokens)
     actual = run(rope_cached_attention_triton, call, DENOISE_FRAME_OFFSET, tokens)
     for actual_tensor, expected_tensor in zip(actual, expected):
@@ -148,7 +178,7 @@ def test_kernel_reads_strided_views_and_batches():
 
 def test_kernel_equals_sdpa_with_explicit_rope():
     call = random_call(32, (3, 4, 6), context_frames=3, seed=1)
-    sdpa = lambda *args, **kwargs: dispatch(*args, **kwargs, backend="sdpa")  # noqa: E731
+    sdpa = lambda *args, **kwargs: dispatch(*args, **kwargs, backend="sdpa")
     expected, *_ = run(sdpa, call, DENOISE_FRAME_OFFSET, None)
     actual, *_ = run(rope_cached_attention_triton, call, DENOISE_FRAME_OFFSET, None)
     torch.testing.assert_close(actual, expected, atol=FP32_ATOL, rtol=0)
@@ -196,26 +226,54 @@ def test_denoise_after_prefill_equals_one_pass_over_context_and_block():
     rope = RopeTable.for_head_dim(head_dim)
     per_frame = math.prod(per_frame_grid)
     generator = torch.Generator().manual_seed(5)
-    context_k, context_v = (torch.randn(1, context_frames * per_frame, HEADS, head_dim,
-                                        generator=generator) for _ in range(2))
-    q, k, v = (torch.randn(1, block_frames * per_frame, HEADS, head_dim, generator=generator)
-               for _ in range(3))
+    context_k, context_v = (
+        torch.randn(1, context_frames * per_frame, HEADS, head_dim, generator=generator)
+        for _ in range(2)
+    )
+    q, k, v = (
+        torch.randn(1, block_frames * per_frame, HEADS, head_dim, generator=generator)
+        for _ in range(3)
+    )
     capacity = context_frames * per_frame
-    cache_k, cache_v = torch.zeros(1, capacity, HEADS, head_dim), torch.zeros(1, capacity, HEADS,
-                                                                              head_dim)
-    rope_cached_attention_triton(context_k, context_k, context_v, rope=rope,
-                                 grid=(context_frames, *per_frame_grid), frame_offset=0,
-                                 cache_k=cache_k, cache_v=cache_v, read_len=0, write_offset=0)
-    cached = rope_cached_attention_triton(q, k, v, rope=rope, grid=(block_frames, *per_frame_grid),
-                                          frame_offset=DENOISE_FRAME_OFFSET, cache_k=cache_k,
-                                          cache_v=cache_v, read_len=capacity, write_offset=None)
+    cache_k, cache_v = (
+        torch.zeros(1, capacity, HEADS, head_dim),
+        torch.zeros(1, capacity, HEADS, head_dim),
+    )
+    rope_cached_attention_triton(
+        context_k,
+        context_k,
+        context_v,
+        rope=rope,
+        grid=(context_frames, *per_frame_grid),
+        frame_offset=0,
+        cache_k=cache_k,
+        cache_v=cache_v,
+        read_len=0,
+        write_offset=0,
+    )
+    cached = rope_cached_attention_triton(
+        q,
+        k,
+        v,
+        rope=rope,
+        grid=(block_frames, *per_frame_grid),
+        frame_offset=DENOISE_FRAME_OFFSET,
+        cache_k=cache_k,
+        cache_v=cache_v,
+        read_len=capacity,
+        write_offset=None,
+    )
 
-    keys = torch.cat([
-        official_style_rope(context_k, head_dim, (context_frames, *per_frame_grid), 0),
-        official_style_rope(k, head_dim, (block_frames, *per_frame_grid), DENOISE_FRAME_OFFSET),
-    ], dim=1)
-    queries = official_style_rope(q, head_dim, (block_frames, *per_frame_grid),
-                                  DENOISE_FRAME_OFFSET)
+    keys = torch.cat(
+        [
+            official_style_rope(context_k, head_dim, (context_frames, *per_frame_grid), 0),
+            official_style_rope(k, head_dim, (block_frames, *per_frame_grid), DENOISE_FRAME_OFFSET),
+        ],
+        dim=1,
+    )
+    queries = official_style_rope(
+        q, head_dim, (block_frames, *per_frame_grid), DENOISE_FRAME_OFFSET
+    )
     full = torch.nn.functional.scaled_dot_product_attention(
         queries.transpose(1, 2), keys.transpose(1, 2), torch.cat([context_v, v], 1).transpose(1, 2)
     ).transpose(1, 2)
@@ -225,18 +283,24 @@ def test_denoise_after_prefill_equals_one_pass_over_context_and_block():
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(grid=(3, 4, 5)), "grid"),
-        (dict(cache_k=None), "cache_k or cache_v is None"),
-        (dict(write_offset=70), "does not fit the cache capacity"),
-        (dict(rope=RopeTable.for_head_dim(16)), "head_dim"),
-        (dict(frame_offset=1023), "exceed the rope table"),
+        ({"grid": (3, 4, 5)}, "grid"),
+        ({"cache_k": None}, "cache_k or cache_v is None"),
+        ({"write_offset": 70}, "does not fit the cache capacity"),
+        ({"rope": RopeTable.for_head_dim(16)}, "head_dim"),
+        ({"frame_offset": 1023}, "exceed the rope table"),
     ],
 )
 def test_inconsistent_arguments_raise_errors_naming_them(change, message):
     call = random_call(32, (3, 4, 6), context_frames=0)
-    arguments = dict(rope=call["rope"], grid=call["grid"], frame_offset=0,
-                     cache_k=call["cache_k"], cache_v=call["cache_v"], read_len=0,
-                     write_offset=0) | change
+    arguments = {
+        "rope": call["rope"],
+        "grid": call["grid"],
+        "frame_offset": 0,
+        "cache_k": call["cache_k"],
+        "cache_v": call["cache_v"],
+        "read_len": 0,
+        "write_offset": 0,
+    } | change
     for function in (rope_cached_attention_reference, rope_cached_attention_triton):
         with pytest.raises((AttentionCallError, RopeInputError), match=message):
             function(call["q"], call["k"], call["v"], **arguments)
