@@ -52,13 +52,18 @@ class RenderCondition:
 
 
 def render_condition(
-    scene, path, alignment: str = "exact", semantics: str = "v1.5"
+    scene, path, alignment: str = "exact", semantics: str = "v1.5", device=None
 ) -> RenderCondition:
-    """Splat ``scene`` along ``path`` (plain core call sequence, shared by the node and the demo)."""
+    """Splat ``scene`` along ``path`` (plain core call sequence, shared by the node and the demo).
+
+    The splat runs on ``device`` (default: where the scene is); the result comes back on
+    ComfyUI's intermediate device, so no node output holds GPU memory (COMFYUI.md §13.5).
+    """
     from ..core.scene import align_frame_counts, chunk_frame_indices, padded_frame_count
     from ..core.splat import V1_SPLAT, V15_SPLAT, render_image_scene, render_video_scene
 
     config = {"v1.5": V15_SPLAT, "v1": V1_SPLAT}[semantics]
+    scene, path = _on_device(scene, path, device or scene.frames.device)
     poses = path.world_to_camera
     fps = path.fps or scene.fps
     if scene.kind == "video":
@@ -67,7 +72,7 @@ def render_condition(
         result = render_video_scene(
             aligned, poses[: len(indices)], path.intrinsics, config, FRAMES_PER_CALL
         )
-        return RenderCondition(aligned.frames, result.frames, result.mask, fps)
+        return _condition(aligned.frames, result.frames, result.mask, fps)
     # Source views are chosen per chunk of whole blocks, so the path is padded like v1.5 pads the
     # video (holding the last pose) and the extra frames are cut again afterwards.
     valid = path.num_frames
@@ -76,8 +81,33 @@ def render_condition(
     ]
     result = render_image_scene(scene, poses[padded], path.intrinsics, config, FRAMES_PER_CALL)
     source_frames = scene.frames[result.source_view_of_frames().to(scene.frames.device)]
-    return RenderCondition(
+    return _condition(
         source_frames[:valid], result.render.frames[:valid], result.render.mask[:valid], fps
+    )
+
+
+def _on_device(scene, path, device):
+    """The scene's tensors and the path's poses on ``device`` (the same objects when already there)."""
+    from dataclasses import replace
+
+    moved_scene = replace(
+        scene,
+        frames=scene.frames.to(device),
+        depth=scene.depth.to(device),
+        intrinsics=scene.intrinsics.to(device),
+        world_to_camera=scene.world_to_camera.to(device),
+    )
+    intrinsics = None if path.intrinsics is None else path.intrinsics.to(device)
+    moved_path = replace(
+        path, world_to_camera=path.world_to_camera.to(device), intrinsics=intrinsics
+    )
+    return moved_scene, moved_path
+
+
+def _condition(source_frames, render, mask, fps) -> RenderCondition:
+    output_device = cf.intermediate_device()
+    return RenderCondition(
+        source_frames.to(output_device), render.to(output_device), mask.to(output_device), fps
     )
 
 
@@ -139,7 +169,9 @@ class InSpatioRenderCondition:
                 f"is {splat_semantics!r}: use one of {', '.join(SPLAT_SEMANTICS)}",
             )
         with reported_as(self.NODE, "camera_path"):
-            condition = render_condition(scene, camera_path, frame_alignment, splat_semantics)
+            condition = render_condition(
+                scene, camera_path, frame_alignment, splat_semantics, cf.compute_device()
+            )
         return (
             cf.frames_to_image(condition.render),
             cf.render_mask_to_mask(condition.mask),
