@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 
 import pytest
 import torch
@@ -232,3 +234,12 @@ def test_saving_worldfm_meta_without_intrinsics_names_the_file_input(tmp_path):
         InSpatioSaveCameraPath().save(
             _keyframes(3), str(tmp_path / "meta.json"), "worldfm_meta", 8, 8
         )
+
+
+def test_loaded_camera_file_is_fingerprinted_by_its_modification_time(tmp_path):
+    file = tmp_path / "target_tcw.txt"
+    InSpatioSaveCameraPath().save(_keyframes(3), str(file), "tcw_text", WIDTH, HEIGHT)
+    first = InSpatioLoadCameraPath.IS_CHANGED(file=str(file))
+    os.utime(file, (first + 10, first + 10))
+    assert InSpatioLoadCameraPath.IS_CHANGED(file=str(file)) == first + 10
+    assert math.isnan(InSpatioLoadCameraPath.IS_CHANGED(file=str(tmp_path / "missing.txt")))
