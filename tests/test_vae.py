@@ -105,11 +105,18 @@ def test_batched_stream_equals_each_video_alone():
     torch.testing.assert_close(together, alone, atol=1e-6, rtol=0)
 
 
-def test_config_is_inferred_from_weight_shapes():
-    weights = _tiny_vae(base_dim=6).state_dict()
-    loaded = load_wan_vae(weights)
-    assert loaded.config.base_dim == 6
-    assert loaded.config.latent_channels == 16
+@pytest.mark.parametrize(
+    "config",
+    [
+        WanVAEConfig(base_dim=6),
+        WanVAEConfig(
+            base_dim=4, dim_mult=(1, 2, 2), res_blocks=1, temporal_downsample=(True, False)
+        ),
+    ],
+    ids=["released-layout", "other-layout"],
+)
+def test_config_is_inferred_from_weight_shapes(config):
+    assert load_wan_vae(WanVAE(config).state_dict()).config == config
 
 
 @pytest.mark.parametrize("case_path", VAE_CASES)
@@ -159,6 +166,16 @@ def test_bfloat16_weights_are_cast_to_the_requested_dtype():
 def test_weights_of_another_model_are_refused_with_what_they_look_like(weights, named):
     with pytest.raises(CheckpointError, match=named):
         load_wan_vae(weights())
+
+
+def test_decoder_only_weights_are_refused():
+    weights = {
+        key: value
+        for key, value in _tiny_vae().state_dict().items()
+        if not key.startswith("encoder.")
+    }
+    with pytest.raises(CheckpointError, match="decoder-only"):
+        load_wan_vae(weights)
 
 
 def test_weights_with_missing_keys_name_them():

@@ -398,10 +398,47 @@ class WanVAE(nn.Module):
 
 
 def infer_config(weights: StateDict, **overrides: object) -> WanVAEConfig:
-    """The config of a Wan2.1 VAE state dict: base width and latent channels from tensor shapes."""
+    """The architecture a Wan VAE state dict implies, read from its encoder's keys and shapes.
+
+    Walking ``encoder.downsamples.{i}`` in order: residual blocks (``residual.0.gamma``) up to a
+    resampler (``resample.1.weight``) form one stage; a resampler with ``time_conv`` halves time;
+    each stage's width over the base width is its multiple.
+    """
+    needed = ("encoder.conv1.weight", "encoder.downsamples.0.residual.0.gamma", "conv2.weight")
+    if any(key not in weights for key in needed):
+        raise CheckpointError(
+            "the Wan VAE weights lack the encoder or conv2 (a partial or decoder-only file): use "
+            "the full Wan2.1_VAE.pth or wan_2.1_vae.safetensors"
+        )
+    base_dim = weights["encoder.conv1.weight"].shape[0]
+    blocks_per_stage: list[int] = [0]
+    stage_widths: list[int] = []
+    temporal: list[bool] = []
+    index = 0
+    while True:
+        prefix = f"encoder.downsamples.{index}."
+        if f"{prefix}residual.0.gamma" in weights:
+            blocks_per_stage[-1] += 1
+            width = weights[f"{prefix}residual.6.weight"].shape[0]
+        elif f"{prefix}resample.1.weight" in weights:
+            stage_widths.append(width)
+            temporal.append(f"{prefix}time_conv.weight" in weights)
+            blocks_per_stage.append(0)
+        else:
+            break
+        index += 1
+    stage_widths.append(width)
+    if len(set(blocks_per_stage)) != 1:
+        raise CheckpointError(
+            f"the Wan VAE encoder has {blocks_per_stage} residual blocks per stage; every stage "
+            "must have the same number (it is not a Wan2.1 VAE)"
+        )
     return WanVAEConfig(
-        base_dim=weights["encoder.conv1.weight"].shape[0],
+        base_dim=base_dim,
         latent_channels=weights["conv2.weight"].shape[0],
+        dim_mult=tuple(width // base_dim for width in stage_widths),
+        res_blocks=blocks_per_stage[0],
+        temporal_downsample=tuple(temporal),
         **overrides,
     )
 
