@@ -17,6 +17,7 @@ sits at positions (frame_offset + f, h, w).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import Annotated
 
 import torch
@@ -29,10 +30,13 @@ ROPE_THETA = 10_000.0
 # Official `init_freqs` builds every axis table with 1024 positions.
 ROPE_MAX_POSITIONS = 1024
 AXES = 3  # frame, row, column
+# Grids a model meets per block: context of 1 or 2 blocks, the noisy block, a few latent sizes.
+GRIDS_REMEMBERED = 8
 
 RopeCos = Annotated[Tensor, "P Dh/2 float64 cos(position × frequency) per complex pair"]
 RopeSin = Annotated[Tensor, "P Dh/2 float64 sin(position × frequency) per complex pair"]
 TokenPositions = Annotated[Tensor, "N Dh/2 int64 position of each token on each pair's axis"]
+TokenRotations = Annotated[Tensor, "N Dh/2 complex128 rotation of each token's pairs"]
 TokenGrid = tuple[int, int, int]  # (frames, rows, cols) of a call's tokens, raster order (f, h, w)
 
 
@@ -59,7 +63,7 @@ def axis_frequencies(pair_count: int) -> Tensor:
     return 1.0 / torch.pow(ROPE_THETA, exponents)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: per-grid rotations are memoised per table
 class RopeTable:
     """cos and sin of ``position × frequency`` for every position and complex pair, float64.
 
@@ -90,6 +94,11 @@ class RopeTable:
 
     def to(self, device: torch.device | str) -> RopeTable:
         return RopeTable(self.cos.to(device), self.sin.to(device), self.axis_pairs)
+
+    @cached_property
+    def float32_tables(self) -> tuple[Tensor, Tensor]:
+        """(cos, sin) cast to float32 once, for the kernel's gathers."""
+        return self.cos.float(), self.sin.float()
 
 
 def check_rope_call(
@@ -133,6 +142,14 @@ def token_positions(
     return per_axis[:, pair_axis]
 
 
+@lru_cache(maxsize=GRIDS_REMEMBERED)
+def token_rotations(rope: RopeTable, grid: TokenGrid, frame_offset: int) -> TokenRotations:
+    """``cos + i·sin`` of every token's pairs, on the table's device; memoised per grid."""
+    positions = token_positions(rope, grid, frame_offset, rope.cos.device)
+    pair_index = torch.arange(rope.head_dim // 2, device=rope.cos.device)
+    return torch.complex(rope.cos[positions, pair_index], rope.sin[positions, pair_index])
+
+
 def apply_rope(
     x: Queries | Keys, rope: RopeTable, grid: TokenGrid, frame_offset: int
 ) -> Queries | Keys:
@@ -143,10 +160,8 @@ def apply_rope(
     """
     _batch, tokens, _heads, head_dim = x.shape
     check_rope_call(rope, head_dim, grid, frame_offset, tokens)
-    positions = token_positions(rope, grid, frame_offset, rope.cos.device)
-    pair_index = torch.arange(head_dim // 2, device=rope.cos.device)
-    rotation = torch.complex(rope.cos[positions, pair_index], rope.sin[positions, pair_index])
-    rotation = rearrange(rotation.to(x.device), "n c -> 1 n 1 c")
+    rotation = token_rotations(rope, tuple(grid), frame_offset).to(x.device)
+    rotation = rearrange(rotation, "n c -> 1 n 1 c")
     pairs = rearrange(x.to(torch.float64), "b n hd (c two) -> b n hd c two", two=2)
     rotated = torch.view_as_real(torch.view_as_complex(pairs.contiguous()) * rotation)
     return rearrange(rotated, "b n hd c two -> b n hd (c two)").to(x.dtype)

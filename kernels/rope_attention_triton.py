@@ -401,8 +401,7 @@ def rope_cached_attention_triton(
         if cache is not None and cache.stride(-1) != 1:
             raise AttentionCallError(f"{name} must have contiguous channels (stride 1 on Dh)")
     q, k, v = (_with_contiguous_channels(x) for x in (q, k, v))
-    cos = rope.cos.to(device=q.device, dtype=torch.float32)
-    sin = rope.sin.to(device=q.device, dtype=torch.float32)
+    cos, sin = (table.to(q.device) for table in rope.float32_tables)
     _frames, rows, cols = grid
     frame_pairs, row_pairs, _ = rope.axis_pairs
 
