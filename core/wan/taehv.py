@@ -104,7 +104,8 @@ class TAEHVStream:
     """Memory of one video stream: each MemBlock's last input frame, and the look-ahead frame.
 
     ``held_frame`` is the last frame received; its group's latent was returned from look-ahead
-    padding and is re-encoded from real frames when the next chunk arrives.
+    padding and is re-encoded from real frames when the next chunk arrives. The memories are keyed
+    by the model's layers, so a state belongs to the model that made it.
     """
 
     encoder_memory: StreamMemory = field(default_factory=dict)

@@ -52,6 +52,7 @@ from .checkpoints import CheckpointError
 CACHED_FRAMES = 2  # upstream CACHE_T: a kernel-3 causal conv needs the 2 frames before a chunk
 TEMPORAL_KERNEL = 3
 SPATIAL_KERNEL = 3
+RESAMPLE_FACTOR = 2  # every Downsample halves H and W (and T when temporal); Upsample doubles
 
 Features = Annotated[Tensor, "B C T H W: upstream's layout inside the model"]
 StreamMemory = dict[nn.Module, Tensor]
@@ -85,6 +86,7 @@ class WanVAEStream:
     """Causal memory of one video stream: per layer, the frames the next chunk must see.
 
     One state per stream (source, render, output); encoding and decoding keep separate memories.
+    The memories are keyed by the model's layers, so a state belongs to the model that made it.
     """
 
     encoder_memory: StreamMemory = field(default_factory=dict)
@@ -116,7 +118,8 @@ class CausalConv3d(nn.Conv3d):
         return super().forward(F.pad(x, (*self.spatial_padding, missing, 0)))
 
 
-def same_padding_conv(in_dim: int, out_dim: int) -> CausalConv3d:
+def causal_conv3x3x3(in_dim: int, out_dim: int) -> CausalConv3d:
+    """Kernel 3 in time and space: 2 frames of past, 1 pixel of spatial padding each side."""
     return CausalConv3d(in_dim, out_dim, TEMPORAL_KERNEL, padding=(1, 1, 1))
 
 
@@ -133,6 +136,12 @@ def run_causal(conv: CausalConv3d, x: Features, memory: StreamMemory) -> Feature
     past = memory.get(conv)
     memory[conv] = remembered_frames(x, past)
     return conv(x, past)
+
+
+def per_frame(layers: nn.Module, x: Features) -> Features:
+    """Apply 2D layers to every frame of every batch item."""
+    frames = layers(rearrange(x, "b c t h w -> (b t) c h w"))
+    return rearrange(frames, "(b t) c h w -> b c t h w", b=x.shape[0])
 
 
 class RMSNorm(nn.Module):
@@ -154,11 +163,11 @@ class ResidualBlock(nn.Module):
         self.residual = nn.Sequential(
             RMSNorm(in_dim, spatial_axes=3),
             nn.SiLU(),
-            same_padding_conv(in_dim, out_dim),
+            causal_conv3x3x3(in_dim, out_dim),
             RMSNorm(out_dim, spatial_axes=3),
             nn.SiLU(),
             nn.Identity(),
-            same_padding_conv(out_dim, out_dim),
+            causal_conv3x3x3(out_dim, out_dim),
         )
         self.shortcut = CausalConv3d(in_dim, out_dim, 1) if in_dim != out_dim else nn.Identity()
 
@@ -196,19 +205,16 @@ class Downsample(nn.Module):
         super().__init__()
         # Pad right and bottom only, then a 3x3 stride-2 conv without padding (upstream).
         self.resample = nn.Sequential(
-            nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, SPATIAL_KERNEL, stride=2)
+            nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, SPATIAL_KERNEL, stride=RESAMPLE_FACTOR)
         )
         self.time_conv = (
-            CausalConv3d(dim, dim, (TEMPORAL_KERNEL, 1, 1), stride=(2, 1, 1)) if temporal else None
+            CausalConv3d(dim, dim, (TEMPORAL_KERNEL, 1, 1), stride=(RESAMPLE_FACTOR, 1, 1))
+            if temporal
+            else None
         )
 
     def forward(self, x: Features, memory: StreamMemory) -> Features:
-        batch = x.shape[0]
-        x = rearrange(
-            self.resample(rearrange(x, "b c t h w -> (b t) c h w")),
-            "(b t) c h w -> b c t h w",
-            b=batch,
-        )
+        x = per_frame(self.resample, x)
         if self.time_conv is None:
             return x
         past = memory.get(self)
@@ -224,11 +230,11 @@ class Upsample(nn.Module):
     def __init__(self, dim: int, temporal: bool) -> None:
         super().__init__()
         self.resample = nn.Sequential(
-            nn.Upsample(scale_factor=2.0, mode="nearest-exact"),
+            nn.Upsample(scale_factor=float(RESAMPLE_FACTOR), mode="nearest-exact"),
             nn.Conv2d(dim, dim // 2, SPATIAL_KERNEL, padding=1),
         )
         self.time_conv = (
-            CausalConv3d(dim, dim * 2, (TEMPORAL_KERNEL, 1, 1), padding=(1, 0, 0))
+            CausalConv3d(dim, dim * RESAMPLE_FACTOR, (TEMPORAL_KERNEL, 1, 1), padding=(1, 0, 0))
             if temporal
             else None
         )
@@ -243,10 +249,8 @@ class Upsample(nn.Module):
                 memory[self] = self._remembered(x, past)
                 doubled = self.time_conv(x, past)
                 # Channels [0, C) give frame 2i and [C, 2C) frame 2i+1.
-                x = rearrange(doubled, "b (two c) t h w -> b c (t two) h w", two=2)
-        batch = x.shape[0]
-        frames = self.resample(rearrange(x, "b c t h w -> (b t) c h w"))
-        return rearrange(frames, "(b t) c h w -> b c t h w", b=batch)
+                x = rearrange(doubled, "b (two c) t h w -> b c (t two) h w", two=RESAMPLE_FACTOR)
+        return per_frame(self.resample, x)
 
     @staticmethod
     def _remembered(x: Features, past: Features) -> Features:
@@ -273,7 +277,7 @@ class Encoder3d(nn.Module):
     def __init__(self, config: WanVAEConfig) -> None:
         super().__init__()
         dims = [config.base_dim * multiple for multiple in (1, *config.dim_mult)]
-        self.conv1 = same_padding_conv(RGB_CHANNELS, dims[0])
+        self.conv1 = causal_conv3x3x3(RGB_CHANNELS, dims[0])
         blocks: list[nn.Module] = []
         for stage, (in_dim, out_dim) in enumerate(pairwise(dims)):
             for _ in range(config.res_blocks):
@@ -290,7 +294,7 @@ class Encoder3d(nn.Module):
         self.head = nn.Sequential(
             RMSNorm(width, spatial_axes=3),
             nn.SiLU(),
-            same_padding_conv(width, 2 * config.latent_channels),
+            causal_conv3x3x3(width, 2 * config.latent_channels),
         )
 
     def forward(self, x: Features, memory: StreamMemory) -> Features:
@@ -305,7 +309,7 @@ class Decoder3d(nn.Module):
         multiples = config.dim_mult
         dims = [config.base_dim * multiple for multiple in (multiples[-1], *reversed(multiples))]
         temporal_upsample = tuple(reversed(config.temporal_downsample))
-        self.conv1 = same_padding_conv(config.latent_channels, dims[0])
+        self.conv1 = causal_conv3x3x3(config.latent_channels, dims[0])
         self.middle = nn.Sequential(
             ResidualBlock(dims[0], dims[0]),
             AttentionBlock(dims[0]),
@@ -322,7 +326,7 @@ class Decoder3d(nn.Module):
                 blocks.append(Upsample(out_dim, temporal_upsample[stage]))
         self.upsamples = nn.Sequential(*blocks)
         self.head = nn.Sequential(
-            RMSNorm(dims[-1], spatial_axes=3), nn.SiLU(), same_padding_conv(dims[-1], RGB_CHANNELS)
+            RMSNorm(dims[-1], spatial_axes=3), nn.SiLU(), causal_conv3x3x3(dims[-1], RGB_CHANNELS)
         )
 
     def forward(self, x: Features, memory: StreamMemory) -> Features:
