@@ -42,6 +42,38 @@ def prefixed(model, layout: str) -> dict[str, torch.Tensor]:
     return {layout + key: tensor for key, tensor in state.items()}
 
 
+def port_layout(model) -> dict[str, torch.Tensor]:
+    """The third-party port's re-packaged keys: fused q/k/v and cross k/v, renamed modules."""
+    state = dict(model.state_dict())
+    for index in range(model.config.num_layers):
+        block = f"blocks.{index}"
+        for kind in ("weight", "bias"):
+            qkv = [state.pop(f"{block}.self_attn.{n}.{kind}") for n in ("q", "k", "v")]
+            state[f"{block}.self_attention.qkv.{kind}"] = torch.cat(qkv)
+            kv = [state.pop(f"{block}.cross_attn.{n}.{kind}") for n in ("k", "v")]
+            state[f"{block}.cross_attention.kv.{kind}"] = torch.cat(kv)
+    renames = {
+        ".self_attn.o.": ".self_attention.output.",
+        ".self_attn.norm_q.": ".self_attention.query_norm.",
+        ".self_attn.norm_k.": ".self_attention.key_norm.",
+        ".norm3.": ".cross_attention_norm.",
+        ".cross_attn.q.": ".cross_attention.query.",
+        ".cross_attn.o.": ".cross_attention.output.",
+        ".cross_attn.norm_q.": ".cross_attention.query_norm.",
+        ".cross_attn.norm_k.": ".cross_attention.key_norm.",
+        ".ffn.": ".feed_forward.",
+    }
+    ported = {}
+    for key, tensor in state.items():
+        for released, port in renames.items():
+            key = key.replace(released, port)
+        key = key.replace("time_projection.", "time_modulation.").replace(
+            "head.head.", "head.linear."
+        )
+        ported[key] = tensor
+    return ported
+
+
 def write(state: dict[str, torch.Tensor], path, metadata: dict[str, str] | None = None):
     if path.suffix == ".safetensors":
         save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=metadata)
@@ -70,6 +102,15 @@ def test_released_key_layouts_load_with_an_inferred_config(tmp_path, layout, suf
     model = inferable_model()
     path = write(prefixed(model, layout), tmp_path / f"dit{suffix}")
     loaded = load_dit(path)
+    assert loaded.config == model.config
+    assert_same_weights(loaded, model)
+
+
+def test_third_party_port_layout_loads_with_released_names(tmp_path):
+    model = inferable_model()
+    state = port_layout(model)
+    assert "blocks.0.self_attention.qkv.weight" in state
+    loaded = load_dit(write(state, tmp_path / "model.safetensors"))
     assert loaded.config == model.config
     assert_same_weights(loaded, model)
 

@@ -7,7 +7,9 @@ Model-specific key normalisation, config inference and strict validation sit on 
 The DiT part (:func:`load_dit`) takes the released ``InSpatio-World-1.3B.safetensors`` (v1) and
 ``InSpatio-World-1.5-1.3B.safetensors`` (v1.5) as published: keys with the ``model.`` wrapper
 prefix (``inference_causal_test.py`` / v1.5 ``inference.py``), or the ``model.diffusion_model.`` and
-``_fsdp_wrapped_module.`` variants of training dumps, or none. The config is read from the
+``_fsdp_wrapped_module.`` variants of training dumps, or none; also the third-party port's
+re-packaged ``dit/model.safetensors`` (``blanchon/inspatio-world-v1.5``: fused q/k/v and renamed
+modules, mapped back here to the released names). The config is read from the
 safetensors metadata when present (tiny test models, :func:`save_dit`), else inferred from tensor
 shapes with the release's head dim of 128. Wrong files (base Wan2.1, image-to-video Wan, a VAE, a
 text encoder) are recognised and named in the error.
@@ -109,6 +111,25 @@ BASE_WAN_INPUT_CHANNELS = 16
 KEYS_SHOWN_PER_GROUP = 3
 LAYER_INDEX = re.compile(r"\.\d+\.")
 
+# The port (julien-blanchon/inspatio-world-v1.5, scripts/convert_checkpoints.py) concatenates these
+# projections along the output dim and renames the rest; released names on the right.
+PORT_FUSED = {
+    ".self_attention.qkv.": (".self_attn.q.", ".self_attn.k.", ".self_attn.v."),
+    ".cross_attention.kv.": (".cross_attn.k.", ".cross_attn.v."),
+}
+PORT_RENAMED = {
+    ".self_attention.output.": ".self_attn.o.",
+    ".self_attention.query_norm.": ".self_attn.norm_q.",
+    ".self_attention.key_norm.": ".self_attn.norm_k.",
+    ".cross_attention_norm.": ".norm3.",
+    ".cross_attention.query.": ".cross_attn.q.",
+    ".cross_attention.output.": ".cross_attn.o.",
+    ".cross_attention.query_norm.": ".cross_attn.norm_q.",
+    ".cross_attention.key_norm.": ".cross_attn.norm_k.",
+    ".feed_forward.": ".ffn.",
+}
+PORT_RENAMED_PREFIXES = {"time_modulation.": "time_projection.", "head.linear.": "head.head."}
+
 
 def normalise_dit_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """Keys as the model names them: FSDP wrappers removed, one wrapper prefix stripped."""
@@ -121,7 +142,28 @@ def normalise_dit_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
                 f"checkpoint holds {name!r} twice (as {key!r} and another prefix): it is not a single model"
             )
         normalised[name] = tensor
+    if any(fused in key for key in normalised for fused in PORT_FUSED):
+        return _released_names_of_port_layout(normalised)
     return normalised
+
+
+def _released_names_of_port_layout(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Split the port's fused projections and give every key its released name back."""
+    released: dict[str, Tensor] = {}
+    for key, tensor in state.items():
+        fused = next((part for part in PORT_FUSED if part in key), None)
+        if fused is not None:
+            names = PORT_FUSED[fused]
+            for name, piece in zip(names, tensor.chunk(len(names), dim=0)):
+                released[key.replace(fused, name)] = piece
+            continue
+        for port_part, released_part in PORT_RENAMED.items():
+            key = key.replace(port_part, released_part)
+        for port_prefix, released_prefix in PORT_RENAMED_PREFIXES.items():
+            if key.startswith(port_prefix):
+                key = released_prefix + key.removeprefix(port_prefix)
+        released[key] = tensor
+    return released
 
 
 def infer_dit_config(
