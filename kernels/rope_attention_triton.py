@@ -176,37 +176,40 @@ def _attend_key_range(
     v_ptr,
     k_stride_n,
     v_stride_n,
-    length,
+    start,
+    end,
     scale_log2,
     HEAD_DIM: tl.constexpr,
     BLOCK_N: tl.constexpr,
     DOT_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    MASKED: tl.constexpr,
 ):
-    """Online-softmax update of (acc, row_max, row_sum) with keys/values [0, length)."""
+    """Online-softmax update of (acc, row_max, row_sum) with keys/values [start, end).
+
+    Unmasked (MASKED=False) the range must be whole tiles: the steady-state loop then has no
+    bounds checks. The masked variant handles the last, partial tile of a range.
+    """
     channel = tl.arange(0, HEAD_DIM)
-    for start in range(0, length, BLOCK_N):
-        key_index = start + tl.arange(0, BLOCK_N)
-        key_valid = key_index < length
-        keys_t = tl.load(
-            k_ptr + key_index[None, :] * k_stride_n + channel[:, None],
-            mask=key_valid[None, :],
-            other=0.0,
-        )
-        scores = (
-            tl.dot(q.to(DOT_DTYPE), keys_t.to(DOT_DTYPE), input_precision=DOT_PRECISION)
-            * scale_log2
-        )
-        scores = tl.where(key_valid[None, :], scores, float("-inf"))
+    for tile_start in range(start, end, BLOCK_N):
+        key_index = tile_start + tl.arange(0, BLOCK_N)
+        key_offsets = key_index[None, :] * k_stride_n + channel[:, None]
+        value_offsets = key_index[:, None] * v_stride_n + channel[None, :]
+        if MASKED:
+            key_valid = key_index < end
+            keys_t = tl.load(k_ptr + key_offsets, mask=key_valid[None, :], other=0.0)
+            values = tl.load(v_ptr + value_offsets, mask=key_valid[:, None], other=0.0)
+        else:
+            keys_t = tl.load(k_ptr + key_offsets)
+            values = tl.load(v_ptr + value_offsets)
+        scores = tl.dot(q.to(DOT_DTYPE), keys_t.to(DOT_DTYPE), input_precision=DOT_PRECISION)
+        scores = scores * scale_log2
+        if MASKED:
+            scores = tl.where(key_valid[None, :], scores, float("-inf"))
         new_max = tl.maximum(row_max, tl.max(scores, axis=1))
         rescale = tl.math.exp2(row_max - new_max)
         probabilities = tl.math.exp2(scores - new_max[:, None])
         row_sum = row_sum * rescale + tl.sum(probabilities, axis=1)
-        values = tl.load(
-            v_ptr + key_index[:, None] * v_stride_n + channel[None, :],
-            mask=key_valid[:, None],
-            other=0.0,
-        )
         # Probabilities are rounded to the value dtype, as flash attention does.
         probabilities = probabilities.to(values.dtype).to(DOT_DTYPE)
         # Accumulating inside tl.dot lets the matrix unit add into acc directly.
@@ -218,6 +221,63 @@ def _attend_key_range(
         )
         row_max = new_max
     return acc, row_max, row_sum
+
+
+@triton.jit
+def _attend_keys(
+    acc,
+    row_max,
+    row_sum,
+    q,
+    k_ptr,
+    v_ptr,
+    k_stride_n,
+    v_stride_n,
+    length,
+    scale_log2,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    DOT_DTYPE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Keys/values [0, length): whole tiles unmasked, then the partial tail tile masked."""
+    whole_tiles_end = (length // BLOCK_N) * BLOCK_N
+    acc, row_max, row_sum = _attend_key_range(
+        acc,
+        row_max,
+        row_sum,
+        q,
+        k_ptr,
+        v_ptr,
+        k_stride_n,
+        v_stride_n,
+        0,
+        whole_tiles_end,
+        scale_log2,
+        HEAD_DIM,
+        BLOCK_N,
+        DOT_DTYPE,
+        DOT_PRECISION,
+        False,
+    )
+    return _attend_key_range(
+        acc,
+        row_max,
+        row_sum,
+        q,
+        k_ptr,
+        v_ptr,
+        k_stride_n,
+        v_stride_n,
+        whole_tiles_end,
+        length,
+        scale_log2,
+        HEAD_DIM,
+        BLOCK_N,
+        DOT_DTYPE,
+        DOT_PRECISION,
+        True,
+    )
 
 
 @triton.jit
@@ -288,7 +348,7 @@ def _rope_cached_attention_kernel(
     row_max = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     row_sum = tl.zeros([BLOCK_M], dtype=tl.float32)
     # The cached context first, then the call's own keys: one logical key sequence.
-    acc, row_max, row_sum = _attend_key_range(
+    acc, row_max, row_sum = _attend_keys(
         acc,
         row_max,
         row_sum,
@@ -304,7 +364,7 @@ def _rope_cached_attention_kernel(
         DOT_DTYPE,
         DOT_PRECISION,
     )
-    acc, row_max, row_sum = _attend_key_range(
+    acc, row_max, row_sum = _attend_keys(
         acc,
         row_max,
         row_sum,
