@@ -348,7 +348,8 @@ class WanVAE(nn.Module):
         self.conv1 = CausalConv3d(2 * z, 2 * z, 1)
         self.conv2 = CausalConv3d(z, z, 1)
         self.decoder = Decoder3d(config)
-        # Not in the checkpoint; float32 like upstream's tables. 1/std is rounded once, here.
+        # Not in the checkpoint. float32 as upstream's tables, 1/std rounded once, here; they are
+        # cast with the model, so a bf16 model uses bf16-rounded tables as v1.5 does.
         mean = torch.tensor(config.latent_mean, dtype=torch.float32)
         self.register_buffer("latent_mean", rearrange(mean, "c -> c 1 1 1"), persistent=False)
         inverse_std = 1.0 / torch.tensor(config.latent_std, dtype=torch.float32)
