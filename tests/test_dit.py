@@ -238,3 +238,17 @@ def test_backend_choice_lists_auto_first_and_refuses_unknown_names():
         assert attention.resolve_backend(torch.device("cpu"), torch.float32) == "sdpa"
     finally:
         attention.set_backend("auto")
+
+
+def test_dit_input_with_the_wrong_channel_count_is_refused():
+    model = tiny_dit()
+    cache = cache_for(model, batch=1, capacity_tokens=6 * 6)
+    with pytest.raises(ValueError, match=r"has 16 channels per latent frame; it takes 36"):
+        model(
+            torch.randn(1, 3, 16, 4, 6),
+            torch.zeros(1),
+            cache,
+            frame_offset=0,
+            read_len=0,
+            write_offset=0,
+        )

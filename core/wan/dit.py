@@ -304,6 +304,12 @@ class CausalWanDiT(nn.Module):
         ``write_offset`` are handed to :func:`~core.attention.rope_cached_attention`.
         """
         patch_t, patch_h, patch_w = self.config.patch_size
+        if latents.shape[2] != self.config.in_dim:
+            raise ValueError(
+                f"DiT input has {latents.shape[2]} channels per latent frame; it takes "
+                f"{self.config.in_dim} as [B, G, C, h, w] = [noisy 16 | mask 4 | render 16]"
+            )
+        self.config.tokens_per_frame(latents.shape[3], latents.shape[4])  # refuses a cut patch
         video = rearrange(latents, "b g c h w -> b c g h w")
         patches = self.patch_embedding(video)
         _, _, frames, rows, cols = patches.shape
