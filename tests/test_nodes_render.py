@@ -7,6 +7,9 @@ import torch
 from inspatio_nodes.core.camera import intrinsics_from_fov
 from inspatio_nodes.core.paths import CameraPath
 from inspatio_nodes.core.scene import scene_from_images, scene_from_video
+from inspatio_nodes.nodes import camera as camera_nodes
+from inspatio_nodes.nodes import render as render_nodes
+from inspatio_nodes.nodes import scene as scene_nodes
 from inspatio_nodes.nodes.comfy import NodeInputError
 from inspatio_nodes.nodes.render import InSpatioRenderCondition, RenderCondition
 
@@ -117,3 +120,15 @@ def test_four_view_scene_takes_its_source_frames_from_the_views():
 def test_unknown_semantics_names_the_input():
     with pytest.raises(NodeInputError, match="input 'splat_semantics'"):
         _render(_video_scene(2), _still_path(2), semantics="v2")
+
+
+@pytest.mark.parametrize(
+    "module", [scene_nodes, camera_nodes, render_nodes], ids=lambda m: m.__name__
+)
+def test_scene_side_nodes_are_inspatio_nodes_with_custom_socket_types(module):
+    for node_id, node in module.NODE_CLASS_MAPPINGS.items():
+        assert node_id.startswith("InSpatio") and node.CATEGORY.startswith("InSpatio")
+        assert module.NODE_DISPLAY_NAME_MAPPINGS[node_id].startswith("InSpatio")
+        assert len(node.RETURN_TYPES) == len(node.RETURN_NAMES) == len(node.OUTPUT_TOOLTIPS)
+        custom = [kind for kind in node.RETURN_TYPES if kind.isupper() and "_" in kind]
+        assert all(kind.startswith("INSPATIO_") for kind in custom)
