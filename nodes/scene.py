@@ -127,6 +127,13 @@ def _read_depth(node: str, depth, frames, depth_encoding, depth_near, depth_far,
         reading = DepthReading(depth_encoding, near=depth_near, far=depth_far, scale=depth_scale)
     with reported_as(node, "depth"):
         values = read_depth(depth_values_from_image(depth), reading)
+        if values.shape[0] != frames.shape[0]:
+            raise cf.NodeInputError(
+                node,
+                "depth",
+                f"has {values.shape[0]} depth maps for {frames.shape[0]} frames: estimate depth "
+                "for every frame (the same batch that feeds the frames input)",
+            )
         return match_depth_size(values, frames.shape[-2], frames.shape[-1])
 
 

@@ -183,3 +183,8 @@ def test_v1_adaptive_count_names_a_missing_file():
     (scene,) = InSpatioSceneFromVideo().build(**_video_arguments())
     with pytest.raises(NodeInputError, match="Adapt Scene to v1 Trajectory: input 'file'"):
         InSpatioAdaptSceneV1().adapt(scene, "file", "/nonexistent/trajectory.txt")
+
+
+def test_depth_batch_of_another_length_names_the_depth_input():
+    with pytest.raises(NodeInputError, match="input 'depth' has 12 depth maps for 13 frames"):
+        InSpatioSceneFromVideo().build(**_video_arguments(depth=_grey_depth(FRAMES - 1)))
