@@ -254,9 +254,15 @@ def manage_model(module: nn.Module) -> ManagedModel:
     if model_management is None:
         return ManagedModel(module, None)
     from comfy.model_patcher import ModelPatcher
+    from torch import nn
 
+    # ModelPatcher writes bookkeeping attributes onto the module it manages (``device``,
+    # ``model_loaded_weight_memory``, ...), which clash with core modules that expose a read-only
+    # ``device`` property. A bare container takes them; moving it moves the core module inside.
+    container = nn.Module()
+    container.core = module
     patcher = ModelPatcher(
-        module,
+        container,
         load_device=model_management.get_torch_device(),
         offload_device=model_management.unet_offload_device(),
     )

@@ -9,6 +9,7 @@ folder of another name and maps tiny model files into the model folders; prompts
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import socket
@@ -42,6 +43,31 @@ IMAGE_HEIGHT, IMAGE_WIDTH = 16, 32
 PROMPT_TOKENS = 5
 PATH_FRAMES = 10  # padded to 21 frames (6 latent frames, 2 blocks), cut back to 10
 PADDED_FRAMES = 21
+VIDEO_FRAMES = 10
+VIDEO_FPS = 8
+FREEZE_REPEAT = 2
+WORKFLOWS = sorted((REPO_ROOT / "workflows" / "api").glob("*.json"))
+# Widgets of the shipped workflows that set sizes for the released model; shrunk to test size.
+WIDGET_OVERRIDES = {"width": IMAGE_WIDTH, "height": IMAGE_HEIGHT, "freeze_repeat": FREEZE_REPEAT}
+MODEL_FILE_WIDGETS = {"checkpoint": DIT_FILE, "vae_name": VAE_FILE, "taehv": TAEHV_FILE}
+VIDEO_WRITER = """
+import sys
+import av
+import numpy as np
+
+path, frames, height, width, fps = sys.argv[1], *map(int, sys.argv[2:])
+container = av.open(path, "w")
+stream = container.add_stream("libx264", rate=fps)
+stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+for index in range(frames):
+    ramp = np.linspace(40, 220, width)[None, :] + 3 * index + 20 * (np.arange(height)[:, None] % 2)
+    grey = ramp.clip(0, 255).astype(np.uint8)
+    for packet in stream.encode(av.VideoFrame.from_ndarray(np.stack([grey] * 3, -1), format="rgb24")):
+        container.mux(packet)
+for packet in stream.encode():
+    container.mux(packet)
+container.close()
+"""
 TORCHVISION_STAND_IN = {
     # ComfyUI imports torchvision at start-up; a CPU-only torch may have no matching build
     # (COMFYUI.md §12.4). Nothing these tests run uses it, so a stand-in that refuses use is enough.
@@ -201,8 +227,9 @@ def write_tiny_models(root: Path) -> None:
     )
 
 
-def write_input_image(root: Path) -> None:
-    """A grey ramp with stripes; the same image serves as an inverse-depth map (depth nodes give grey)."""
+def write_inputs(root: Path, python: str) -> None:
+    """The input files the prompts load: grey ramps with stripes (depth nodes give grey, so the same
+    pictures serve as inverse-depth maps); videos are written by the server's interpreter (PyAV)."""
     import numpy as np
     from PIL import Image
 
@@ -210,15 +237,54 @@ def write_input_image(root: Path) -> None:
         np.arange(IMAGE_HEIGHT)[:, None] % 2
     )
     grey = ramp.clip(0, 255).astype(np.uint8)
-    Image.fromarray(np.stack([grey] * 3, axis=-1)).save(root / "input" / INPUT_IMAGE)
+    loaded = [(node["class_type"], node["inputs"]) for node in _workflow_nodes()]
+    images = {INPUT_IMAGE} | {inputs["image"] for kind, inputs in loaded if kind == "LoadImage"}
+    for name in images:
+        Image.fromarray(np.stack([grey] * 3, axis=-1)).save(root / "input" / name)
+    for name in {inputs["file"] for kind, inputs in loaded if kind == "LoadVideo"}:
+        size = (VIDEO_FRAMES, IMAGE_HEIGHT, IMAGE_WIDTH, VIDEO_FPS)
+        command = [python, "-c", VIDEO_WRITER, str(root / "input" / name), *map(str, size)]
+        subprocess.run(command, check=True, capture_output=True)
+
+
+def _workflow_nodes() -> list[dict]:
+    return [node for path in WORKFLOWS for node in json.loads(path.read_text()).values()]
+
+
+def at_test_size(workflow: dict) -> dict:
+    """A shipped API workflow shrunk to the tiny models: test-size frames and paths, the tiny model
+    files, and the umT5 text encoder (no tiny version loads in ComfyUI) replaced by prompt
+    embeddings feeding the same CONDITIONING sockets."""
+    prompt = copy.deepcopy(workflow)
+    for node_id, node in list(prompt.items()):
+        inputs = node["inputs"]
+        for name, value in inputs.items():
+            if not isinstance(value, list):
+                inputs[name] = MODEL_FILE_WIDGETS.get(name, WIDGET_OVERRIDES.get(name, value))
+        if node["class_type"] == "InSpatioCameraPreset" and inputs["frames"]:
+            inputs["frames"] = PATH_FRAMES
+        if node["class_type"] == "InSpatioCameraKeyframes":
+            path = json.loads(inputs["path_json"])
+            last = path["frames"] - 1
+            for keyframe in path["keyframes"]:
+                keyframe["frame"] = round(keyframe["frame"] * (PATH_FRAMES - 1) / last)
+            path["frames"] = PATH_FRAMES
+            inputs["path_json"] = json.dumps(path)
+        if node["class_type"] == "CLIPTextEncode":
+            prompt[node_id] = {
+                "class_type": "InSpatioPromptEmbeddingsLoader",
+                "inputs": {"embeddings": PROMPT_FILE},
+            }
+    return {key: node for key, node in prompt.items() if node["class_type"] != "CLIPLoader"}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("comfyui")
     (root / "input").mkdir()
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
     write_tiny_models(root)
-    write_input_image(root)
+    write_inputs(root, python)
     packs = root / "packs"
     packs.mkdir()
     (packs / PACK_FOLDER_NAME).symlink_to(REPO_ROOT, target_is_directory=True)
@@ -231,7 +297,7 @@ def server(tmp_path_factory):
         "    vae_approx: models/vae_approx\n"
         "    inspatio: models/inspatio\n"
     )
-    running = ComfyServer(root, os.environ.get("COMFYUI_PYTHON", sys.executable))
+    running = ComfyServer(root, python)
     yield running
     running.stop()
 
@@ -368,3 +434,19 @@ def test_server_refuses_unreadable_denoising_steps_before_running(server):
 
     with pytest.raises(AssertionError, match="custom_validation_failed"):
         server.run_prompt(prompt)
+
+
+@pytest.mark.parametrize("workflow_path", WORKFLOWS, ids=lambda path: path.stem)
+def test_server_runs_each_shipped_workflow(server, workflow_path):
+    workflow = json.loads(workflow_path.read_text())
+    prompt = at_test_size(workflow)
+
+    history = server.run_prompt(prompt)
+
+    assert history["status"]["status_str"] == "success"
+    output_nodes = {
+        node_id
+        for node_id, node in prompt.items()
+        if node["class_type"] in ("PreviewImage", "SaveVideo")
+    }
+    assert output_nodes and output_nodes <= set(history["outputs"])
