@@ -30,6 +30,8 @@ from .types import Image, Points
 # Panel axes: which world coordinates go right and down on the page (sign −1 flips an axis).
 TOP_VIEW = ((0, 1.0), (2, -1.0))  # x right, z up the page
 SIDE_VIEW = ((2, 1.0), (1, 1.0))  # z right, y down the page (OpenCV y points down)
+TOP_LABEL = "top: x right, z up"
+SIDE_LABEL = "side: z right, y down"
 
 BACKGROUND = (24, 24, 28)
 PATH_COLOUR = (255, 214, 64)
@@ -125,7 +127,7 @@ def draw_path_preview(
             label,
             style,
         )
-        for view, label in ((TOP_VIEW, "top"), (SIDE_VIEW, "side"))
+        for view, label in ((TOP_VIEW, TOP_LABEL), (SIDE_VIEW, SIDE_LABEL))
     ]
     return torch.cat(panels, dim=1)
 
