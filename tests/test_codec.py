@@ -81,3 +81,14 @@ def test_a_wrong_frame_count_suggests_the_nearest_valid_counts():
     codec = WanVAE(WanVAEConfig(base_dim=4)).eval()
     with pytest.raises(CodecInputError, match="13 or 17"):
         codec.encode(torch.zeros(1, 14, 3, 16, 16), codec.new_state())
+
+
+def test_both_codecs_run_in_bfloat16_and_return_float32():
+    torch.manual_seed(0)
+    frames = torch.rand(1, 5, 3, 16, 16) * 2 - 1
+    for codec in (WanVAE(WanVAEConfig(base_dim=4)).eval(), TAEHV().eval()):
+        codec = codec.to(torch.bfloat16)
+        latents = codec.encode(frames, codec.new_state())
+        decoded = codec.decode(latents, codec.new_state())
+        assert (latents.dtype, decoded.dtype) == (torch.float32, torch.float32), codec.name
+        assert torch.isfinite(decoded).all() and decoded.shape == frames.shape, codec.name
