@@ -11,6 +11,7 @@ from inspatio_nodes.core.preview import (
     START_COLOUR,
     PathPreviewStyle,
     draw_path_preview,
+    scene_point_cloud,
 )
 from inspatio_nodes.core.scene import Scene
 
@@ -99,3 +100,31 @@ def test_a_single_pose_path_still_draws_start_and_end():
 def test_unusable_preview_styles_are_refused(arguments):
     with pytest.raises(ValueError):
         PathPreviewStyle(**arguments)
+
+
+def test_point_cloud_of_a_fronto_parallel_plane_lies_on_the_plane_in_the_world():
+    scene = _plane_scene(depth=4.0)
+    moved = Scene(
+        frames=scene.frames,
+        depth=scene.depth,
+        intrinsics=scene.intrinsics,
+        world_to_camera=torch.tensor(
+            [[[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, -1.0], [0, 0, 0, 1]]]
+        ),  # camera centre at z = 1
+        fps=scene.fps,
+    )
+    points, colours = scene_point_cloud(moved, max_points=10_000)
+    assert points.shape == (32 * 24, 3)
+    torch.testing.assert_close(points[:, 2], torch.full_like(points[:, 2], 5.0))
+    torch.testing.assert_close(colours, torch.tensor([[0.0, 0.0, 1.0]]).expand_as(colours).double())
+
+
+def test_point_cloud_is_subsampled_to_the_budget_without_missing_depth():
+    scene = _plane_scene()
+    depth = scene.depth.clone()
+    depth[:, :4] = 0.0  # no depth in the top rows
+    holed = Scene(scene.frames, depth, scene.intrinsics, scene.world_to_camera, scene.fps)
+    points, _ = scene_point_cloud(holed, max_points=100)
+    assert points.shape == (100, 3)
+    # A pixel without depth would sit at the camera centre (z = 0); every kept point is on the plane.
+    torch.testing.assert_close(points[:, 2], torch.full_like(points[:, 2], 4.0))
