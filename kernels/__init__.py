@@ -1,7 +1,7 @@
 """Triton kernels, each beside the plain PyTorch reference of the same function.
 
-The fused kernel module (``rope_attention_triton``) imports Triton, an optional dependency, so it
-is not re-exported: :func:`dispatch` loads it when it is used.
+The Triton modules (``rope_attention_triton``, ``rope_triton``) import Triton, an optional
+dependency, so they are not re-exported: :func:`dispatch` loads them when the kernel is used.
 """
 
 from .attention_backends import attend, dispatch, kernel_available, rope_table, select_backend

@@ -3,24 +3,18 @@
 Same function as the reference beside it (3-axis RoPE, KV-cache read and write, unmasked block
 attention; SPEC-inspatio-world.md §3), computed in two launches:
 
-1. ``_rope_keys_kernel`` rotates the call's own keys once, gathering cos/sin from the
-   :class:`RopeTable` by (frame_offset + f, h, w) computed from the token index. For a prefill it
-   writes the rotated keys and the values straight into the cache rows at ``write_offset``;
-   otherwise into a scratch buffer. Rotating keys once here, not inside the attention loop, keeps
-   the inner loop a plain flash-attention loop: each key would otherwise be rotated again by
-   every query tile.
+1. :func:`kernels.rope_triton.write_rotated_keys` rotates the call's own keys once. For a
+   prefill it writes the rotated keys and the values straight into the cache rows at
+   ``write_offset``; otherwise into a scratch buffer. Rotating keys once there, not inside the
+   attention loop, keeps the inner loop a plain flash-attention loop: each key would otherwise be
+   rotated again by every query tile.
 2. ``_rope_cached_attention_kernel`` rotates its query tile on load, then runs an online softmax
    (flash-attention style, fp32 accumulation) over two key ranges, ``cache[0:read_len]`` and the
    own rotated keys, as one logical sequence: the concatenation is never materialised.
 
-Pairs of adjacent channels (2i, 2i+1) rotate as complex numbers; the kernel keeps the natural
-channel order and reads each channel's partner (``d ^ 1``) with a second load, so the rotated
-tile is ``x·cos + sign·partner·sin`` and feeds a single ``tl.dot`` over the full head dim.
-
 Rotated q and k are rounded to the input dtype before the dot products, as the official code
-casts the float64 RoPE result back (``type_as``) before attention. The cos/sin tables are the
-float64 tables cast to float32, so the rotation itself runs in float32 (the official one in
-float64): the difference is below one float32 ulp of the result before that rounding.
+casts the float64 RoPE result back (``type_as``) before attention, and the probabilities are
+rounded to the value dtype before ``p·v``, as flash attention does.
 
 This module imports Triton at import time; import it through ``attention_backends`` only.
 """
@@ -34,13 +28,14 @@ import triton.language as tl
 from ..core.types import Keys, Queries, Values
 from .rope import RopeTable, TokenGrid
 from .rope_attention import AttentionCallError, AttentionOutput, CacheBuffer, check_attention_call
+from .rope_triton import rotated_tile, token_strides, write_rotated_keys
 
 LOG2_E = 1.4426950408889634  # softmax via exp2: e^x = 2^(x·log2 e)
 MIN_DOT_SIZE = 16  # tl.dot needs every dimension >= 16
 # The CPU interpreter pays per program and per loop step, so bigger tiles run faster there.
 INTERPRETER_TILE = 32
-ROPE_TILE = 64  # tokens per program of the key-rotation pass (memory bound; any size works)
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+TRITON_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}
+FLOAT_DTYPES = tuple(TRITON_DTYPES)
 
 # Tiles for a GPU, tuned per (tokens, read_len, head dim); configurations that do not fit the
 # shared memory are skipped by the autotuner.
@@ -58,133 +53,11 @@ ATTENTION_CONFIGS = [
 
 
 @triton.jit
-def _rotated_tile(
-    x_ptr,
-    stride_token,
-    token_index,
-    token_valid,
-    cos_ptr,
-    sin_ptr,
-    frame_offset,
-    rows,
-    cols,
-    HEAD_DIM: tl.constexpr,
-    FRAME_PAIRS: tl.constexpr,
-    ROW_PAIRS: tl.constexpr,
-):
-    """[tile, HEAD_DIM] rows of x rotated by their (frame_offset + f, h, w) positions, fp32."""
-    channel = tl.arange(0, HEAD_DIM)
-    pair = channel // 2
-    # Even channel = real part: re·cos − im·sin; odd = imaginary part: im·cos + re·sin.
-    partner_sign = tl.where(channel % 2 == 0, -1.0, 1.0)
-    row_offsets = token_index[:, None] * stride_token
-    load_mask = token_valid[:, None]
-    x = tl.load(x_ptr + row_offsets + channel[None, :], mask=load_mask, other=0.0)
-    partner = tl.load(x_ptr + row_offsets + (channel ^ 1)[None, :], mask=load_mask, other=0.0)
-
-    frame = frame_offset + token_index // (rows * cols)
-    row = (token_index // cols) % rows
-    col = token_index % cols
-    position = tl.where(
-        pair[None, :] < FRAME_PAIRS,
-        frame[:, None],
-        tl.where(pair[None, :] < FRAME_PAIRS + ROW_PAIRS, row[:, None], col[:, None]),
-    )
-    table_offsets = position * (HEAD_DIM // 2) + pair[None, :]
-    cos = tl.load(cos_ptr + table_offsets, mask=load_mask, other=1.0)
-    sin = tl.load(sin_ptr + table_offsets, mask=load_mask, other=0.0)
-    return x.to(tl.float32) * cos + partner_sign[None, :] * partner.to(tl.float32) * sin
-
-
-@triton.jit
-def _rope_keys_kernel(
-    k_ptr,
-    v_ptr,
-    k_out_ptr,
-    v_out_ptr,
-    cos_ptr,
-    sin_ptr,
-    k_stride_b,
-    k_stride_n,
-    k_stride_h,
-    v_stride_b,
-    v_stride_n,
-    v_stride_h,
-    ko_stride_b,
-    ko_stride_n,
-    ko_stride_h,
-    vo_stride_b,
-    vo_stride_n,
-    vo_stride_h,
-    heads,
-    tokens,
-    frame_offset,
-    rows,
-    cols,
-    HEAD_DIM: tl.constexpr,
-    FRAME_PAIRS: tl.constexpr,
-    ROW_PAIRS: tl.constexpr,
-    BLOCK: tl.constexpr,
-    COPY_VALUES: tl.constexpr,
-):
-    batch_head = tl.program_id(1)
-    b = batch_head // heads
-    h = batch_head % heads
-    token_index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    token_valid = token_index < tokens
-    channel = tl.arange(0, HEAD_DIM)
-    store_mask = token_valid[:, None]
-
-    rotated = _rotated_tile(
-        k_ptr + b * k_stride_b + h * k_stride_h,
-        k_stride_n,
-        token_index,
-        token_valid,
-        cos_ptr,
-        sin_ptr,
-        frame_offset,
-        rows,
-        cols,
-        HEAD_DIM,
-        FRAME_PAIRS,
-        ROW_PAIRS,
-    )
-    k_out = k_out_ptr + b * ko_stride_b + h * ko_stride_h
-    tl.store(
-        k_out + token_index[:, None] * ko_stride_n + channel[None, :],
-        rotated.to(k_out_ptr.dtype.element_ty),
-        mask=store_mask,
-    )
-    if COPY_VALUES:
-        v_in = v_ptr + b * v_stride_b + h * v_stride_h
-        values = tl.load(
-            v_in + token_index[:, None] * v_stride_n + channel[None, :], mask=store_mask
-        )
-        v_out = v_out_ptr + b * vo_stride_b + h * vo_stride_h
-        tl.store(
-            v_out + token_index[:, None] * vo_stride_n + channel[None, :], values, mask=store_mask
-        )
-
-
-@triton.jit
 def _attend_key_range(
-    acc,
-    row_max,
-    row_sum,
-    q,
-    k_ptr,
-    v_ptr,
-    k_stride_n,
-    v_stride_n,
-    start,
-    end,
-    scale_log2,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    DOT_DTYPE: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    MASKED: tl.constexpr,
-):
+    acc, row_max, row_sum, q, k_ptr, v_ptr, k_stride_n, v_stride_n, start, end, scale_log2,
+    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, DOT_DTYPE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, MASKED: tl.constexpr,
+):  # fmt: skip
     """Online-softmax update of (acc, row_max, row_sum) with keys/values [start, end).
 
     Unmasked (MASKED=False) the range must be whole tiles: the steady-state loop then has no
@@ -214,181 +87,78 @@ def _attend_key_range(
         probabilities = probabilities.to(values.dtype).to(DOT_DTYPE)
         # Accumulating inside tl.dot lets the matrix unit add into acc directly.
         acc = tl.dot(
-            probabilities,
-            values.to(DOT_DTYPE),
-            acc * rescale[:, None],
+            probabilities, values.to(DOT_DTYPE), acc * rescale[:, None],
             input_precision=DOT_PRECISION,
-        )
+        )  # fmt: skip
         row_max = new_max
     return acc, row_max, row_sum
 
 
 @triton.jit
 def _attend_keys(
-    acc,
-    row_max,
-    row_sum,
-    q,
-    k_ptr,
-    v_ptr,
-    k_stride_n,
-    v_stride_n,
-    length,
-    scale_log2,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    DOT_DTYPE: tl.constexpr,
+    acc, row_max, row_sum, q, k_ptr, v_ptr, k_stride_n, v_stride_n, length, scale_log2,
+    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, DOT_DTYPE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
-):
+):  # fmt: skip
     """Keys/values [0, length): whole tiles unmasked, then the partial tail tile masked."""
     whole_tiles_end = (length // BLOCK_N) * BLOCK_N
     acc, row_max, row_sum = _attend_key_range(
-        acc,
-        row_max,
-        row_sum,
-        q,
-        k_ptr,
-        v_ptr,
-        k_stride_n,
-        v_stride_n,
-        0,
-        whole_tiles_end,
-        scale_log2,
-        HEAD_DIM,
-        BLOCK_N,
-        DOT_DTYPE,
-        DOT_PRECISION,
-        False,
-    )
+        acc, row_max, row_sum, q, k_ptr, v_ptr, k_stride_n, v_stride_n, 0, whole_tiles_end,
+        scale_log2, HEAD_DIM, BLOCK_N, DOT_DTYPE, DOT_PRECISION, False,
+    )  # fmt: skip
     return _attend_key_range(
-        acc,
-        row_max,
-        row_sum,
-        q,
-        k_ptr,
-        v_ptr,
-        k_stride_n,
-        v_stride_n,
-        whole_tiles_end,
-        length,
-        scale_log2,
-        HEAD_DIM,
-        BLOCK_N,
-        DOT_DTYPE,
-        DOT_PRECISION,
-        True,
-    )
+        acc, row_max, row_sum, q, k_ptr, v_ptr, k_stride_n, v_stride_n, whole_tiles_end, length,
+        scale_log2, HEAD_DIM, BLOCK_N, DOT_DTYPE, DOT_PRECISION, True,
+    )  # fmt: skip
 
 
 @triton.jit
 def _rope_cached_attention_kernel(
-    q_ptr,
-    cache_k_ptr,
-    cache_v_ptr,
-    own_k_ptr,
-    own_v_ptr,
-    out_ptr,
-    cos_ptr,
-    sin_ptr,
-    q_stride_b,
-    q_stride_n,
-    q_stride_h,
-    ck_stride_b,
-    ck_stride_n,
-    ck_stride_h,
-    cv_stride_b,
-    cv_stride_n,
-    cv_stride_h,
-    ok_stride_b,
-    ok_stride_n,
-    ok_stride_h,
-    ov_stride_b,
-    ov_stride_n,
-    ov_stride_h,
-    o_stride_b,
-    o_stride_n,
-    o_stride_h,
-    heads,
-    tokens,
-    read_len,
-    frame_offset,
-    rows,
-    cols,
-    scale_log2,
-    HEAD_DIM: tl.constexpr,
-    FRAME_PAIRS: tl.constexpr,
-    ROW_PAIRS: tl.constexpr,
-    DOT_DTYPE: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
+    q_ptr, q_stride_b, q_stride_n, q_stride_h,
+    cache_k_ptr, ck_stride_b, ck_stride_n, ck_stride_h,
+    cache_v_ptr, cv_stride_b, cv_stride_n, cv_stride_h,
+    own_k_ptr, ok_stride_b, ok_stride_n, ok_stride_h,
+    own_v_ptr, ov_stride_b, ov_stride_n, ov_stride_h,
+    out_ptr, o_stride_b, o_stride_n, o_stride_h,
+    cos_ptr, sin_ptr, heads, tokens, read_len, frame_offset, rows, cols, scale_log2,
+    HEAD_DIM: tl.constexpr, FRAME_PAIRS: tl.constexpr, ROW_PAIRS: tl.constexpr,
+    DOT_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
     batch_head = tl.program_id(1)
     b = batch_head // heads
     h = batch_head % heads
     query_index = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     query_valid = query_index < tokens
 
-    q = _rotated_tile(
-        q_ptr + b * q_stride_b + h * q_stride_h,
-        q_stride_n,
-        query_index,
-        query_valid,
-        cos_ptr,
-        sin_ptr,
-        frame_offset,
-        rows,
-        cols,
-        HEAD_DIM,
-        FRAME_PAIRS,
-        ROW_PAIRS,
-    ).to(q_ptr.dtype.element_ty)
+    q = rotated_tile(
+        q_ptr + b * q_stride_b + h * q_stride_h, q_stride_n, query_index, query_valid,
+        cos_ptr, sin_ptr, frame_offset, rows, cols, HEAD_DIM, FRAME_PAIRS, ROW_PAIRS,
+    ).to(q_ptr.dtype.element_ty)  # fmt: skip
 
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     row_max = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     row_sum = tl.zeros([BLOCK_M], dtype=tl.float32)
     # The cached context first, then the call's own keys: one logical key sequence.
     acc, row_max, row_sum = _attend_keys(
-        acc,
-        row_max,
-        row_sum,
-        q,
+        acc, row_max, row_sum, q,
         cache_k_ptr + b * ck_stride_b + h * ck_stride_h,
         cache_v_ptr + b * cv_stride_b + h * cv_stride_h,
-        ck_stride_n,
-        cv_stride_n,
-        read_len,
-        scale_log2,
-        HEAD_DIM,
-        BLOCK_N,
-        DOT_DTYPE,
-        DOT_PRECISION,
-    )
+        ck_stride_n, cv_stride_n, read_len, scale_log2,
+        HEAD_DIM, BLOCK_N, DOT_DTYPE, DOT_PRECISION,
+    )  # fmt: skip
     acc, row_max, row_sum = _attend_keys(
-        acc,
-        row_max,
-        row_sum,
-        q,
+        acc, row_max, row_sum, q,
         own_k_ptr + b * ok_stride_b + h * ok_stride_h,
         own_v_ptr + b * ov_stride_b + h * ov_stride_h,
-        ok_stride_n,
-        ov_stride_n,
-        tokens,
-        scale_log2,
-        HEAD_DIM,
-        BLOCK_N,
-        DOT_DTYPE,
-        DOT_PRECISION,
-    )
+        ok_stride_n, ov_stride_n, tokens, scale_log2,
+        HEAD_DIM, BLOCK_N, DOT_DTYPE, DOT_PRECISION,
+    )  # fmt: skip
 
-    channel = tl.arange(0, HEAD_DIM)
     output = acc / row_sum[:, None]
-    out = out_ptr + b * o_stride_b + h * o_stride_h
-    tl.store(
-        out + query_index[:, None] * o_stride_n + channel[None, :],
-        output.to(out_ptr.dtype.element_ty),
-        mask=query_valid[:, None],
-    )
+    channel = tl.arange(0, HEAD_DIM)[None, :]
+    out = out_ptr + b * o_stride_b + h * o_stride_h + query_index[:, None] * o_stride_n + channel
+    tl.store(out, output.to(out_ptr.dtype.element_ty), mask=query_valid[:, None])
 
 
 _tuned_attention_kernel = triton.autotune(
@@ -411,14 +181,7 @@ def _dot_operand_dtype(dtype: torch.dtype, on_gpu: bool) -> tl.dtype:
     """
     if dtype == torch.bfloat16 and not on_gpu:
         return tl.float32
-    return {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}[
-        dtype
-    ]
-
-
-def _token_strides(x: torch.Tensor) -> tuple[int, int, int]:
-    """(batch, token, head) strides of a [B, N, Hd, Dh] tensor whose channels are contiguous."""
-    return x.stride(0), x.stride(1), x.stride(2)
+    return TRITON_DTYPES[dtype]
 
 
 def _with_contiguous_channels(x: torch.Tensor) -> torch.Tensor:
@@ -440,17 +203,9 @@ def rope_cached_attention_triton(
 ) -> AttentionOutput:
     """Fused RoPE + KV-cache write + two-range flash attention; the reference's contract."""
     check_attention_call(
-        q,
-        k,
-        v,
-        rope=rope,
-        grid=grid,
-        frame_offset=frame_offset,
-        cache_k=cache_k,
-        cache_v=cache_v,
-        read_len=read_len,
-        write_offset=write_offset,
-    )
+        q, k, v, rope=rope, grid=grid, frame_offset=frame_offset, cache_k=cache_k,
+        cache_v=cache_v, read_len=read_len, write_offset=write_offset,
+    )  # fmt: skip
     batch, tokens, heads, head_dim = q.shape
     if not kernel_supports(head_dim, q.dtype):
         raise AttentionCallError(
@@ -461,68 +216,31 @@ def rope_cached_attention_triton(
         if cache is not None and cache.stride(-1) != 1:
             raise AttentionCallError(f"{name} must have contiguous channels (stride 1 on Dh)")
     q, k, v = (_with_contiguous_channels(x) for x in (q, k, v))
-    cos, sin = (table.to(q.device) for table in rope.float32_tables)
-    _frames, rows, cols = grid
-    frame_pairs, row_pairs, _ = rope.axis_pairs
 
     # Writing in place is only safe when the rows written are not among the rows read.
     writes_in_place = write_offset is not None and write_offset >= read_len
     if writes_in_place:
         own_k = cache_k[:, write_offset : write_offset + tokens]
         own_v = cache_v[:, write_offset : write_offset + tokens]
+        write_rotated_keys(k, rope, grid, frame_offset, keys_out=own_k, v=v, values_out=own_v)
     else:
         own_k, own_v = torch.empty_like(k), v
-    _rope_keys_kernel[(triton.cdiv(tokens, ROPE_TILE), batch * heads)](
-        k,
-        v,
-        own_k,
-        own_v,
-        cos,
-        sin,
-        *_token_strides(k),
-        *_token_strides(v),
-        *_token_strides(own_k),
-        *_token_strides(own_v),
-        heads,
-        tokens,
-        frame_offset,
-        rows,
-        cols,
-        HEAD_DIM=head_dim,
-        FRAME_PAIRS=frame_pairs,
-        ROW_PAIRS=row_pairs,
-        BLOCK=ROPE_TILE,
-        COPY_VALUES=writes_in_place,
-    )
+        write_rotated_keys(k, rope, grid, frame_offset, keys_out=own_k)
 
     # With nothing to read, the cache pointers are never dereferenced; own_k stands in.
     read_k = cache_k if read_len > 0 else own_k
     read_v = cache_v if read_len > 0 else own_v
     output = torch.empty_like(q)
-    arguments = (
-        q,
-        read_k,
-        read_v,
-        own_k,
-        own_v,
-        output,
-        cos,
-        sin,
-        *_token_strides(q),
-        *_token_strides(read_k),
-        *_token_strides(read_v),
-        *_token_strides(own_k),
-        *_token_strides(own_v),
-        *_token_strides(output),
-        heads,
-        tokens,
-        read_len,
-        frame_offset,
-        rows,
-        cols,
-        LOG2_E / head_dim**0.5,
-    )
+    cos, sin = (table.to(q.device) for table in rope.float32_tables)
+    _frames, rows, cols = grid
+    frame_pairs, row_pairs, _ = rope.axis_pairs
     dot_dtype = _dot_operand_dtype(q.dtype, q.is_cuda)
+    arguments = (
+        q, *token_strides(q), read_k, *token_strides(read_k), read_v, *token_strides(read_v),
+        own_k, *token_strides(own_k), own_v, *token_strides(own_v),
+        output, *token_strides(output),
+        cos, sin, heads, tokens, read_len, frame_offset, rows, cols, LOG2_E / head_dim**0.5,
+    )  # fmt: skip
     constants = {
         "HEAD_DIM": head_dim,
         "FRAME_PAIRS": frame_pairs,
