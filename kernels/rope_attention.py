@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Annotated
 
 import torch
 from einops import einsum
@@ -28,8 +29,8 @@ from torch import Tensor
 from ..core.types import Keys, Queries, Values
 from .rope import RopeTable, TokenGrid, apply_rope, check_rope_call
 
-CacheBuffer = Tensor  # "B Nc Hd Dh" fixed-capacity rotated keys or values of one layer
-AttentionOutput = Tensor  # "B N Hd Dh"
+CacheBuffer = Annotated[Tensor, "B Nc Hd Dh fixed-capacity rotated keys or values of one layer"]
+AttentionOutput = Annotated[Tensor, "B N Hd Dh attention output per head, q's dtype"]
 AttendFunction = Callable[[Queries, Keys, Values], AttentionOutput]
 
 
