@@ -43,6 +43,8 @@ IMAGE_HEIGHT, IMAGE_WIDTH = 16, 32
 PROMPT_TOKENS = 5
 PATH_FRAMES = 10  # padded to 21 frames (6 latent frames, 2 blocks), cut back to 10
 PADDED_FRAMES = 21
+BLOCKS = 2
+STEPS_PER_BLOCK = 4  # the release's denoising steps
 VIDEO_FRAMES = 10
 VIDEO_FPS = 8
 FREEZE_REPEAT = 2
@@ -155,10 +157,12 @@ class ComfyServer:
             except urllib.error.HTTPError as error:
                 raise AssertionError(f"prompt refused: {error.read().decode()}") from error
             self.events: list[dict] = []
+            self.previews = 0
             while True:
                 message = connection.recv()
                 if not isinstance(message, str):
-                    continue  # binary preview images sent with progress updates
+                    self.previews += 1  # binary preview images sent with progress updates
+                    continue
                 event = json.loads(message)
                 self.events.append(event)
                 data = event.get("data", {})
@@ -425,7 +429,12 @@ def test_server_runs_an_image_to_world_prompt_end_to_end(server):
         for event in server.events
         if event["type"] == "progress" and event["data"]["node"] == "sampler"
     ]
-    assert [(update["value"], update["max"]) for update in sampler_progress][-1] == (8, 8)
+    total_steps = BLOCKS * STEPS_PER_BLOCK
+    assert [(update["value"], update["max"]) for update in sampler_progress][-1] == (
+        total_steps,
+        total_steps,
+    )
+    assert server.previews >= BLOCKS  # one preview image per finished block
 
 
 def test_server_refuses_unreadable_denoising_steps_before_running(server):
