@@ -46,6 +46,7 @@ FRUSTUM_FRACTION = 0.07  # frustum length as a fraction of the panel's world ext
 DENSITY_FLOOR = 0.35  # brightness of a pixel hit by a single point; full brightness at the 90th
 DENSITY_QUANTILE = 0.9  # percentile of the per-pixel point count
 SUBSAMPLE_SEED = 0
+CLOUD_FRAMES = 8  # frames of a video whose pixels make up the point cloud
 GAP_FILL_KERNEL = 3  # empty panel pixels take the mean of their neighbours (sparse far points)
 MARKER_RADIUS_FRACTION = 0.012
 LINE_WIDTH_FRACTION = 0.004
@@ -79,33 +80,36 @@ FRUSTUMS_WHEN_AUTOMATIC = 8
 
 
 def scene_point_cloud(scene: Scene, max_points: int) -> tuple[Points, Tensor]:
-    """World points ``[P, 3]`` and their colours ``[P, 3]`` in [0, 1] from every frame with depth.
+    """World points ``[P, 3]`` and their colours ``[P, 3]`` in [0, 1] of pixels with depth.
 
-    Pixels are unprojected at integer centres (``K⁻¹·[x, y, 1]·z``), the official convention.
+    Up to ``CLOUD_FRAMES`` evenly spaced frames are used and at most ``max_points`` of their pixels
+    are unprojected, so a long video costs no more than a short one. Pixels are unprojected at
+    integer centres (``K⁻¹·[x, y, 1]·z``), the official convention.
     """
-    _, height, width = scene.depth.shape
-    rows, columns = torch.meshgrid(
-        torch.arange(height, dtype=torch.float64),
-        torch.arange(width, dtype=torch.float64),
-        indexing="ij",
+    frame_count = scene.depth.shape[0]
+    frames = (
+        torch.linspace(0, frame_count - 1, min(frame_count, CLOUD_FRAMES)).round().long().unique()
     )
-    pixels = torch.stack([columns, rows, torch.ones_like(rows)], dim=-1)
-    rays = torch.einsum("fij,hwj->fhwi", torch.linalg.inv(scene.intrinsics.double()), pixels)
-    depth = scene.depth.double()
-    valid = torch.isfinite(depth) & (depth > 0)
-    camera_points = rays * depth.nan_to_num(0.0)[..., None]
-    camera_to_world = invert_rigid(scene.world_to_camera.double())
-    world_points = torch.einsum("fij,fhwj->fhwi", camera_to_world[:, :3, :3], camera_points)
-    world_points = world_points + camera_to_world[:, None, None, :3, 3]
-    colours = (rearrange(scene.frames.double(), "f c h w -> f h w c") + 1.0) / 2.0
-    points, colours = world_points[valid], colours[valid].clamp(0.0, 1.0)
-    if points.shape[0] <= max_points:
-        return points, colours
-    # A regular stride would alias with the pixel grid (moiré stripes); a fixed-seed shuffle keeps
-    # the preview identical between runs.
-    generator = torch.Generator().manual_seed(SUBSAMPLE_SEED)
-    keep = torch.randperm(points.shape[0], generator=generator)[:max_points]
-    return points[keep], colours[keep]
+    depth = scene.depth[frames.to(scene.depth.device)].double().cpu()
+    frame, row, column = torch.nonzero(torch.isfinite(depth) & (depth > 0), as_tuple=True)
+    if frame.shape[0] > max_points:
+        # A regular stride would alias with the pixel grid (moiré stripes); a fixed-seed shuffle
+        # keeps the preview identical between runs.
+        generator = torch.Generator().manual_seed(SUBSAMPLE_SEED)
+        keep = torch.randperm(frame.shape[0], generator=generator)[:max_points]
+        frame, row, column = frame[keep], row[keep], column[keep]
+    source = frames[frame]
+    pixels = torch.stack([column, row, torch.ones_like(row)], dim=-1).double()
+    intrinsics = scene.intrinsics.double().cpu()[source]
+    rays = torch.einsum("pij,pj->pi", torch.linalg.inv(intrinsics), pixels)
+    camera_points = rays * depth[frame, row, column][:, None]
+    camera_to_world = invert_rigid(scene.world_to_camera.double().cpu())[source]
+    points = torch.einsum("pij,pj->pi", camera_to_world[:, :3, :3], camera_points)
+    points = points + camera_to_world[:, :3, 3]
+    device = scene.frames.device
+    picked = scene.frames[source.to(device), :, row.to(device), column.to(device)]
+    colours = (picked.double().cpu() + 1.0) / 2.0
+    return points, colours.clamp(0.0, 1.0)
 
 
 def draw_path_preview(
