@@ -28,13 +28,19 @@ from .loaders import CODEC_OR_VAE, WorldModel
 if TYPE_CHECKING:
     import torch
 
+    from ..core.codec import LatentCodec
     from ..core.types import MaskLatents, RenderLatents, TextEmbeddings, VideoFrames, VideoLatents
+    from ..core.world import Session
     from .render import RenderCondition
 
 CATEGORY = "InSpatio/World"
 MAX_SEED = 0xFFFFFFFFFFFFFFFF
-RELEASED_DENOISING_STEPS = "1000, 750, 500, 250"  # core.schedule.RELEASED_DENOISING_STEPS, as text
+# core.schedule's RELEASED_DENOISING_STEPS and RELEASED_SHIFT, repeated here because widget
+# defaults are read at start-up, before the core may be imported (a test keeps them equal).
+RELEASED_DENOISING_STEPS = "1000, 750, 500, 250"
 RELEASED_SHIFT = 5.0
+MIN_SHIFT, MAX_SHIFT = 0.01, 100.0
+MAX_BLOCKS = 10_000
 
 
 @dataclass(frozen=True)
@@ -259,8 +265,8 @@ class InSpatioWorldSampler:
                     "FLOAT",
                     {
                         "default": RELEASED_SHIFT,
-                        "min": 0.01,
-                        "max": 100.0,
+                        "min": MIN_SHIFT,
+                        "max": MAX_SHIFT,
                         "step": 0.01,
                         "tooltip": "Timestep shift of the flow-matching schedule (5 in the release).",
                     },
@@ -270,8 +276,9 @@ class InSpatioWorldSampler:
                     {
                         "default": 0,
                         "min": 0,
-                        "max": 10_000,
-                        "tooltip": "Blocks to generate (3 latent frames, 12 video frames each); 0 = all.",
+                        "max": MAX_BLOCKS,
+                        "tooltip": "Blocks to generate (3 latent frames, 12 video frames each); 0 or "
+                        "more than the video has = all.",
                     },
                 ),
             },
@@ -334,8 +341,7 @@ class InSpatioWorldSampler:
 
         steps = len(schedule.denoising_steps)
         bar = cf.progress_bar(blocks * steps)
-        latents, frames = [], []
-        with torch.inference_mode():
+        with torch.inference_mode(), reported_as(node, "world_state"):
             session = Session(
                 model.managed.module,
                 world_state.text.to(device),
@@ -344,23 +350,36 @@ class InSpatioWorldSampler:
                 noise=ProgressNoise(seed, steps, bar),
                 sampler=sampler,
             )
-            decode_state = codec.module.new_state()
-            for index in range(blocks):
-                window = slice(index * block, (index + 1) * block)
-                clean = session.step(
-                    world_state.reference[:, window],
-                    world_state.render[:, window],
-                    world_state.mask[:, window],
-                )
-                block_frames = codec.module.decode(clean, decode_state)[0].float().cpu()
-                latents.append(clean.float().cpu())
-                frames.append(block_frames)
-                bar.update(preview=cf.frames_to_image(block_frames[-1:])[0])
+            latents, frames = _generate_and_decode(session, codec.module, world_state, blocks, bar)
             del session  # frees the KV cache before the outputs are handed on
         cf.release_memory()
-        raw = to_comfy_latent(torch.cat(latents, dim=1))
-        image = cf.frames_to_image(torch.cat(frames)[: world_state.valid_frames])
+        raw = to_comfy_latent(latents)
+        image = cf.frames_to_image(frames[: world_state.valid_frames])
         return (cf.latent_output(raw), image)
+
+
+def _generate_and_decode(
+    session: Session, codec: LatentCodec, world_state: WorldState, blocks: int, bar: cf.ProgressBar
+) -> tuple[VideoLatents, VideoFrames]:
+    """The first ``blocks`` blocks of the session, each decoded as soon as it is generated (one
+    decoder stream, so the frames equal one decode of all latents); CPU latents and frames."""
+    import torch
+
+    block = session.sampler.frames_per_block
+    decode_state = codec.new_state()
+    latents, frames = [], []
+    for index in range(blocks):
+        window = slice(index * block, (index + 1) * block)
+        clean = session.step(
+            world_state.reference[:, window],
+            world_state.render[:, window],
+            world_state.mask[:, window],
+        )
+        block_frames = codec.decode(clean, decode_state)[0].float().cpu()
+        latents.append(clean.float().cpu())
+        frames.append(block_frames)
+        bar.update(preview=cf.frames_to_image(block_frames[-1:])[0])
+    return torch.cat(latents, dim=1), torch.cat(frames)
 
 
 NODE_CLASSES = (InSpatioWorldCacheInit, InSpatioWorldSampler)

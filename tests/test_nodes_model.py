@@ -7,6 +7,7 @@ TAEHV file, and a synthetic scene rendered by the Render Condition node's own fu
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import types
 
@@ -29,7 +30,11 @@ from inspatio_nodes.nodes.loaders import (
     InSpatioWorldModelLoader,
 )
 from inspatio_nodes.nodes.render import render_condition
-from inspatio_nodes.nodes.sampler import InSpatioWorldCacheInit, InSpatioWorldSampler
+from inspatio_nodes.nodes.sampler import (
+    InSpatioWorldCacheInit,
+    InSpatioWorldSampler,
+    parse_denoising_steps,
+)
 from safetensors.torch import save_file
 
 TINY_DIT = WanDiTConfig(
@@ -157,6 +162,16 @@ def test_model_sockets_cannot_be_wired_into_core_nodes():
     assert InSpatioWorldCacheInit.RETURN_TYPES == ("INSPATIO_WORLD_STATE",)
     seed_options = InSpatioWorldSampler.INPUT_TYPES()["required"]["seed"][1]
     assert seed_options["control_after_generate"] is True
+
+
+def test_sampler_widget_defaults_are_the_release_schedule():
+    from inspatio_nodes.core.schedule import RELEASED_DENOISING_STEPS, RELEASED_SHIFT
+
+    required = InSpatioWorldSampler.INPUT_TYPES()["required"]
+    steps = parse_denoising_steps("test", required["denoising_steps"][1]["default"])
+
+    assert steps == RELEASED_DENOISING_STEPS
+    assert required["shift"][1]["default"] == RELEASED_SHIFT
 
 
 def test_importing_the_pack_imports_neither_torch_nor_the_core():
@@ -370,6 +385,15 @@ def test_sampler_stops_between_steps_when_cancelled(world_state, monkeypatch):
     with pytest.raises(Interrupted):
         run_sampler(world_state)
     assert len(checks) == 3
+
+
+def test_sampler_names_the_world_state_when_its_latents_are_broken(world_state):
+    broken = dataclasses.replace(
+        world_state, reference=torch.full_like(world_state.reference, float("nan"))
+    )
+
+    with pytest.raises(cf.NodeInputError, match="InSpatio World Sampler: input 'world_state'.*NaN"):
+        run_sampler(broken)
 
 
 def test_sampler_refuses_unreadable_denoising_steps():
