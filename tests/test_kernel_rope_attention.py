@@ -1,7 +1,8 @@
 """The fused RoPE + KV-cache attention kernel equals its PyTorch reference and the SDPA backend.
 
 The kernel runs on Triton's CPU interpreter here (tiny shapes: the interpreter is slow). Token
-counts are chosen so they are not multiples of the 16-token interpreter tile.
+and cache lengths are chosen so they are not multiples of the 32-token interpreter tile: every
+key range ends in a partial, masked tile, and most also have whole, unmasked ones.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ FP32_ATOL = 1e-5
 # reference keeps them in fp32; RoPE rounding may differ by one ulp at a rounding boundary.
 HALF_ATOL = {torch.float16: 4e-3, torch.bfloat16: 3e-2}
 DENOISE_FRAME_OFFSET = 6  # official noisy-block frame positions 6, 7, 8
+OFFICIAL_THETA, OFFICIAL_POSITIONS = 10000.0, 1024  # rope_params(1024, dim, theta=10000)
 HEADS = 2
 
 
@@ -55,8 +57,9 @@ def official_style_rope(
     frame_dim, spatial_dim = head_dim - 4 * (head_dim // 6), 2 * (head_dim // 6)
 
     def table(dim: int) -> torch.Tensor:
-        inverse = 1.0 / torch.pow(10000.0, torch.arange(0, dim, 2, dtype=torch.float64) / dim)
-        angles = torch.outer(torch.arange(1024, dtype=torch.float64), inverse)
+        exponents = torch.arange(0, dim, 2, dtype=torch.float64) / dim
+        positions = torch.arange(OFFICIAL_POSITIONS, dtype=torch.float64)
+        angles = torch.outer(positions, 1.0 / torch.pow(OFFICIAL_THETA, exponents))
         return torch.polar(torch.ones_like(angles), angles)
 
     frame_table, row_table, col_table = table(frame_dim), table(spatial_dim), table(spatial_dim)
