@@ -1,0 +1,639 @@
+"""WorldFM nodes: a panorama (or one image) with its distance map becomes frames along a camera path.
+
+Data flow (SPEC-worldfm.md §2): panorama IMAGE + distance map from any depth node → **Scene from
+Panorama** (``core/worldfm/bank.py``: one point per pixel, the 42-view reference bank, its
+condition database) → ``INSPATIO_WORLDFM_SCENE``; with an ``INSPATIO_CAMERA_PATH`` (any camera
+node, or Load Camera Path on a WorldFM ``meta.json``) → **Render** (hard z-buffer anchor renders
+and the chosen reference per frame, as previews) and **Sampler** (``core/worldfm/sampler.py``
+``iter_frames``: render, select, 1/2 distilled steps, decode) → IMAGE frames. **Load WorldFM
+Model** reads ``worldfm_1-step.pth`` / ``worldfm_2-step.pth`` (or a safetensors copy) from
+``models/diffusion_models`` through ``core/worldfm/model.py``.
+
+The frame model's image VAE is the host's: core Load VAE with the SDXL VAE, reached through its
+public ``encode(IMAGE)`` / ``decode(latent)`` only (:func:`vae_image_codec`). Two facts of
+ComfyUI's VAE object shape that adapter (``comfy/sd.py`` VAE, ``comfy/latent_formats.py`` SDXL):
+``encode`` returns raw latents, which WorldFM multiplies by the SDXL ``scale_factor`` 0.13025
+(``ImageCodec.scale``); and it returns the posterior *mean*, while upstream
+``modules/worldfm_infer.py`` draws ``latent_dist.sample()``. The conditions here are therefore
+the noise-free latents of the render and the reference: a deliberate, documented deviation (the
+sample's spread is the VAE's small posterior std; the mean is what every ComfyUI encode gives).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import comfy as cf
+from .errors import reported_as
+from .loaders import WEIGHT_DTYPES, resolve_weight_dtype
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..core.paths import CameraPath
+    from ..core.types import ImageBatch, Intrinsics
+    from ..core.worldfm.model import WorldFMConfig
+    from ..core.worldfm.sampler import ImageCodec
+
+CATEGORY = "InSpatio/WorldFM"
+MODEL_TYPE = "INSPATIO_WORLDFM_MODEL"
+SCENE_TYPE = "INSPATIO_WORLDFM_SCENE"
+CAMERA_PATH_TYPE = "INSPATIO_CAMERA_PATH"
+# Users keep the WorldFM checkpoints beside their other diffusion models.
+WORLDFM_FOLDERS = cf.DIT_FOLDERS
+
+# The release renders and generates 512² frames; its demo K is fx = fy = 320, c = 256.
+RELEASED_RENDER_SIZE = 512
+RELEASED_TARGET_FOCAL = 320.0
+#: The demo's field of view, used for camera paths that carry no K (about 77.3°).
+RELEASED_TARGET_FOV_DEGREES = 2.0 * math.degrees(
+    math.atan(RELEASED_RENDER_SIZE / 2.0 / RELEASED_TARGET_FOCAL)
+)
+#: HunyuanWorld places the input image over 80° of the panorama (SPEC-worldfm.md §2.2).
+PANORAMA_INPUT_FOV_DEGREES = 80.0
+RENDER_SIZE_STEP = 8  # the VAE stride
+MAX_RENDER_SIZE = 4096
+U8_MAX = 255.0
+SDXL_LATENT_CHANNELS = 4
+IMAGE_LATENT_NDIM = 4  # [B, C, h, w]; a video VAE returns [B, C, T, h, w]
+#: The input view of the WorldFM world frame: it looks along +x, its right is −z, its up −y
+#: (SPEC-worldfm.md §5), so single-image scenes and panoramas share every camera path.
+INPUT_VIEW_CAMERA_TO_WORLD_ROTATION = ((0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (-1.0, 0.0, 0.0))
+#: Working memory of a forward pass, in elements: attention scores per head and token pair (the
+#: math backend materialises them, with their softmax) and MLP activations per token and unit.
+ATTENTION_SCORE_COPIES = 2
+MLP_ACTIVATION_COPIES = 4
+
+
+@dataclass(frozen=True)
+class WorldFMModelHandle:
+    """What ``INSPATIO_WORLDFM_MODEL`` carries: the frame model (managed by ComfyUI) and its file."""
+
+    managed: cf.ManagedModel
+    file: Path
+
+    @property
+    def config(self) -> WorldFMConfig:
+        return self.managed.module.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.managed.module.parameters()).dtype
+
+
+# --- ComfyUI values -> core values ---------------------------------------------------------
+
+
+def image_to_u8(node: str, input_name: str, image: ImageBatch) -> torch.Tensor:
+    """One ComfyUI IMAGE ``[1, H, W, 3]`` in [0, 1] → ``[H, W, 3]`` uint8 (rounded, as PIL saves)."""
+    import torch
+
+    if image.ndim != 4 or image.shape[0] != 1 or image.shape[-1] != 3:
+        raise cf.NodeInputError(
+            node,
+            input_name,
+            f"must be one RGB IMAGE [1, height, width, 3], got shape {tuple(image.shape)}: "
+            "connect a single image (pick one frame of a batch, drop any alpha channel)",
+        )
+    return (image[0].float().clamp(0.0, 1.0) * U8_MAX).round().to(torch.uint8)
+
+
+def u8_to_image(frames: torch.Tensor) -> ImageBatch:
+    """uint8 frames ``[T, H, W, 3]`` → ComfyUI IMAGE on the intermediate device."""
+    return (frames.float() / U8_MAX).to(cf.intermediate_device())
+
+
+def _single_map(node: str, input_name: str, values: torch.Tensor) -> torch.Tensor:
+    if values.shape[0] != 1:
+        raise cf.NodeInputError(
+            node,
+            input_name,
+            f"holds {values.shape[0]} maps; connect the one map of this image",
+        )
+    return values
+
+
+def _read_map(node: str, input_name: str, image_or_mask, encoding, near, far, scale):
+    """The ``[1, H, W]`` distances of a depth node's IMAGE or MASK, read with ``core/depth.py``."""
+    from ..core.depth import DepthReading, depth_values_from_image, read_depth
+
+    with reported_as(node, f"{input_name}_encoding"):
+        reading = DepthReading(encoding, near=near, far=far, scale=scale)
+    with reported_as(node, input_name):
+        values = _single_map(node, input_name, depth_values_from_image(image_or_mask))
+        return read_depth(values, reading)
+
+
+def target_intrinsics(path: CameraPath, render_size: int) -> Intrinsics:
+    """The path's K, used as given (upstream never rescales it), else the demo's FOV at this size."""
+    from ..core.camera import intrinsics_from_fov
+
+    if path.intrinsics is not None:
+        return path.intrinsics
+    return intrinsics_from_fov(RELEASED_TARGET_FOV_DEGREES, render_size, render_size)
+
+
+def vae_image_codec(
+    node: str, input_name: str, vae: Any, device: torch.device, dtype: torch.dtype
+) -> ImageCodec:
+    """The core ``ImageCodec`` of a ComfyUI VAE object, through its public encode/decode only.
+
+    ComfyUI takes IMAGE ``[B, H, W, 3]`` in [0, 1] and maps it to [-1, 1] itself, without
+    clamping, so upstream's bicubic overshoot reaches the encoder unchanged; ``decode`` returns
+    IMAGE clamped to [0, 1], which the sampler's clamp(127.5·x + 128) would clamp the same way.
+    Latents come back on the frame model's device and dtype.
+    """
+    from einops import rearrange
+
+    from ..core.worldfm.sampler import ImageCodec
+
+    if not (callable(getattr(vae, "encode", None)) and callable(getattr(vae, "decode", None))):
+        raise cf.NodeInputError(
+            node, input_name, f"is a {type(vae).__name__}, not a VAE: connect Load VAE (SDXL VAE)"
+        )
+    channels = getattr(vae, "latent_channels", SDXL_LATENT_CHANNELS)
+    if channels != SDXL_LATENT_CHANNELS:
+        raise cf.NodeInputError(
+            node,
+            input_name,
+            f"is a VAE with {channels} latent channels; WorldFM works in the 4-channel SDXL latent "
+            "space: load sdxl_vae.safetensors with Load VAE",
+        )
+
+    def encode(pixels):
+        images = rearrange((pixels.float() + 1.0) / 2.0, "b c h w -> b h w c")
+        latents = vae.encode(images)
+        if latents.ndim != IMAGE_LATENT_NDIM or latents.shape[1] != SDXL_LATENT_CHANNELS:
+            raise cf.NodeInputError(
+                node,
+                input_name,
+                f"encoded an image to latents of shape {tuple(latents.shape)}, not "
+                f"[batch, {SDXL_LATENT_CHANNELS}, h, w]: load the SDXL image VAE",
+            )
+        return latents.to(device=device, dtype=dtype)
+
+    def decode(latents):
+        images = vae.decode(latents.float())
+        return rearrange(images.float(), "b h w c -> b c h w") * 2.0 - 1.0
+
+    return ImageCodec(encode=encode, decode=decode)
+
+
+def working_memory(config: WorldFMConfig, dtype: torch.dtype) -> int:
+    """Bytes a forward pass needs besides the weights: attention scores and MLP activations."""
+    import torch
+
+    from ..core.worldfm.model import PANELS
+
+    tokens = PANELS * config.base_size**2
+    element = torch.empty((), dtype=dtype).element_size()
+    scores = ATTENTION_SCORE_COPIES * config.num_heads * tokens**2
+    activations = MLP_ACTIVATION_COPIES * tokens * config.mlp_hidden
+    return element * (scores + activations)
+
+
+# --- widgets shared by the scene nodes ---------------------------------------------------------
+
+
+def _map_inputs(name: str, what: str, default_encoding: str) -> dict:
+    from ..core.depth import DEPTH_ENCODINGS
+
+    return {
+        name: (
+            "IMAGE,MASK",
+            {"tooltip": f"{what} from any depth node (grayscale IMAGE or MASK)."},
+        ),
+        f"{name}_encoding": (
+            list(DEPTH_ENCODINGS),
+            {
+                "default": default_encoding,
+                "tooltip": "'metric' = the value is the distance x scale (MoGe, EXR); 'inverse' = white is "
+                "near, linear in 1/distance (Depth Anything); 'normalized' = black is near, linear.",
+            },
+        ),
+        f"{name}_near": (
+            "FLOAT",
+            {
+                "default": 0.5,
+                "min": 0.001,
+                "max": 10000.0,
+                "step": 0.01,
+                "tooltip": "Nearest distance, for 'inverse' and 'normalized' maps (metres).",
+            },
+        ),
+        f"{name}_far": (
+            "FLOAT",
+            {
+                "default": 20.0,
+                "min": 0.002,
+                "max": 100000.0,
+                "step": 0.1,
+                "tooltip": "Farthest distance, for 'inverse' and 'normalized' maps (metres).",
+            },
+        ),
+        f"{name}_scale": (
+            "FLOAT",
+            {
+                "default": 1.0,
+                "min": 1e-6,
+                "max": 1e6,
+                "step": 0.001,
+                "tooltip": "Multiplier of 'metric' values (the WorldFM pipeline stores MoGe "
+                "distances / 100 and multiplies by 100).",
+            },
+        ),
+    }
+
+
+def _render_size_input() -> dict:
+    return {
+        "render_size": (
+            "INT",
+            {
+                "default": RELEASED_RENDER_SIZE,
+                "min": RENDER_SIZE_STEP,
+                "max": MAX_RENDER_SIZE,
+                "step": RENDER_SIZE_STEP,
+                "tooltip": "Side of the square anchor renders and references (512 as released); "
+                "the sampler resizes them to the model's 512².",
+            },
+        )
+    }
+
+
+def _bank_inputs() -> dict:
+    from ..core.worldfm.bank import RELEASED_CROP_FOCAL, RELEASED_CROP_SIZE
+
+    return {
+        "reference_size": (
+            "INT",
+            {
+                "default": RELEASED_CROP_SIZE,
+                "min": RENDER_SIZE_STEP,
+                "max": MAX_RENDER_SIZE,
+                "tooltip": "Side of the 42 perspective reference crops (504 as released). Their depth "
+                "maps are drawn with this crop's K into the render_size canvas (an upstream quirk), "
+                "so keep it close to render_size.",
+            },
+        ),
+        "reference_focal": (
+            "FLOAT",
+            {
+                "default": RELEASED_CROP_FOCAL,
+                "min": 1.0,
+                "max": 100000.0,
+                "step": 0.1,
+                "tooltip": "Focal length of the reference crops in pixels (320 as released: "
+                "a 76° field of view at 504).",
+            },
+        ),
+    }
+
+
+# --- nodes ---------------------------------------------------------------------------------------
+
+
+class InSpatioWorldFMModelLoader:
+    NODE = "Load WorldFM Model"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads the InSpatio-WorldFM frame model (PixArt-Σ, distilled to 1 or 2 steps)."
+    RETURN_TYPES = (MODEL_TYPE,)
+    RETURN_NAMES = ("worldfm_model",)
+    OUTPUT_TOOLTIPS = ("The frame model, for WorldFM Sampler.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "checkpoint": (
+                    cf.model_files(*WORLDFM_FOLDERS),
+                    {
+                        "tooltip": "worldfm_1-step.pth or worldfm_2-step.pth (inspatio/worldfm), or a "
+                        "safetensors copy, from models/diffusion_models.",
+                    },
+                ),
+                "weight_dtype": (
+                    list(WEIGHT_DTYPES),
+                    {
+                        "default": "auto",
+                        "tooltip": "auto: fp16 on a GPU (what the official service runs), fp32 on the CPU. "
+                        "bf16 rounds the timestep 999 to 1000: avoid it.",
+                    },
+                ),
+            }
+        }
+
+    def load(self, checkpoint: str, weight_dtype: str) -> tuple[WorldFMModelHandle]:
+        import torch
+
+        from ..core.worldfm.model import load_worldfm
+
+        path = cf.model_path(self.NODE, "checkpoint", checkpoint, *WORLDFM_FOLDERS)
+        if weight_dtype == "auto":
+            dtype = torch.float16 if cf.compute_device().type == "cuda" else torch.float32
+        else:
+            dtype = resolve_weight_dtype(self.NODE, weight_dtype)
+        with reported_as(self.NODE, "checkpoint"):
+            model = load_worldfm(path).to(dtype)
+        return (WorldFMModelHandle(cf.manage_model(model), path),)
+
+
+class InSpatioWorldFMSceneFromPanorama:
+    NODE = "WorldFM Scene from Panorama"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Equirectangular panorama + ray-distance map -> point cloud, 42-view reference bank and "
+        "its condition database (the official step 2)."
+    )
+    RETURN_TYPES = (SCENE_TYPE,)
+    RETURN_NAMES = ("worldfm_scene",)
+    OUTPUT_TOOLTIPS = ("The scene, for WorldFM Render and WorldFM Sampler.",)
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "panorama": (
+                    "IMAGE",
+                    {"tooltip": "A full 360x180 equirectangular panorama, 2:1 (e.g. 4096x2048)."},
+                ),
+                **_map_inputs(
+                    "distance",
+                    "Ray distance from the panorama centre (MoGe-style ||point||, not z-depth), "
+                    "2:1 at any resolution",
+                    "metric",
+                ),
+                **_render_size_input(),
+                **_bank_inputs(),
+            }
+        }
+
+    def build(
+        self,
+        panorama,
+        distance,
+        distance_encoding,
+        distance_near,
+        distance_far,
+        distance_scale,
+        render_size,
+        reference_size,
+        reference_focal,
+    ):
+        from ..core.worldfm.bank import fit_panorama, panorama_scene
+
+        node = self.NODE
+        with reported_as(node, "panorama"):
+            pixels = fit_panorama(image_to_u8(node, "panorama", panorama))
+        distances = _read_map(
+            node,
+            "distance",
+            distance,
+            distance_encoding,
+            distance_near,
+            distance_far,
+            distance_scale,
+        )
+        with reported_as(node, "distance"):
+            scene = panorama_scene(
+                pixels, distances[0], render_size, crop_size=reference_size, focal=reference_focal
+            )
+        return (scene,)
+
+
+class InSpatioWorldFMSceneFromImage:
+    NODE = "WorldFM Scene from Image"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "One perspective image + its depth -> a degraded WorldFM scene whose only reference is "
+        "the image (no panorama: views away from it have holes)."
+    )
+    RETURN_TYPES = (SCENE_TYPE,)
+    RETURN_NAMES = ("worldfm_scene",)
+    OUTPUT_TOOLTIPS = ("The scene, for WorldFM Render and WorldFM Sampler.",)
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "image": ("IMAGE", {"tooltip": "The perspective image; it looks along +x."}),
+                **_map_inputs(
+                    "depth", "z-depth of the image, at its size or the same aspect", "inverse"
+                ),
+                "fov_degrees": (
+                    "FLOAT",
+                    {
+                        "default": PANORAMA_INPUT_FOV_DEGREES,
+                        "min": 1.0,
+                        "max": 179.0,
+                        "step": 0.1,
+                        "tooltip": "Horizontal field of view of the image (80 is what the panorama "
+                        "pipeline assumes).",
+                    },
+                ),
+                **_render_size_input(),
+            }
+        }
+
+    def build(
+        self,
+        image,
+        depth,
+        depth_encoding,
+        depth_near,
+        depth_far,
+        depth_scale,
+        fov_degrees,
+        render_size,
+    ):
+        import torch
+
+        from ..core.camera import (
+            intrinsics_from_fov,
+            pose_from_rotation_translation,
+            world_to_camera_from_camera_to_world,
+        )
+        from ..core.depth import match_depth_size
+        from ..core.worldfm.bank import image_scene
+
+        node = self.NODE
+        pixels = image_to_u8(node, "image", image)
+        height, width = pixels.shape[:2]
+        depths = _read_map(node, "depth", depth, depth_encoding, depth_near, depth_far, depth_scale)
+        with reported_as(node, "depth"):
+            depths = match_depth_size(depths, height, width)
+        with reported_as(node, "fov_degrees"):
+            intrinsics = intrinsics_from_fov(fov_degrees, width, height)
+        camera_to_world = pose_from_rotation_translation(
+            torch.tensor(INPUT_VIEW_CAMERA_TO_WORLD_ROTATION, dtype=torch.float64),
+            torch.zeros(3, dtype=torch.float64),
+        )
+        world_to_camera = world_to_camera_from_camera_to_world(camera_to_world)
+        with reported_as(node, "image"):
+            return (image_scene(pixels, depths[0], intrinsics, world_to_camera, render_size),)
+
+
+class InSpatioWorldFMRender:
+    NODE = "WorldFM Render"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "What the frame model is conditioned on, per camera: the point-cloud anchor render and "
+        "the reference view chosen by the depth-consistency test. Costs no model time."
+    )
+    RETURN_TYPES = ("IMAGE", "IMAGE")
+    RETURN_NAMES = ("anchor_renders", "references")
+    OUTPUT_TOOLTIPS = (
+        "The hard z-buffer render per frame; black where no point lands.",
+        "The bank view selected for each frame (cond2), at the render size.",
+    )
+    FUNCTION = "render"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "worldfm_scene": (SCENE_TYPE, {"tooltip": "From a WorldFM Scene node."}),
+                "camera_path": (
+                    CAMERA_PATH_TYPE,
+                    {
+                        "tooltip": "Target cameras in the WorldFM world (origin at the panorama centre, "
+                        "input view along +x, y down), e.g. Load Camera Path on a meta.json. "
+                        "Its K is used as given; without one, the release's 512² demo FOV.",
+                    },
+                ),
+            }
+        }
+
+    def render(self, worldfm_scene, camera_path):
+        import torch
+
+        from ..core.splat import render_points_hard
+        from ..core.worldfm.bank import reference_image, select_reference
+
+        node = self.NODE
+        scene = worldfm_scene.to(cf.compute_device())
+        size = scene.render_size
+        intrinsics = target_intrinsics(camera_path, size)
+        renders, references = [], []
+        bar = cf.progress_bar(camera_path.num_frames)
+        for pose in camera_path.world_to_camera:
+            cf.check_interrupted()
+            with reported_as(node, "camera_path"):
+                render, depth = render_points_hard(scene.cloud, intrinsics, pose, size, size)
+                chosen = select_reference(scene.database, depth[0], intrinsics, pose)
+            renders.append(render[0].cpu())
+            references.append(reference_image(scene.bank, chosen.best, size))
+            bar.update(1)
+        return (u8_to_image(torch.stack(renders)), u8_to_image(torch.stack(references)))
+
+
+class InSpatioWorldFMSampler:
+    NODE = "WorldFM Sampler"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "Generates one frame per camera: anchor render + chosen reference -> the distilled frame "
+        "model (1 or 2 steps) -> the VAE decoder. Frames are independent; each one's noise comes "
+        "from (seed, frame index)."
+    )
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+    OUTPUT_TOOLTIPS = ("The generated frames, one per camera of the path.",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        from ..core.worldfm.sampler import STEP_TIMESTEPS
+
+        return {
+            "required": {
+                "worldfm_model": (MODEL_TYPE, {"tooltip": "From Load WorldFM Model."}),
+                "vae": (
+                    "VAE",
+                    {
+                        "tooltip": "The SDXL VAE (Load VAE, sdxl_vae.safetensors); WorldFM's latents "
+                        "are SDXL latents x 0.13025."
+                    },
+                ),
+                "worldfm_scene": (SCENE_TYPE, {"tooltip": "From a WorldFM Scene node."}),
+                "camera_path": (
+                    CAMERA_PATH_TYPE,
+                    {"tooltip": "Target cameras in the WorldFM world, one per output frame."},
+                ),
+                "steps": (
+                    "INT",
+                    {
+                        "default": max(STEP_TIMESTEPS),
+                        "min": min(STEP_TIMESTEPS),
+                        "max": max(STEP_TIMESTEPS),
+                        "tooltip": "1 for worldfm_1-step, 2 for worldfm_2-step (the checkpoint's "
+                        "distillation).",
+                    },
+                ),
+                "seed": (
+                    "INT",
+                    {
+                        "default": 0,
+                        "min": 0,
+                        "max": 0xFFFFFFFFFFFFFFFF,
+                        "control_after_generate": True,
+                        "tooltip": "Noise seed; the same seed gives the same frames, so a fixed seed "
+                        "avoids flicker from fresh noise per frame.",
+                    },
+                ),
+            }
+        }
+
+    def sample(self, worldfm_model, vae, worldfm_scene, camera_path, steps, seed):
+        import torch
+
+        from ..core.worldfm.sampler import STEP_TIMESTEPS, iter_frames
+
+        node = self.NODE
+        if steps not in STEP_TIMESTEPS:
+            raise cf.NodeInputError(
+                node,
+                "steps",
+                f"is {steps}: use 1 with worldfm_1-step and 2 with worldfm_2-step",
+            )
+        handle = worldfm_model
+        device = cf.load_to_device(handle.managed, working_memory(handle.config, handle.dtype))
+        codec = vae_image_codec(node, "vae", vae, device, handle.dtype)
+        scene = worldfm_scene.to(device)
+        intrinsics = target_intrinsics(camera_path, scene.render_size)
+        bar = cf.progress_bar(camera_path.num_frames)
+        frames = []
+        with reported_as(node, "camera_path"):
+            generated = iter_frames(
+                handle.managed.module,
+                codec,
+                scene,
+                intrinsics,
+                camera_path.world_to_camera,
+                seed=seed,
+                steps=steps,
+            )
+            cf.check_interrupted()
+            # One frame per iteration: the bank views are encoded once, on first selection, and
+            # the user can cancel between frames.
+            for _, frame, _ in generated:
+                frames.append(frame.cpu())
+                bar.update(1, preview=frame[0].float() / U8_MAX)
+                cf.check_interrupted()
+        return (u8_to_image(torch.cat(frames)),)
+
+
+NODE_CLASSES = (
+    InSpatioWorldFMModelLoader,
+    InSpatioWorldFMSceneFromPanorama,
+    InSpatioWorldFMSceneFromImage,
+    InSpatioWorldFMRender,
+    InSpatioWorldFMSampler,
+)
+NODE_CLASS_MAPPINGS = {node.__name__: node for node in NODE_CLASSES}
+NODE_DISPLAY_NAME_MAPPINGS = {node.__name__: node.NODE for node in NODE_CLASSES}
