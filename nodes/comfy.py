@@ -132,26 +132,43 @@ def model_path(node: str, input_name: str, name: str, *folders: str) -> Path:
 
     Outside ComfyUI the value is a plain file path (absolute or relative to the working directory).
     """
-    folder_paths = _folder_paths()
-    if folder_paths is not None:
-        for folder in folders:
-            found = folder_paths.get_full_path(folder, name)
-            if found is not None:
-                return Path(found)
+    path = _find_model_file(name, folders)
+    if path is not None:
+        return path
+    if _folder_paths() is not None:
         raise NodeInputError(
             node,
             input_name,
             f"names {name!r}, which is in none of the model folders {', '.join(folders)}: put the "
             "file into one of them (or map one in extra_model_paths.yaml) and refresh the node list",
         )
-    path = Path(name).expanduser()
-    if not path.is_file():
-        raise NodeInputError(
-            node,
-            input_name,
-            f"names {name!r}, which is not a file: outside ComfyUI give the path of the weight file",
-        )
-    return path
+    raise NodeInputError(
+        node,
+        input_name,
+        f"names {name!r}, which is not a file: outside ComfyUI give the path of the weight file",
+    )
+
+
+def model_file_fingerprint(name: str, *folders: str) -> str:
+    """Size and modification time of a model file, for ``IS_CHANGED``: a file replaced under the
+    same name is loaded again. Empty for a missing file (validation reports that one)."""
+    path = _find_model_file(name, folders)
+    if path is None:
+        return ""
+    status = path.stat()
+    return f"{status.st_size}:{status.st_mtime_ns}"
+
+
+def _find_model_file(name: str, folders: tuple[str, ...]) -> Path | None:
+    folder_paths = _folder_paths()
+    if folder_paths is None:
+        path = Path(name).expanduser()
+        return path if path.is_file() else None
+    for folder in folders:
+        found = folder_paths.get_full_path(folder, name)
+        if found is not None:
+            return Path(found)
+    return None
 
 
 # --- progress, interruption and previews ---------------------------------------------------

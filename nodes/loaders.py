@@ -100,6 +100,10 @@ class InSpatioWorldModelLoader:
             }
         }
 
+    @classmethod
+    def IS_CHANGED(cls, checkpoint: str, **_widgets: object) -> str:
+        return cf.model_file_fingerprint(checkpoint, *cf.DIT_FOLDERS)
+
     def load(self, checkpoint: str, weight_dtype: str, attention: str) -> tuple[WorldModel]:
         from ..core.attention import available_backends
         from ..core.wan.checkpoints import load_dit
@@ -142,6 +146,10 @@ class InSpatioTAEHVLoader:
             }
         }
 
+    @classmethod
+    def IS_CHANGED(cls, taehv: str) -> str:
+        return cf.model_file_fingerprint(taehv, *cf.TAEHV_FOLDERS)
+
     def load(self, taehv: str) -> tuple[cf.ManagedModel]:
         import torch
 
@@ -181,6 +189,10 @@ class InSpatioPromptEmbeddingsLoader:
                 ),
             }
         }
+
+    @classmethod
+    def IS_CHANGED(cls, embeddings: str) -> str:
+        return cf.model_file_fingerprint(embeddings, cf.PACK_MODEL_FOLDER)
 
     def load(self, embeddings: str) -> tuple[list]:
         from ..core.wan.checkpoints import read_weights

@@ -252,3 +252,14 @@ def test_outside_comfyui_a_managed_model_loads_onto_a_plain_device():
 
     assert managed.patcher is None
     assert next(module.parameters()).device.type == device.type
+
+
+def test_a_model_file_replaced_under_the_same_name_changes_its_fingerprint(tmp_path):
+    weight_file = tmp_path / "embeddings.safetensors"
+    weight_file.write_bytes(b"first")
+    before = cf.model_file_fingerprint(str(weight_file), cf.PACK_MODEL_FOLDER)
+
+    weight_file.write_bytes(b"second version")
+
+    assert cf.model_file_fingerprint(str(weight_file), cf.PACK_MODEL_FOLDER) != before
+    assert cf.model_file_fingerprint(str(tmp_path / "absent"), cf.PACK_MODEL_FOLDER) == ""
