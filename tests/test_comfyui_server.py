@@ -4,7 +4,13 @@ Runs when ``COMFYUI_DIR`` points to a ComfyUI checkout (skipped otherwise). ``CO
 names the interpreter that has ComfyUI's requirements (default: this one). The server starts
 headless on the CPU (COMFYUI.md §12.3) with an ``extra_model_paths.yaml`` that loads the pack from a
 folder of another name and maps tiny model files into the model folders; prompts are POSTed to
-``/prompt`` and followed over the websocket until the server reports them finished.
+``/prompt`` and followed over the websocket (websocket-client) until the server reports them
+finished. Every ``workflows/api/*.json`` runs too, shrunk to test size by :func:`at_test_size`;
+its umT5 text encoder, which has no tiny version ComfyUI can load, is replaced by the pack's
+prompt-embedding loader.
+
+Setting up a checkout: ``COMFYUI.md`` §12.4 (ComfyUI's requirements without torch; a torchvision
+stand-in is written automatically when the interpreter has no working torchvision).
 """
 
 from __future__ import annotations
@@ -284,6 +290,7 @@ def at_test_size(workflow: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    pytest.importorskip("websocket", reason="the server tests follow prompts with websocket-client")
     root = tmp_path_factory.mktemp("comfyui")
     (root / "input").mkdir()
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
