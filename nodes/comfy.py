@@ -257,7 +257,7 @@ def _to_pil(image: Image) -> Any:
 # --- devices and model management ----------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class ManagedModel:
     """A core module and, inside ComfyUI, the ModelPatcher that lets ComfyUI load and evict it."""
 

@@ -318,6 +318,14 @@ class InSpatioWorldSampler:
         from ..core.world import SamplerConfig, Session, session_memory_bytes
 
         node = self.DISPLAY_NAME
+        if num_blocks < 0:
+            raise cf.NodeInputError(
+                node, "num_blocks", f"is {num_blocks}; use 0 for all blocks or a positive count"
+            )
+        if not shift > 0:
+            raise cf.NodeInputError(
+                node, "shift", f"is {shift}; the timestep shift must be positive (5 in the release)"
+            )
         with reported_as(node, "denoising_steps"):
             schedule = FlowMatchSchedule(
                 denoising_steps=parse_denoising_steps(node, denoising_steps), shift=shift

@@ -403,11 +403,17 @@ def test_sampler_refuses_unreadable_denoising_steps():
     assert InSpatioWorldSampler.VALIDATE_INPUTS(RELEASED_STEPS) is True
 
 
-def test_sampler_names_the_input_for_out_of_range_steps(world_state):
-    with pytest.raises(
-        cf.NodeInputError, match="input 'denoising_steps' cannot be used.*outside 1..1000"
-    ):
-        InSpatioWorldSampler().sample(world_state, 0, "1000, 0", 5.0, 0)
+@pytest.mark.parametrize(
+    ("widgets", "message"),
+    [
+        (("1000, 0", 5.0, 0), "input 'denoising_steps' cannot be used.*outside 1..1000"),
+        ((RELEASED_STEPS, 0.0, 0), "input 'shift' is 0.0"),
+        ((RELEASED_STEPS, 5.0, -1), "input 'num_blocks' is -1"),
+    ],
+)
+def test_sampler_errors_name_the_widget(world_state, widgets, message):
+    with pytest.raises(cf.NodeInputError, match=f"InSpatio World Sampler: {message}"):
+        InSpatioWorldSampler().sample(world_state, 0, *widgets)
 
 
 # --- Decode -------------------------------------------------------------------------------------
