@@ -247,11 +247,39 @@ def test_weights_of_another_model_are_refused_with_the_key_counts(small_model_fo
         da3.load_da3(tmp_path)
 
 
-def test_network_prediction_has_the_inference_shapes(small_model_folder):
-    _, network = small_model_folder
-    prediction = da3.run_da3(network, torch.rand(2, 40, 70, 3), process_res=56)
+@pytest.fixture(scope="module")
+def tiny_nested_network():
+    """The nested (any-view + metric) network class of DA3NESTED-GIANT-LARGE, built from the
+    package's own configs shrunk to the ViT-S backbone: the metric branch of da3metric-large with
+    its DPT head narrowed to the ViT-S width."""
+    pytest.importorskip("depth_anything_3.cfg")
+    from depth_anything_3.cfg import load_config
+    from depth_anything_3.model.da3 import NestedDepthAnything3Net
+    from depth_anything_3.registry import MODEL_REGISTRY
+    from omegaconf import OmegaConf
+
+    torch.manual_seed(0)
+    small_metric = {
+        "net": {"name": "vits", "out_layers": [2, 5, 8, 11]},
+        "head": {"dim_in": 384, "features": 64, "out_channels": [48, 96, 192, 384]},
+    }
+    metric = OmegaConf.merge(load_config(MODEL_REGISTRY["da3metric-large"]), small_metric)
+    anyview = load_config(MODEL_REGISTRY[SMALL_MODEL])
+    return NestedDepthAnything3Net(anyview=anyview, metric=metric).eval()
+
+
+def test_nested_network_prediction_has_the_inference_shapes(tiny_nested_network):
+    prediction = da3.run_da3(tiny_nested_network, torch.rand(2, 40, 70, 3), process_res=56)
     assert prediction.depth.shape == (2, 28, 56)
     assert prediction.world_to_camera.shape == (2, 3, 4)
     assert prediction.intrinsics.shape == (2, 3, 3)
     assert prediction.size == (56, 28)
-    assert torch.isfinite(prediction.depth).all()
+    assert torch.isfinite(prediction.depth).all() and (prediction.depth > 0).all()
+
+
+def test_float32_metric_alignment_is_undone_after_the_call(tiny_nested_network):
+    import depth_anything_3.model.da3 as nested
+
+    original = nested.least_squares_scale_scalar
+    da3.run_da3(tiny_nested_network, torch.rand(1, 28, 28, 3), process_res=28)
+    assert nested.least_squares_scale_scalar is original
