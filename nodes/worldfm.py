@@ -9,6 +9,9 @@ and the chosen reference per frame, as previews) and **Sampler** (``core/worldfm
 Model** reads ``worldfm_1-step.pth`` / ``worldfm_2-step.pth`` (or a safetensors copy) from
 ``models/diffusion_models`` through ``core/worldfm/model.py``.
 
+This module is longer than 300 lines because of its five node declarations (widget tables with
+tooltips); the work is done by the core.
+
 The frame model's image VAE is the host's: core Load VAE with the SDXL VAE, reached through its
 public ``encode(IMAGE)`` / ``decode(latent)`` only (:func:`vae_image_codec`). Two facts of
 ComfyUI's VAE object shape that adapter (``comfy/sd.py`` VAE, ``comfy/latent_formats.py`` SDXL):
@@ -83,6 +86,10 @@ class WorldFMModelHandle:
     def dtype(self) -> torch.dtype:
         return next(self.managed.module.parameters()).dtype
 
+    def load(self) -> torch.device:
+        """Put the model on the compute device (a no-op when it is there) and return the device."""
+        return cf.load_to_device(self.managed, working_memory(self.config, self.dtype))
+
 
 # --- ComfyUI values -> core values ---------------------------------------------------------
 
@@ -136,9 +143,7 @@ def target_intrinsics(path: CameraPath, render_size: int) -> Intrinsics:
     return intrinsics_from_fov(RELEASED_TARGET_FOV_DEGREES, render_size, render_size)
 
 
-def vae_image_codec(
-    node: str, input_name: str, vae: Any, device: torch.device, dtype: torch.dtype
-) -> ImageCodec:
+def vae_image_codec(node: str, input_name: str, vae: Any, model: WorldFMModelHandle) -> ImageCodec:
     """The core ``ImageCodec`` of a ComfyUI VAE object, through its public encode/decode only.
 
     ComfyUI takes IMAGE ``[B, H, W, 3]`` in [0, 1] and maps it to [-1, 1] itself, without
@@ -173,7 +178,9 @@ def vae_image_codec(
                 f"encoded an image to latents of shape {tuple(latents.shape)}, not "
                 f"[batch, {SDXL_LATENT_CHANNELS}, h, w]: load the SDXL image VAE",
             )
-        return latents.to(device=device, dtype=dtype)
+        # ComfyUI's VAE loads itself onto the GPU and may evict the frame model to make room,
+        # so the model is (re)loaded before it runs on these latents.
+        return latents.to(device=model.load(), dtype=model.dtype)
 
     def decode(latents):
         images = vae.decode(latents.float())
@@ -602,9 +609,8 @@ class InSpatioWorldFMSampler:
                 f"is {steps}: use 1 with worldfm_1-step and 2 with worldfm_2-step",
             )
         handle = worldfm_model
-        device = cf.load_to_device(handle.managed, working_memory(handle.config, handle.dtype))
-        codec = vae_image_codec(node, "vae", vae, device, handle.dtype)
-        scene = worldfm_scene.to(device)
+        codec = vae_image_codec(node, "vae", vae, handle)
+        scene = worldfm_scene.to(handle.load())
         intrinsics = target_intrinsics(camera_path, scene.render_size)
         bar = cf.progress_bar(camera_path.num_frames)
         frames = []

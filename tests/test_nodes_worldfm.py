@@ -19,10 +19,12 @@ import torch.nn.functional as F
 from conftest import fixture_cases, load_json, require_fixture, sibling
 from einops import rearrange
 from inspatio_nodes.core.camera import world_to_camera_from_camera_to_world
+from inspatio_nodes.core.path_files import write_worldfm_meta
 from inspatio_nodes.core.paths import CameraPath
 from inspatio_nodes.core.worldfm.model import CONFIG_METADATA_KEY, WorldFMConfig, WorldFMModel
 from inspatio_nodes.nodes import comfy as cf
 from inspatio_nodes.nodes import worldfm as nodes
+from inspatio_nodes.nodes.camera import InSpatioLoadCameraPath
 from safetensors.torch import load_file, save_file
 
 RENDER_CASES = fixture_cases("*worldfm_geometry*render*.safetensors")
@@ -269,6 +271,20 @@ def test_camera_that_sees_no_point_is_reported_on_the_camera_path_input():
     )
     with pytest.raises(cf.NodeInputError, match="WorldFM Render: input 'camera_path'.*behind"):
         nodes.InSpatioWorldFMRender().render(scene, look_along(180.0))
+
+
+def test_a_worldfm_meta_json_loaded_by_load_camera_path_drives_the_render(room_scene, tmp_path):
+    intrinsics = torch.tensor([[10.0, 0, 12], [0, 10.0, 12], [0, 0, 1]], dtype=torch.float64)
+    path = CameraPath(look_along(-60.0, shift=0.3, frames=2).world_to_camera, intrinsics)
+    meta = tmp_path / "meta.json"
+    write_worldfm_meta(meta, path)
+    loaded, frames = InSpatioLoadCameraPath().load(
+        str(meta), "worldfm_meta", 0, "render_point_cloud", 1.0, False
+    )
+    assert frames == 2
+    render = nodes.InSpatioWorldFMRender().render
+    for got, want in zip(render(room_scene, loaded), render(room_scene, path)):
+        assert torch.equal(got, want)
 
 
 # --- render node against the official renderer -------------------------------------------------
