@@ -36,10 +36,11 @@ from .loaders import WEIGHT_DTYPES, resolve_weight_dtype
 if TYPE_CHECKING:
     import torch
 
+    from ..core.depth import DepthImage
     from ..core.paths import CameraPath
-    from ..core.types import ImageBatch, Intrinsics
+    from ..core.types import DepthMaps, ImageBatch, Intrinsics, MaskBatch
     from ..core.worldfm.model import WorldFMConfig
-    from ..core.worldfm.sampler import ImageCodec
+    from ..core.worldfm.sampler import FramesU8, ImageCodec, ImageU8
 
 CATEGORY = "InSpatio/WorldFM"
 MODEL_TYPE = "INSPATIO_WORLDFM_MODEL"
@@ -61,7 +62,7 @@ RENDER_SIZE_STEP = 8  # the VAE stride
 MAX_RENDER_SIZE = 4096
 U8_MAX = 255.0
 SDXL_LATENT_CHANNELS = 4
-IMAGE_LATENT_NDIM = 4  # [B, C, h, w]; a video VAE returns [B, C, T, h, w]
+IMAGE_LATENT_NDIM = 4  # [B, C, h, w] and IMAGE [B, H, W, 3]; a video VAE adds a frame axis
 #: The input view of the WorldFM world frame: it looks along +x, its right is −z, its up −y
 #: (SPEC-worldfm.md §5), so single-image scenes and panoramas share every camera path.
 INPUT_VIEW_CAMERA_TO_WORLD_ROTATION = ((0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (-1.0, 0.0, 0.0))
@@ -94,7 +95,7 @@ class WorldFMModelHandle:
 # --- ComfyUI values -> core values ---------------------------------------------------------
 
 
-def image_to_u8(node: str, input_name: str, image: ImageBatch) -> torch.Tensor:
+def image_to_u8(node: str, input_name: str, image: ImageBatch) -> ImageU8:
     """One ComfyUI IMAGE ``[1, H, W, 3]`` in [0, 1] → ``[H, W, 3]`` uint8 (rounded, as PIL saves)."""
     import torch
 
@@ -108,12 +109,12 @@ def image_to_u8(node: str, input_name: str, image: ImageBatch) -> torch.Tensor:
     return (image[0].float().clamp(0.0, 1.0) * U8_MAX).round().to(torch.uint8)
 
 
-def u8_to_image(frames: torch.Tensor) -> ImageBatch:
+def u8_to_image(frames: FramesU8) -> ImageBatch:
     """uint8 frames ``[T, H, W, 3]`` → ComfyUI IMAGE on the intermediate device."""
     return (frames.float() / U8_MAX).to(cf.intermediate_device())
 
 
-def _single_map(node: str, input_name: str, values: torch.Tensor) -> torch.Tensor:
+def _single_map(node: str, input_name: str, values: DepthMaps) -> DepthMaps:
     if values.shape[0] != 1:
         raise cf.NodeInputError(
             node,
@@ -123,7 +124,15 @@ def _single_map(node: str, input_name: str, values: torch.Tensor) -> torch.Tenso
     return values
 
 
-def _read_map(node: str, input_name: str, image_or_mask, encoding, near, far, scale):
+def _read_map(
+    node: str,
+    input_name: str,
+    image_or_mask: DepthImage | MaskBatch,
+    encoding: str,
+    near: float,
+    far: float,
+    scale: float,
+) -> DepthMaps:
     """The ``[1, H, W]`` distances of a depth node's IMAGE or MASK, read with ``core/depth.py``."""
     from ..core.depth import DepthReading, depth_values_from_image, read_depth
 
@@ -184,6 +193,13 @@ def vae_image_codec(node: str, input_name: str, vae: Any, model: WorldFMModelHan
 
     def decode(latents):
         images = vae.decode(latents.float())
+        if images.ndim != IMAGE_LATENT_NDIM:
+            raise cf.NodeInputError(
+                node,
+                input_name,
+                f"decoded to shape {tuple(images.shape)}, not IMAGE [batch, height, width, 3]: "
+                "load the SDXL image VAE",
+            )
         return rearrange(images.float(), "b h w c -> b c h w") * 2.0 - 1.0
 
     return ImageCodec(encode=encode, decode=decode)
