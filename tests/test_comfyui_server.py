@@ -51,6 +51,8 @@ PATH_FRAMES = 10  # padded to 21 frames (6 latent frames, 2 blocks), cut back to
 PADDED_FRAMES = 21
 BLOCKS = 2
 STEPS_PER_BLOCK = 4  # the release's denoising steps
+FLOAT32_CODEC_TOLERANCE = 1e-5
+UNSATURATED_STD = 0.01
 VIDEO_FRAMES = 10
 VIDEO_FPS = 8
 FREEZE_REPEAT = 2
@@ -76,6 +78,42 @@ for packet in stream.encode():
     container.mux(packet)
 container.close()
 """
+VAE_PARITY_CHECK = """
+import importlib.util, json, sys
+
+comfyui, repository, vae_file = sys.argv[1:4]
+sys.path.insert(0, comfyui)
+# The pack as ComfyUI sees it: a folder imported by path, whatever this interpreter has installed.
+spec = importlib.util.spec_from_file_location(
+    "inspatio_nodes", f"{repository}/__init__.py", submodule_search_locations=[repository]
+)
+pack = importlib.util.module_from_spec(spec)
+sys.modules["inspatio_nodes"] = pack
+spec.loader.exec_module(pack)
+from comfy.cli_args import args
+
+args.cpu = True  # before comfy.model_management is imported (COMFYUI.md §12.5)
+import comfy.sd
+import comfy.utils
+import torch
+
+from inspatio_nodes.core.codec import from_comfy_latent, to_comfy_latent
+from inspatio_nodes.nodes import comfy as cf
+
+torch.manual_seed(0)
+vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(vae_file))
+image = torch.rand(9, 16, 32, 3)
+host_latent = vae.encode(image)
+host_frames = vae.decode(host_latent)
+codec = cf.vae_codec("check", "vae", vae).module
+latent = to_comfy_latent(codec.encode(cf.image_to_frames("check", "image", image)[None], codec.new_state()))
+frames = cf.frames_to_image(codec.decode(from_comfy_latent(host_latent), codec.new_state())[0])
+print(json.dumps({
+    "encode": (latent - host_latent).abs().max().item(),
+    "decode": (frames - host_frames.reshape(frames.shape)).abs().max().item(),
+    "frames_std": host_frames.std().item(),
+}))
+"""
 TORCHVISION_STAND_IN = {
     # ComfyUI imports torchvision at start-up; a CPU-only torch may have no matching build
     # (COMFYUI.md §12.4). Nothing these tests run uses it, so a stand-in that refuses use is enough.
@@ -92,15 +130,7 @@ class ComfyServer:
         self.root = root
         self.log: list[str] = []
         self.port = _free_port()
-        environment = dict(os.environ)
-        if _needs_torchvision_stand_in(python):
-            stand_in = root / "stand_ins" / "torchvision"
-            stand_in.mkdir(parents=True)
-            for name, text in TORCHVISION_STAND_IN.items():
-                (stand_in / name).write_text(text)
-            environment["PYTHONPATH"] = os.pathsep.join(
-                [str(stand_in.parent), environment.get("PYTHONPATH", "")]
-            )
+        environment = comfyui_environment(root, python)
         for folder in ("output", "temp"):
             (root / folder).mkdir(exist_ok=True)
         self.process = subprocess.Popen(
@@ -200,9 +230,19 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _needs_torchvision_stand_in(python: str) -> bool:
+def comfyui_environment(root: Path, python: str) -> dict[str, str]:
+    """Environment for a ComfyUI process: a torchvision stand-in on PYTHONPATH when needed."""
+    environment = dict(os.environ)
     check = subprocess.run([python, "-c", "import torchvision"], check=False, capture_output=True)
-    return check.returncode != 0
+    if check.returncode != 0:
+        stand_in = root / "stand_ins" / "torchvision"
+        stand_in.mkdir(parents=True, exist_ok=True)
+        for name, text in TORCHVISION_STAND_IN.items():
+            (stand_in / name).write_text(text)
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [str(stand_in.parent), environment.get("PYTHONPATH", "")]
+        )
+    return environment
 
 
 def write_tiny_models(root: Path) -> None:
@@ -466,3 +506,36 @@ def test_server_runs_each_shipped_workflow(server, workflow_path):
         if node["class_type"] in ("PreviewImage", "SaveVideo")
     }
     assert output_nodes and output_nodes <= set(history["outputs"])
+
+
+def test_codec_of_a_comfyui_vae_encodes_and_decodes_like_comfyui(tmp_path):
+    """The streaming codec built from ComfyUI's VAE object gives ComfyUI's raw latents (§6.6) and,
+    decoding a whole video, ComfyUI's frames: same weights, keys and latent space."""
+    import torch
+    from inspatio_nodes.core.wan.vae import WanVAE
+    from safetensors.torch import save_file
+
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    torch.manual_seed(0)
+    vae_file = tmp_path / VAE_FILE
+    save_file(
+        {key: value.half().contiguous() for key, value in WanVAE().state_dict().items()},
+        str(vae_file),
+    )
+
+    check = subprocess.run(
+        [python, "-c", VAE_PARITY_CHECK, COMFYUI_DIR, str(REPO_ROOT), str(vae_file)],
+        cwd=COMFYUI_DIR,
+        env=comfyui_environment(tmp_path, python),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr[-3000:]
+    errors = json.loads(check.stdout.strip().splitlines()[-1])
+
+    # float32 both sides; only the convolution implementations differ.
+    assert errors["encode"] < FLOAT32_CODEC_TOLERANCE and errors["decode"] < FLOAT32_CODEC_TOLERANCE
+    assert (
+        errors["frames_std"] > UNSATURATED_STD
+    )  # random weights, yet frames vary: the check bites
