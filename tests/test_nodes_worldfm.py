@@ -341,6 +341,23 @@ def test_sampler_frames_are_reproducible_per_seed(model, room_scene):
     assert not torch.equal(sample(model, room_scene, path, seed=12), first)
 
 
+def test_frames_are_independent_so_a_shorter_path_gives_the_same_first_frames(model, room_scene):
+    path = look_along(-20.0, shift=0.15, frames=3)
+    shorter = CameraPath(path.world_to_camera[:2])
+    assert torch.equal(sample(model, room_scene, shorter), sample(model, room_scene, path)[:2])
+
+
+def test_single_image_scene_generates_frames_from_its_only_reference(model):
+    image, depth = image_with_depth()
+    (scene,) = nodes.InSpatioWorldFMSceneFromImage().build(
+        image, depth, "metric", 0.5, 20.0, 1.0, 60.0, IMAGE_SIZE
+    )
+    vae = PoolingVAE()
+    frames = sample(model, scene, look_along(10.0, shift=0.1, frames=2), vae=vae)
+    assert frames.shape[0] == 2 and torch.isfinite(frames).all()
+    assert vae.encoded == 2 + 1
+
+
 def test_one_step_and_two_step_sampling_differ(model, room_scene):
     path = look_along(0.0)
     assert not torch.equal(
