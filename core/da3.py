@@ -37,28 +37,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from PIL import Image as PILImage
 from scipy.ndimage import gaussian_filter1d
 from scipy.spatial.transform import Rotation
 from torch import Tensor, nn
 
 from .camera import resize_intrinsics
+from .da3_input import PROCESS_RESOLUTION, prepare_frames
 from .scene import MODEL_RESOLUTION, Scene, SceneKind, scene_from_images, scene_from_video
 from .types import DepthMaps, ImageBatch, Intrinsics, WorldToCamera
 from .wan.checkpoints import read_weights
 
 DA3Depth = Annotated[Tensor, "F h w float, DA3 depth at its processing size"]
 DA3Extrinsics = Annotated[Tensor, "F 3 4 (or F 4 4) OpenCV world-to-camera, DA3 scale"]
-ProcessedFrames = Annotated[Tensor, "1 F 3 h w ImageNet-normalised frames, h and w multiples of 14"]
 
-PATCH_SIZE = 14  # DINOv2 patch: DA3's processing size is a multiple of it
-PROCESS_RESOLUTION = 504  # v1.5 passes process_res=504 (also the package default)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-UINT8_LEVELS = 255.0
 POSE_SMOOTHING_SIGMA = 2.0  # frames; v1.5 smooth_gaussian(camera_poses, sigma=2.0)
 ALIGNMENT_EPSILON = 1e-12  # the package's least-squares denominator floor
-QUATERNION_SIZE = 4
 HOMOGENEOUS_SIZE = 4
 CONFIG_FILE = "config.json"  # {"model_name": "da3nested-giant-large"}, written by the HF mixin
 WEIGHTS_FILE = "model.safetensors"
@@ -275,62 +268,6 @@ def _with_shared_aliases(network: nn.Module, weights: dict[str, Tensor]) -> dict
 def _key_mismatch(network: nn.Module, weights: dict[str, Tensor]) -> tuple[list[str], list[str]]:
     expected = set(network.state_dict())
     return sorted(expected - set(weights)), sorted(set(weights) - expected)
-
-
-def processing_size(
-    width: int, height: int, process_res: int = PROCESS_RESOLUTION
-) -> tuple[int, int]:
-    """DA3's ``upper_bound_resize``: (width, height) after scaling the longest side to
-    ``process_res`` and rounding each side to the nearest multiple of the patch (ties round up)."""
-    bounded = _bounded_size(width, height, process_res)
-    return tuple(max(1, _nearest_patch_multiple(side)) for side in bounded)
-
-
-def _bounded_size(width: int, height: int, process_res: int) -> tuple[int, int]:
-    longest = max(width, height)
-    if longest == process_res:
-        return width, height
-    scale = process_res / float(longest)
-    # Python's round (half to even), as the package computes it.
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def _nearest_patch_multiple(side: int) -> int:
-    lower = side // PATCH_SIZE * PATCH_SIZE
-    upper = lower + PATCH_SIZE
-    return upper if upper - side <= side - lower else lower
-
-
-def prepare_frames(images: ImageBatch, process_res: int = PROCESS_RESOLUTION) -> ProcessedFrames:
-    """Frames ``[F, H, W, 3]`` in [0, 1] → DA3 input ``[1, F, 3, h, w]``.
-
-    Upstream reads 8-bit RGB and resizes with cv2 (INTER_AREA when shrinking, INTER_CUBIC when
-    growing) in two steps: the upper-bound resize, then the small resize to patch multiples. cv2 is
-    not a dependency; Pillow's BOX filter is the same area average when shrinking, and its bicubic
-    differs from cv2's (a = −0.5 against −0.75) only when a frame is smaller than ``process_res``.
-    """
-    _, height, width, _ = _shape(images, 4, "frames")
-    bounded = _bounded_size(width, height, process_res)
-    final = processing_size(width, height, process_res)
-    pixels = (images.detach().float().cpu().clamp(0, 1) * UINT8_LEVELS).round().to(torch.uint8)
-    resized = [
-        _resize_uint8(_resize_uint8(frame.numpy(), (width, height), bounded), bounded, final)
-        for frame in pixels
-    ]
-    stacked = torch.from_numpy(np.stack(resized)).float() / UINT8_LEVELS
-    mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
-    normalised = (stacked - mean) / std
-    return rearrange(normalised, "f h w c -> 1 f c h w")
-
-
-def _resize_uint8(
-    frame: np.ndarray, size: tuple[int, int], new_size: tuple[int, int]
-) -> np.ndarray:
-    if new_size == size:
-        return frame
-    grows = new_size[0] > size[0] or new_size[1] > size[1]
-    method = PILImage.Resampling.BICUBIC if grows else PILImage.Resampling.BOX
-    return np.asarray(PILImage.fromarray(frame).resize(new_size, method))
 
 
 @contextmanager

@@ -144,7 +144,8 @@ class InSpatioDA3Scene:
         }
 
     def estimate(self, frames, model, kind, fps, width, height, process_res):
-        from ..core.da3 import estimate_scene, processing_size
+        from ..core.da3 import estimate_scene
+        from ..core.da3_input import processing_size
 
         if kind not in SCENE_KINDS:
             raise cf.NodeInputError(

@@ -168,29 +168,7 @@ def test_depth_is_stretched_to_the_target_size_whatever_the_aspect():
     assert geometry.depth.shape == (1, 48, 64)
 
 
-# --- processing size and shapes ------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("size", "expected"),
-    [
-        ((1920, 1080), (504, 280)),  # 283.5 rounds (half to even) to 284, nearest multiple 280
-        ((832, 480), (504, 294)),  # 290.77 -> 291 -> 294
-        ((504, 504), (504, 504)),
-        ((100, 50), (504, 252)),  # upscaled: the longest side is always process_res
-    ],
-)
-def test_processing_size_bounds_the_longest_side_and_rounds_to_patches(size, expected):
-    assert da3.processing_size(*size, da3.PROCESS_RESOLUTION) == expected
-
-
-def test_prepared_frames_are_imagenet_normalised_at_the_processing_size():
-    grey = torch.full((2, 40, 70, 3), 0.5)
-    prepared = da3.prepare_frames(grey, process_res=56)
-    assert prepared.shape == (1, 2, 3, 28, 56)
-    level = round(0.5 * 255) / 255
-    expected = (level - torch.tensor(da3.IMAGENET_MEAN)) / torch.tensor(da3.IMAGENET_STD)
-    torch.testing.assert_close(prepared[0, 0, :, 5, 5], expected)
+# --- shapes -------------------------------------------------------------------------------
 
 
 def test_prediction_with_mismatched_extrinsics_is_refused():
