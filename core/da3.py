@@ -8,13 +8,13 @@ Two halves, kept apart so the post-processing can be checked without the network
 - **Adapter** (:func:`load_da3`, :func:`run_da3`). The network comes from the optional PyPI package
   ``depth-anything-3``: its own configs (``depth_anything_3.registry``) and classes
   (``depth_anything_3.cfg.create_object``). Only the network is used, never ``depth_anything_3.api``,
-  whose import pulls exports (open3d, pycolmap, moviepy, evo, torchvision) that the network does not
-  need. :func:`run_da3` therefore does what ``DepthAnything3.inference(frames, use_ray_pose=False,
-  process_res=504)`` does before and after the forward pass: upper-bound resize of the longest side
-  to ``process_res``, rounding of each side to the nearest multiple of the 14-pixel patch, ImageNet
-  normalisation, autocast (bfloat16 where CUDA supports it, else float16), and the output squeeze.
-  Weights are read from a local folder (``config.json`` + ``model.safetensors``, the layout of the
-  Hugging Face repository ``depth-anything/DA3NESTED-GIANT-LARGE``); nothing is downloaded.
+  whose import pulls exporters (open3d, pycolmap, moviepy, trimesh, torchvision, cv2) the network
+  does not need. :func:`run_da3` does what ``DepthAnything3.inference(frames, use_ray_pose=False,
+  process_res=504)`` does around the forward pass: the package's input processing
+  (``core/da3_input.py``), autocast (bfloat16 where CUDA supports it, else float16), the output
+  squeeze, and v1.5's float32 metric alignment. Weights are read from a local folder
+  (``config.json`` + ``model.safetensors``, the layout of the Hugging Face repository
+  ``depth-anything/DA3NESTED-GIANT-LARGE``); nothing is downloaded.
 - **Post-processing** (:func:`postprocess_da3`), following v1.5 ``pipeline/depth_estimation.py``
   (v1 ``depth/depth_predict_da3.py`` is the same): camera-to-world poses made relative to frame 0,
   Gaussian-smoothed (σ = 2 on the quaternion components and the translation, quaternions
@@ -59,7 +59,7 @@ CHECKPOINT_PREFIX = "model."  # the HF wrapper keeps the network as its ``model`
 REFERENCE_VIEW_STRATEGY = "saddle_balanced"  # the default of DepthAnything3.inference
 INSTALL_HINT = (
     "install the network code without its heavy extras: "
-    "`pip install --no-deps depth-anything-3==0.1.1` then `pip install omegaconf addict`"
+    "`pip install --no-deps depth-anything-3==0.1.1 evo` then `pip install omegaconf addict`"
 )
 
 
@@ -102,8 +102,8 @@ class DA3Prediction:
 class DA3Geometry:
     """The scene geometry after the official post-processing, at the target size (float32).
 
-    depth: [F, H, W]; intrinsics: [F, 3, 3] pixel K for H×W; world_to_camera: [F, 4, 4] Tcw with
-    frame 0 at the origin.
+    depth: [F, H, W]; intrinsics: [F, 3, 3] pixel K for H×W; world_to_camera: [F, 4, 4] Tcw relative
+    to frame 0, then smoothed (so frame 0 is near, not exactly at, the origin, as upstream).
     """
 
     depth: DepthMaps
@@ -216,7 +216,10 @@ def build_da3(model_name: str) -> nn.Module:
             f"DA3 model {model_name!r} is not one the installed package knows: "
             f"use one of {', '.join(registry)} (config.json 'model_name')"
         )
-    return create_object(load_config(registry[model_name])).eval()
+    try:
+        return create_object(load_config(registry[model_name])).eval()
+    except ImportError as error:  # e.g. evo, which the giant configs' Gaussian head imports
+        raise DA3Error(f"the {model_name} network needs {error.name}: {INSTALL_HINT}") from error
 
 
 def load_da3(folder: str | Path) -> nn.Module:

@@ -71,7 +71,7 @@ class InSpatioDA3Scene:
     DESCRIPTION = (
         "Runs DA3 (DA3NESTED-GIANT-LARGE in the official pipeline) on all frames at once, then the official "
         "post-processing: poses relative to frame 0 and Gaussian-smoothed (sigma 2), K and depth resized to "
-        "width x height. Needs `pip install --no-deps depth-anything-3==0.1.1` and `pip install omegaconf addict`."
+        "width x height. Needs `pip install --no-deps depth-anything-3==0.1.1 evo` and `pip install omegaconf addict`."
     )
 
     @classmethod
