@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 from inspatio_nodes.core.wan.dit import WanDiTConfig
+from inspatio_nodes.core.worldfm.model import WorldFMConfig
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 pytestmark = pytest.mark.skipif(
@@ -41,6 +42,14 @@ TINY_DIT = WanDiTConfig(
 SERVER_READY_LINE = "To see the GUI go to"
 PACK_FOLDER_NAME = "any-folder-name"  # ComfyUI users clone the pack into a folder of any name
 DIT_FILE = "tiny_world.safetensors"
+WORLDFM_FILE = "tiny_worldfm.pth"
+IMAGE_VAE_FILE = "random_taesdxl.safetensors"
+PIXART_HEAD_WIDTH = 72  # WorldFM files do not record their heads; the loader assumes this width
+TINY_WORLDFM = WorldFMConfig.for_latent_size(
+    4, depth=1, hidden_size=2 * PIXART_HEAD_WIDTH, num_heads=2, mlp_hidden=4 * PIXART_HEAD_WIDTH
+)
+WORLDFM_RENDER_SIZE = 24
+WORLDFM_REFERENCE_FOCAL = 12.0
 VAE_FILE = "random_wan_2.1_vae.safetensors"
 TAEHV_FILE = "random_taew2_1.safetensors"
 PROMPT_FILE = "prompt_embeddings.safetensors"
@@ -58,8 +67,32 @@ VIDEO_FPS = 8
 FREEZE_REPEAT = 2
 WORKFLOWS = sorted((REPO_ROOT / "workflows" / "api").glob("*.json"))
 # Widgets of the shipped workflows that set sizes for the released model; shrunk to test size.
-WIDGET_OVERRIDES = {"width": IMAGE_WIDTH, "height": IMAGE_HEIGHT, "freeze_repeat": FREEZE_REPEAT}
-MODEL_FILE_WIDGETS = {"checkpoint": DIT_FILE, "vae_name": VAE_FILE, "taehv": TAEHV_FILE}
+WIDGET_OVERRIDES = {
+    "width": IMAGE_WIDTH,
+    "height": IMAGE_HEIGHT,
+    "freeze_repeat": FREEZE_REPEAT,
+    "render_size": WORLDFM_RENDER_SIZE,
+    "reference_size": WORLDFM_RENDER_SIZE,
+    "reference_focal": WORLDFM_REFERENCE_FOCAL,
+    "taehv": TAEHV_FILE,
+}
+MODEL_FILES = {  # (node, widget) -> test file
+    ("InSpatioWorldModelLoader", "checkpoint"): DIT_FILE,
+    ("InSpatioWorldFMModelLoader", "checkpoint"): WORLDFM_FILE,
+}
+IMAGE_VAE_WRITER = """
+import sys
+
+from safetensors.torch import save_file
+
+from comfy.cli_args import args
+
+args.cpu = True  # before any comfy module asks for a device (COMFYUI.md §12.5)
+from comfy.taesd.taesd import TAESD
+
+model = TAESD(latent_channels=4)
+save_file({key: value.contiguous() for key, value in model.state_dict().items()}, sys.argv[1])
+"""
 VIDEO_WRITER = """
 import sys
 import av
@@ -245,14 +278,17 @@ def comfyui_environment(root: Path, python: str) -> dict[str, str]:
     return environment
 
 
-def write_tiny_models(root: Path) -> None:
-    """Model files ComfyUI's combos list: a tiny DiT, a full-width Wan2.1 VAE (ComfyUI builds the
-    Wan2.1 VAE at its released width whatever the file says), TAEHV, prompt embeddings; all random."""
+def write_tiny_models(root: Path, python: str) -> None:
+    """Model files ComfyUI's combos list, all random: a tiny DiT, a full-width Wan2.1 VAE (ComfyUI
+    builds the Wan2.1 VAE at its released width whatever the file says), TAEHV, prompt embeddings,
+    a tiny WorldFM frame model saved as released, and an SDXL-space image VAE (ComfyUI's tiny
+    TAESD architecture, written by the server's interpreter)."""
     import torch
     from inspatio_nodes.core.wan.checkpoints import save_dit
     from inspatio_nodes.core.wan.dit import CausalWanDiT
     from inspatio_nodes.core.wan.taehv import TAEHV
     from inspatio_nodes.core.wan.vae import WanVAE
+    from inspatio_nodes.core.worldfm.model import WorldFMModel
     from safetensors.torch import save_file
 
     folders = {
@@ -275,6 +311,13 @@ def write_tiny_models(root: Path) -> None:
         {"embeddings": torch.randn(PROMPT_TOKENS, TINY_DIT.text_dim)},
         str(folders["inspatio"] / PROMPT_FILE),
     )
+    worldfm = WorldFMModel(TINY_WORLDFM).state_dict()
+    # The release's square table: the only record of the latent size in a released file.
+    worldfm["pos_embed"] = torch.zeros(1, TINY_WORLDFM.base_size**2, TINY_WORLDFM.hidden_size)
+    torch.save({"state_dict": worldfm}, folders["diffusion_models"] / WORLDFM_FILE)
+    command = [python, "-c", IMAGE_VAE_WRITER, str(folders["vae"] / IMAGE_VAE_FILE)]
+    environment = comfyui_environment(root, python)
+    subprocess.run(command, cwd=COMFYUI_DIR, env=environment, check=True, capture_output=True)
 
 
 def write_inputs(root: Path, python: str) -> None:
@@ -310,7 +353,10 @@ def at_test_size(workflow: dict) -> dict:
         inputs = node["inputs"]
         for name, value in inputs.items():
             if not isinstance(value, list):
-                inputs[name] = MODEL_FILE_WIDGETS.get(name, WIDGET_OVERRIDES.get(name, value))
+                override = WIDGET_OVERRIDES.get(name, value)
+                inputs[name] = MODEL_FILES.get((node["class_type"], name), override)
+        if node["class_type"] == "VAELoader":
+            inputs["vae_name"] = _test_vae_for(prompt, node_id)
         if node["class_type"] == "InSpatioCameraPreset" and inputs["frames"]:
             inputs["frames"] = PATH_FRAMES
         if node["class_type"] == "InSpatioCameraKeyframes":
@@ -328,13 +374,24 @@ def at_test_size(workflow: dict) -> dict:
     return {key: node for key, node in prompt.items() if node["class_type"] != "CLIPLoader"}
 
 
+def _test_vae_for(prompt: dict, vae_node: str) -> str:
+    """The Wan video VAE, or the SDXL-space image VAE for a VAE that feeds WorldFM nodes."""
+    consumers = [
+        node["class_type"]
+        for node in prompt.values()
+        if any(value == [vae_node, 0] for value in node["inputs"].values())
+    ]
+    worldfm = any(class_type.startswith("InSpatioWorldFM") for class_type in consumers)
+    return IMAGE_VAE_FILE if worldfm else VAE_FILE
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     pytest.importorskip("websocket", reason="the server tests follow prompts with websocket-client")
     root = tmp_path_factory.mktemp("comfyui")
     (root / "input").mkdir()
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
-    write_tiny_models(root)
+    write_tiny_models(root, python)
     write_inputs(root, python)
     packs = root / "packs"
     packs.mkdir()
@@ -456,7 +513,7 @@ def test_server_lists_the_model_files_from_the_yaml_folders(server):
     def choices(node, widget):
         return object_info[node]["input"]["required"][widget][0]
 
-    assert choices("InSpatioWorldModelLoader", "checkpoint") == [DIT_FILE]
+    assert choices("InSpatioWorldModelLoader", "checkpoint") == sorted([DIT_FILE, WORLDFM_FILE])
     assert choices("InSpatioTAEHVLoader", "taehv") == [TAEHV_FILE]
     assert choices("InSpatioPromptEmbeddingsLoader", "embeddings") == [PROMPT_FILE]
 
