@@ -9,8 +9,12 @@ the upload button's value after an upload combo).
 
 Then each API workflow is executed in topological order: the pack's nodes for real (tiny models,
 small frames), core ComfyUI nodes replaced by the tensors they are documented to return
-(IMAGE ``[B, H, W, 3]``, CONDITIONING ``[[cond [1, L, text_dim], {}]]``, a VAE object holding the
-model under ``first_stage_model``).
+(IMAGE ``[B, H, W, 3]``, CONDITIONING ``[[cond [1, L, text_dim], {}]]``, a VAE object). Load VAE
+gives, by the file the template names, the Wan2.1 model under ``first_stage_model`` (what the
+InSpatio-World nodes read) or an SDXL-like object with ``encode(IMAGE)`` / ``decode(latent)``
+(what the WorldFM sampler calls); Load Image gives a 2:1 room panorama and its grey distance map
+for panorama files, small frames and grey depth ramps otherwise. The one change to the templates
+is a smaller model resolution (scene width/height, the WorldFM render and reference bank sizes).
 """
 
 from __future__ import annotations
@@ -26,9 +30,26 @@ from inspatio_nodes.core.wan.dit import CausalWanDiT, WanDiTConfig
 from inspatio_nodes.core.wan.vae import WanVAE, WanVAEConfig
 from inspatio_nodes.nodes import NODE_CLASS_MAPPINGS
 from safetensors.torch import save_file
+from test_nodes_worldfm import (
+    LATENT_STRIDE,
+    REFERENCE_FOCAL,
+    REFERENCE_SIZE,
+    RENDER_SIZE,
+    PoolingVAE,
+    room_panorama,
+)
+from test_nodes_worldfm_workflow import TINY_RELEASED_STYLE, _save_released_style
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
+# Templates the pack ships, by name; more may be added, each with its API twin.
+SHIPPED_TEMPLATES = {
+    "inspatio_video_orbit_v1.json",
+    "inspatio_image_fly_through_v15.json",
+    "inspatio_bullet_time.json",
+    "inspatio_render_preview.json",
+    "worldfm_panorama_to_video.json",
+}
 
 # Core nodes the templates may use: inputs in INPUT_TYPES order as (name, is_widget, frontend
 # extra value or None), and output types. Read from ComfyUI's nodes.py / comfy_extras/nodes_video.py.
@@ -74,6 +95,18 @@ TINY_DIT = WanDiTConfig(
 )
 TINY_VAE = WanVAEConfig(base_dim=8)
 PROMPT_TOKENS = 4
+WORLD_CHECKPOINTS = ("InSpatio-World-1.3B.safetensors", "InSpatio-World-1.5-1.3B.safetensors")
+WORLDFM_CHECKPOINT = "worldfm_2-step.pth"
+# Scene-building widgets set to a tiny model resolution, per node.
+SHRUNK_SCENE_INPUTS = {
+    "InSpatioSceneFromImages": {"width": MODEL_WIDTH, "height": MODEL_HEIGHT},
+    "InSpatioSceneFromVideo": {"width": MODEL_WIDTH, "height": MODEL_HEIGHT},
+    "InSpatioWorldFMSceneFromPanorama": {
+        "render_size": RENDER_SIZE,
+        "reference_size": REFERENCE_SIZE,
+        "reference_focal": REFERENCE_FOCAL,
+    },
+}
 
 
 def _pack_inputs(class_type: str) -> list[tuple[str, bool, str | None]]:
@@ -121,9 +154,11 @@ def _load_pair(ui_file: Path) -> tuple[dict, dict]:
     return json.loads(ui_file.read_text()), json.loads(api_file.read_text())
 
 
-def test_there_are_the_four_templates_each_with_an_api_twin():
-    assert len(UI_FILES) == 4
-    assert sorted(p.name for p in (WORKFLOWS / "api").glob("*.json")) == [p.name for p in UI_FILES]
+def test_every_template_has_an_api_twin_and_the_shipped_ones_are_there():
+    ui_names = {p.name for p in UI_FILES}
+    api_names = {p.name for p in (WORKFLOWS / "api").glob("*.json")}
+    assert ui_names == api_names, "each workflows/*.json needs its twin in workflows/api/"
+    assert SHIPPED_TEMPLATES <= ui_names
 
 
 @pytest.mark.parametrize("ui_file", UI_FILES, ids=lambda p: p.stem)
@@ -223,13 +258,34 @@ def _frames(count: int, name: str) -> torch.Tensor:
     )
 
 
+def _image(name: str) -> torch.Tensor:
+    """Load Image's IMAGE: a panorama file is a 2:1 room, its distance file the room's grey map."""
+    if "panorama" not in name:
+        return _frames(1, name)
+    panorama, distance = room_panorama()
+    if "distance" not in name:
+        return panorama
+    # White = near, linear in inverse distance, as a depth node writes its map.
+    inverse = distance.reciprocal()
+    grey = (inverse - inverse.min()) / (inverse.max() - inverse.min())
+    return grey[..., None].expand(-1, -1, -1, 3)
+
+
+def _vae(name: str):
+    """Load VAE's object for the file the template names: the Wan2.1 or the SDXL image VAE."""
+    if "sdxl" in name:
+        return PoolingVAE()
+    assert "wan" in name, f"no stand-in for the VAE file {name!r}"
+    return FakeVAE()
+
+
 def _run_core_node(class_type: str, inputs: dict) -> tuple:
     if class_type == "LoadVideo":
         return (inputs["file"],)
     if class_type == "GetVideoComponents":
         return (_frames(SOURCE_FRAMES, inputs["video"]), None, 16.0)
     if class_type == "LoadImage":
-        image = _frames(1, inputs["image"])
+        image = _image(inputs["image"])
         return (image, torch.zeros(image.shape[:3]))
     if class_type == "CLIPLoader":
         assert inputs["type"] == "wan"
@@ -237,7 +293,7 @@ def _run_core_node(class_type: str, inputs: dict) -> tuple:
     if class_type == "CLIPTextEncode":
         return ([[torch.randn(1, PROMPT_TOKENS, TINY_DIT.text_dim), {"pooled_output": None}]],)
     if class_type == "VAELoader":
-        return (FakeVAE(),)
+        return (_vae(inputs["vae_name"]),)
     if class_type in ("PreviewImage", "SaveImage"):
         assert inputs["images"].ndim == 4 and inputs["images"].shape[-1] == 3
         return ()
@@ -251,9 +307,7 @@ def _run_core_node(class_type: str, inputs: dict) -> tuple:
 
 def _run_pack_node(class_type: str, inputs: dict):
     node_class = NODE_CLASS_MAPPINGS[class_type]
-    if class_type.startswith("InSpatioSceneFrom"):
-        # The one change to the templates: a tiny model resolution.
-        inputs = {**inputs, "width": MODEL_WIDTH, "height": MODEL_HEIGHT}
+    inputs = {**inputs, **SHRUNK_SCENE_INPUTS.get(class_type, {})}
     result = getattr(node_class(), node_class.FUNCTION)(**inputs)
     outputs = result["result"] if isinstance(result, dict) else result
     assert len(outputs) == len(node_class.RETURN_TYPES)
@@ -264,8 +318,9 @@ def _run_pack_node(class_type: str, inputs: dict):
 def model_folder(tmp_path, monkeypatch):
     """The template's bare model file names resolve in the working directory outside ComfyUI."""
     torch.manual_seed(0)
-    for name in ("InSpatio-World-1.3B.safetensors", "InSpatio-World-1.5-1.3B.safetensors"):
+    for name in WORLD_CHECKPOINTS:
         save_dit(CausalWanDiT(TINY_DIT), tmp_path / name)
+    _save_released_style(tmp_path / WORLDFM_CHECKPOINT)
     save_file(
         {"embeddings": torch.randn(PROMPT_TOKENS, TINY_DIT.text_dim)},
         str(tmp_path / "prompt.safetensors"),
@@ -277,31 +332,49 @@ def model_folder(tmp_path, monkeypatch):
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("ui_file", UI_FILES, ids=lambda p: p.stem)
-def test_api_workflow_runs_end_to_end_with_tiny_models(ui_file, model_folder):
-    _, api = _load_pair(ui_file)
+def _run_workflow(api: dict) -> dict[str, tuple[dict, tuple]]:
+    """Each node's inputs (links resolved) and outputs, nodes run in topological order."""
     dependencies = {
         node_id: {value[0] for value in node["inputs"].values() if _is_link(value)}
         for node_id, node in api.items()
     }
-    results: dict[str, tuple] = {}
+    ran: dict[str, tuple[dict, tuple]] = {}
     with torch.inference_mode():
         for node_id in TopologicalSorter(dependencies).static_order():
             node = api[node_id]
             inputs = {
-                name: results[value[0]][value[1]] if _is_link(value) else value
+                name: ran[value[0]][1][value[1]] if _is_link(value) else value
                 for name, value in node["inputs"].items()
             }
             if node["class_type"] in NODE_CLASS_MAPPINGS:
-                results[node_id] = _run_pack_node(node["class_type"], inputs)
+                outputs = _run_pack_node(node["class_type"], inputs)
             else:
-                results[node_id] = _run_core_node(node["class_type"], inputs)
-    renders = [
-        results[i][0] for i, node in api.items() if node["class_type"] == "InSpatioRenderCondition"
-    ]
-    assert renders and all(render.shape[1:] == (MODEL_HEIGHT, MODEL_WIDTH, 3) for render in renders)
-    for node_id, node in api.items():
-        if node["class_type"] == "InSpatioWorldSampler":
-            frames = results[node_id][1]
-            assert frames.shape == renders[0].shape
-            assert torch.isfinite(frames).all()
+                outputs = _run_core_node(node["class_type"], inputs)
+            ran[node_id] = (inputs, outputs)
+    return ran
+
+
+@pytest.mark.parametrize("ui_file", UI_FILES, ids=lambda p: p.stem)
+def test_api_workflow_runs_end_to_end_with_tiny_models(ui_file, model_folder):
+    _, api = _load_pair(ui_file)
+    ran = _run_workflow(api)
+
+    def of(class_type: str) -> list[tuple[dict, tuple]]:
+        return [ran[node_id] for node_id, node in api.items() if node["class_type"] == class_type]
+
+    conditions = [outputs[0] for _, outputs in of("InSpatioRenderCondition")]
+    worldfm_renders = of("InSpatioWorldFMRender")
+    assert conditions or worldfm_renders, "the template renders nothing the test can check"
+    for render in conditions:
+        assert render.shape[1:] == (MODEL_HEIGHT, MODEL_WIDTH, 3)
+    for _, (_, frames) in of("InSpatioWorldSampler"):
+        assert frames.shape == conditions[0].shape
+        assert torch.isfinite(frames).all()
+    for inputs, (anchor_renders, references) in worldfm_renders:
+        expected = (inputs["camera_path"].num_frames, RENDER_SIZE, RENDER_SIZE, 3)
+        assert anchor_renders.shape == references.shape == expected
+        assert float(anchor_renders.max()) > 0  # the room is seen, not an empty render
+    image_side = TINY_RELEASED_STYLE.input_size * LATENT_STRIDE
+    for inputs, (frames,) in of("InSpatioWorldFMSampler"):
+        assert frames.shape == (inputs["camera_path"].num_frames, image_side, image_side, 3)
+        assert torch.isfinite(frames).all()
