@@ -191,14 +191,17 @@ class ProgressBar:
             self._tqdm_bar = tqdm(total=total, leave=False)
 
     def update(self, steps: int = 1, preview: Image | None = None) -> None:
-        """Advance by ``steps``; ``preview`` ([H, W, 3] in [0, 1]) is shown on the node in ComfyUI."""
-        self.current = min(self.current + steps, self.total)
+        """Advance by ``steps``; ``preview`` ([H, W, 3] in [0, 1]) is shown on the node in ComfyUI
+        (``steps=0`` shows a preview without advancing)."""
+        advanced = min(self.current + steps, self.total) - self.current
+        self.current += advanced
         if self._comfy_bar is not None:
             self._comfy_bar.update_absolute(self.current, self.total, _progress_preview(preview))
             return
-        self._tqdm_bar.update(steps)
-        if self.current >= self.total:
-            self._tqdm_bar.close()
+        if advanced:
+            self._tqdm_bar.update(advanced)
+            if self.current == self.total:
+                self._tqdm_bar.close()
 
 
 def progress_bar(total: int) -> ProgressBar:

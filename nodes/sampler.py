@@ -8,7 +8,8 @@ text length → ``INSPATIO_WORLD_STATE`` →
 **InSpatio World Sampler**: the DiT is loaded with a memory estimate that includes the KV cache,
 a ``core.world.Session`` caches the text K/V and holds the fixed-capacity KV cache, and every block
 is generated (prefill + denoising steps) and decoded as it finishes → LATENT (ComfyUI raw space)
-and IMAGE frames.
+and IMAGE frames. The progress bar advances per denoising step, shows the last frame of each
+finished block, and a Cancel is honoured between steps.
 
 The frame-count policy is v1.5's: the run is padded to whole blocks by repeating the last frame
 (``core/scene.py``), and the frames are cut back to the render's count. The per-block loop
@@ -179,32 +180,6 @@ class InSpatioWorldCacheInit:
         return (state,)
 
 
-class ProgressNoise:
-    """Seeded noise that also reports the denoising steps of a block to the progress bar.
-
-    ``core.world.Session.step`` draws noise once before every denoising step (the initial noise,
-    then one re-noise per later step), so each draw after the first of a block marks the previous
-    step as done, and is the point between steps where a Cancel is honoured.
-    """
-
-    def __init__(self, seed: int, steps_per_block: int, bar: cf.ProgressBar):
-        from ..core.world import SeededNoise
-
-        self.noise = SeededNoise(seed)
-        self.steps_per_block = steps_per_block
-        self.bar = bar
-        self.draws = 0
-
-    def draw(
-        self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
-    ) -> torch.Tensor:
-        cf.check_interrupted()
-        if self.draws % self.steps_per_block:
-            self.bar.update()
-        self.draws += 1
-        return self.noise.draw(shape, dtype, device)
-
-
 def parse_denoising_steps(node: str, text: str) -> tuple[int, ...]:
     """``"1000, 750, 500, 250"`` → ``(1000, 750, 500, 250)``, with an error naming the widget."""
     try:
@@ -315,7 +290,7 @@ class InSpatioWorldSampler:
         from ..core import attention
         from ..core.codec import to_comfy_latent
         from ..core.schedule import FlowMatchSchedule
-        from ..core.world import SamplerConfig, Session, session_memory_bytes
+        from ..core.world import SamplerConfig, SeededNoise, Session, session_memory_bytes
 
         node = self.DISPLAY_NAME
         if num_blocks < 0:
@@ -355,7 +330,7 @@ class InSpatioWorldSampler:
                 world_state.text.to(device),
                 latent_height=latent_height,
                 latent_width=latent_width,
-                noise=ProgressNoise(seed, steps, bar),
+                noise=SeededNoise(seed),
                 sampler=sampler,
             )
             latents, frames = _generate_and_decode(session, codec.module, world_state, blocks, bar)
@@ -373,6 +348,10 @@ def _generate_and_decode(
     decoder stream, so the frames equal one decode of all latents); CPU latents and frames."""
     import torch
 
+    def step_done(_: int) -> None:
+        bar.update()
+        cf.check_interrupted()  # between denoising steps; the session stays at the last block
+
     block = session.sampler.frames_per_block
     decode_state = codec.new_state()
     latents, frames = [], []
@@ -382,11 +361,12 @@ def _generate_and_decode(
             world_state.reference[:, window],
             world_state.render[:, window],
             world_state.mask[:, window],
+            on_step=step_done,
         )
         block_frames = codec.decode(clean, decode_state)[0].float().cpu()
         latents.append(clean.float().cpu())
         frames.append(block_frames)
-        bar.update(preview=cf.frames_to_image(block_frames[-1:])[0])
+        bar.update(0, preview=cf.frames_to_image(block_frames[-1:])[0])
     return torch.cat(latents, dim=1), torch.cat(frames)
 
 
