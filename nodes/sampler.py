@@ -58,7 +58,6 @@ class WorldState:
     render: RenderLatents
     mask: MaskLatents
     valid_frames: int
-    fps: float
     decoder: cf.ManagedModel
     decoder_memory: int
 
@@ -173,7 +172,6 @@ class InSpatioWorldCacheInit:
             render=render_latents,
             mask=mask_latents,
             valid_frames=valid_frames,
-            fps=condition.fps,
             decoder=decoder,
             decoder_memory=decoder_memory,
         )
