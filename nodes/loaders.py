@@ -11,7 +11,6 @@ importing the pack stays cheap.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import comfy as cf
@@ -34,7 +33,6 @@ class WorldModel:
 
     managed: cf.ManagedModel
     attention_backend: str
-    file: Path
 
     @property
     def config(self) -> WanDiTConfig:
@@ -119,7 +117,7 @@ class InSpatioWorldModelLoader:
         path = cf.model_path(node, "checkpoint", checkpoint, *cf.DIT_FOLDERS)
         with reported_as(node, "checkpoint"):
             module = load_dit(path, dtype=resolve_weight_dtype(node, weight_dtype))
-        return (WorldModel(cf.manage_model(module), attention, path),)
+        return (WorldModel(cf.manage_model(module), attention),)
 
 
 class InSpatioTAEHVLoader:
