@@ -57,6 +57,7 @@ CONFIG_FILE = "config.json"  # {"model_name": "da3nested-giant-large"}, written 
 WEIGHTS_FILE = "model.safetensors"
 CHECKPOINT_PREFIX = "model."  # the HF wrapper keeps the network as its ``model`` attribute
 REFERENCE_VIEW_STRATEGY = "saddle_balanced"  # the default of DepthAnything3.inference
+SAMPLING_SEED = 0  # seeds the nested model's quantile sampling (see run_da3)
 INSTALL_HINT = (
     "install the network code without its heavy extras: "
     "`pip install --no-deps depth-anything-3==0.1.1 evo` then `pip install omegaconf addict`"
@@ -304,7 +305,16 @@ def run_da3(
     inputs = prepare_frames(images, process_res).to(device)
     use_bfloat16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     autocast_dtype = torch.bfloat16 if use_bfloat16 else torch.float16
-    with _float32_metric_alignment(), torch.autocast(device.type, dtype=autocast_dtype):
+    # The nested model estimates its depth quantiles from random samples of the pixels (beyond
+    # 100k of them). A fixed seed on a forked generator makes a run repeatable without touching
+    # the caller's random state; upstream leaves it unseeded, so no seed is "the" official one.
+    forked = [device] if device.type == "cuda" else []
+    with (
+        torch.random.fork_rng(devices=forked),
+        _float32_metric_alignment(),
+        torch.autocast(device.type, dtype=autocast_dtype),
+    ):
+        torch.manual_seed(SAMPLING_SEED)
         output = network(inputs, None, None, [], False, False, REFERENCE_VIEW_STRATEGY)
     return DA3Prediction(
         depth=output["depth"][0].float(),

@@ -261,3 +261,32 @@ def test_float32_metric_alignment_is_undone_after_the_call(tiny_nested_network):
     original = nested.least_squares_scale_scalar
     da3.run_da3(tiny_nested_network, torch.rand(1, 28, 28, 3), process_res=28)
     assert nested.least_squares_scale_scalar is original
+
+
+class _RandomDepthNetwork(nn.Module):
+    """Stands in for the nested model's random quantile sampling: its output is drawn from the
+    global generator, in the output layout of the DA3 networks."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))
+
+    def forward(self, images, *_):
+        _, frames, _, height, width = images.shape
+        pose = torch.eye(4)[:3].expand(1, frames, 3, 4)
+        intrinsics = torch.eye(3).expand(1, frames, 3, 3)
+        return {
+            "depth": torch.rand(1, frames, height, width),
+            "extrinsics": pose,
+            "intrinsics": intrinsics,
+        }
+
+
+def test_repeated_runs_agree_and_leave_the_callers_random_state_alone():
+    pytest.importorskip("depth_anything_3.model.da3")  # run_da3 patches its alignment
+    frame = torch.rand(1, 28, 42, 3)
+    state = torch.get_rng_state()
+    first = da3.run_da3(_RandomDepthNetwork(), frame, process_res=42)
+    second = da3.run_da3(_RandomDepthNetwork(), frame, process_res=42)
+    assert torch.equal(first.depth, second.depth)
+    assert torch.equal(torch.get_rng_state(), state)
