@@ -289,21 +289,27 @@ def manage_model(module: nn.Module) -> ManagedModel:
     return ManagedModel(module, patcher)
 
 
-def load_to_device(model: ManagedModel, memory_required: int) -> torch.device:
-    """Put the module on the compute device and return that device.
+def load_to_device(
+    model: ManagedModel, memory_required: int, *, alongside: tuple[ManagedModel, ...] = ()
+) -> torch.device:
+    """Put the module (and the ``alongside`` ones) on the compute device; return that device.
 
     ``memory_required`` (bytes) is what the run needs besides the weights: the KV cache, the text
-    K/V and activations. ComfyUI evicts other models (text encoder, VAE) to make room for it; its
-    partial low-VRAM loading only works for layers built from ``comfy.ops``, so the module is
-    always loaded whole.
+    K/V and activations. ComfyUI evicts other models (text encoder, VAE) to make room for it; the
+    modules used together are loaded in one call so that loading one cannot evict another. Its
+    partial low-VRAM loading only works for layers built from ``comfy.ops``, so modules are always
+    loaded whole.
     """
     if model.patcher is None:
         device = compute_device()
-        model.module.to(device)
+        for managed in (model, *alongside):
+            managed.module.to(device)
         return device
     model_management = _comfy_module("comfy.model_management")
     model_management.load_models_gpu(
-        [model.patcher], memory_required=memory_required, force_full_load=True
+        [managed.patcher for managed in (model, *alongside)],
+        memory_required=memory_required,
+        force_full_load=True,
     )
     return model.patcher.load_device
 

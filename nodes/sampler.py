@@ -316,8 +316,7 @@ class InSpatioWorldSampler:
         memory = session_memory_bytes(
             model.config, latent_height, latent_width, dtype=model.dtype, frames_per_block=block
         )
-        device = cf.load_to_device(model.managed, memory)
-        cf.load_to_device(codec, codec_memory)
+        device = cf.load_to_device(model.managed, memory + codec_memory, alongside=(codec,))
         attention.set_backend(model.attention_backend)
 
         steps = len(schedule.denoising_steps)

@@ -263,3 +263,29 @@ def test_a_model_file_replaced_under_the_same_name_changes_its_fingerprint(tmp_p
 
     assert cf.model_file_fingerprint(str(weight_file), cf.PACK_MODEL_FOLDER) != before
     assert cf.model_file_fingerprint(str(tmp_path / "absent"), cf.PACK_MODEL_FOLDER) == ""
+
+
+def test_inside_comfyui_models_used_together_load_in_one_call_with_the_memory_estimate(monkeypatch):
+    loads = []
+
+    class HostModelPatcher:
+        def __init__(self, model, load_device, offload_device):
+            self.model, self.load_device = model, load_device
+
+    host = types.SimpleNamespace(
+        get_torch_device=lambda: torch.device("cpu"),
+        unet_offload_device=lambda: torch.device("cpu"),
+        load_models_gpu=lambda patchers, **options: loads.append((patchers, options)),
+    )
+    monkeypatch.setitem(sys.modules, "comfy.model_management", host)
+    monkeypatch.setitem(
+        sys.modules, "comfy.model_patcher", types.SimpleNamespace(ModelPatcher=HostModelPatcher)
+    )
+    world, codec = cf.manage_model(torch.nn.Linear(2, 2)), cf.manage_model(torch.nn.Linear(2, 3))
+
+    device = cf.load_to_device(world, 1234, alongside=(codec,))
+
+    ((patchers, options),) = loads
+    assert [patcher.model.core for patcher in patchers] == [world.module, codec.module]
+    assert options == {"memory_required": 1234, "force_full_load": True}
+    assert device == torch.device("cpu")
