@@ -17,7 +17,8 @@ UI previews            PNGs in the temp folder                    none
 =====================  =========================================  ==============================
 
 The conversions between ComfyUI's data formats (IMAGE, MASK, CONDITIONING, LATENT; COMFYUI.md §6)
-and the core's canonical tensors live here too, so each boundary is crossed in one place.
+and the core's canonical tensors live here too, so each boundary is crossed in one place; that is
+why this module is longer than the others: it is the whole host boundary, read as one unit.
 Reference: ComfyUI ``folder_paths.py``, ``comfy/utils.py`` (ProgressBar), ``nodes.py``
 (PreviewImage), ``comfy/model_management.py``; the recipes are in ``COMFYUI.md`` §4.8, §8.
 """
