@@ -7,19 +7,11 @@ the pack (which ComfyUI does at start-up) stays cheap.
 
 from __future__ import annotations
 
-import importlib
-
-NODE_MODULES = ("loaders", "scene", "camera", "render", "sampler", "decode", "worldfm", "depth")
+from . import camera, decode, depth, loaders, render, sampler, scene, worldfm
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
 
-for _name in NODE_MODULES:
-    try:
-        _module = importlib.import_module(f".{_name}", __name__)
-    except ModuleNotFoundError as _error:
-        if _error.name != f"{__name__}.{_name}":
-            raise
-        continue
+for _module in (loaders, scene, depth, camera, render, sampler, decode, worldfm):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
