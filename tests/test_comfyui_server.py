@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 from inspatio_nodes.core.wan.dit import WanDiTConfig
-from inspatio_nodes.core.worldfm.model import WorldFMConfig
+from test_nodes_worldfm import save_released_style
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 pytestmark = pytest.mark.skipif(
@@ -44,10 +44,6 @@ PACK_FOLDER_NAME = "any-folder-name"  # ComfyUI users clone the pack into a fold
 DIT_FILE = "tiny_world.safetensors"
 WORLDFM_FILE = "tiny_worldfm.pth"
 IMAGE_VAE_FILE = "random_taesdxl.safetensors"
-PIXART_HEAD_WIDTH = 72  # WorldFM files do not record their heads; the loader assumes this width
-TINY_WORLDFM = WorldFMConfig.for_latent_size(
-    4, depth=1, hidden_size=2 * PIXART_HEAD_WIDTH, num_heads=2, mlp_hidden=4 * PIXART_HEAD_WIDTH
-)
 WORLDFM_RENDER_SIZE = 24
 WORLDFM_REFERENCE_FOCAL = 12.0
 VAE_FILE = "random_wan_2.1_vae.safetensors"
@@ -288,7 +284,6 @@ def write_tiny_models(root: Path, python: str) -> None:
     from inspatio_nodes.core.wan.dit import CausalWanDiT
     from inspatio_nodes.core.wan.taehv import TAEHV
     from inspatio_nodes.core.wan.vae import WanVAE
-    from inspatio_nodes.core.worldfm.model import WorldFMModel
     from safetensors.torch import save_file
 
     folders = {
@@ -311,10 +306,7 @@ def write_tiny_models(root: Path, python: str) -> None:
         {"embeddings": torch.randn(PROMPT_TOKENS, TINY_DIT.text_dim)},
         str(folders["inspatio"] / PROMPT_FILE),
     )
-    worldfm = WorldFMModel(TINY_WORLDFM).state_dict()
-    # The release's square table: the only record of the latent size in a released file.
-    worldfm["pos_embed"] = torch.zeros(1, TINY_WORLDFM.base_size**2, TINY_WORLDFM.hidden_size)
-    torch.save({"state_dict": worldfm}, folders["diffusion_models"] / WORLDFM_FILE)
+    save_released_style(folders["diffusion_models"] / WORLDFM_FILE)
     command = [python, "-c", IMAGE_VAE_WRITER, str(folders["vae"] / IMAGE_VAE_FILE)]
     environment = comfyui_environment(root, python)
     subprocess.run(command, cwd=COMFYUI_DIR, env=environment, check=True, capture_output=True)

@@ -36,6 +36,11 @@ LATENT_STRIDE = 8
 SDXL_CHANNELS = 4
 #: The tiny model: 4×4 latents, so frames are 32×32.
 TINY_CONFIG = WorldFMConfig.for_latent_size(4, depth=1, hidden_size=32, num_heads=2, mlp_hidden=64)
+PIXART_HEAD_WIDTH = 72  # what the loader assumes when a file does not record its head count
+#: The tiny model as a released file holds it: no config recorded, so 72-wide heads.
+TINY_RELEASED_STYLE = WorldFMConfig.for_latent_size(
+    4, depth=1, hidden_size=2 * PIXART_HEAD_WIDTH, num_heads=2, mlp_hidden=4 * PIXART_HEAD_WIDTH
+)
 PANORAMA_HEIGHT = 24
 ROOM_HALF_SIZE = (3.0, 1.5, 2.0)  # x, y, z half-extents of the box around the panorama centre
 #: A small analogue of the released bank (504² crops, fx 320, 512² renders).
@@ -93,6 +98,23 @@ def tiny_model_file(tmp_path, seed: int = 0):
     state = {key: value.contiguous() for key, value in model.state_dict().items()}
     save_file(state, str(path), metadata={CONFIG_METADATA_KEY: json.dumps(asdict(TINY_CONFIG))})
     return path
+
+
+def save_released_style(path) -> None:
+    """A random ``TINY_RELEASED_STYLE`` model saved as the release saves it: a pickled
+    ``{"state_dict": ...}`` with the constructor's unused square ``pos_embed``."""
+    torch.manual_seed(0)
+    config = TINY_RELEASED_STYLE
+    state = WorldFMModel(config).state_dict()
+    # The square table is the only record of the latent size in a released file.
+    state["pos_embed"] = torch.zeros(1, config.base_size**2, config.hidden_size)
+    torch.save({"state_dict": state}, path)
+
+
+def inverse_distance_image(distance, near: float, far: float):
+    """The grey IMAGE a depth node writes for ``distance``: 1 at near, 0 at far, linear in 1/d."""
+    inverse = (1.0 / distance - 1.0 / far) / (1.0 / near - 1.0 / far)
+    return inverse[..., None].expand(-1, -1, -1, 3)
 
 
 def look_along(yaw_degrees: float, shift: float = 0.0, frames: int = 1) -> CameraPath:
@@ -207,9 +229,8 @@ def test_panorama_scene_has_one_point_per_pixel_and_the_42_view_bank(room_scene)
 def test_panorama_scene_reads_inverse_distance_maps_through_core_depth():
     panorama, distance = room_panorama()
     near, far = float(distance.min()), float(distance.max())
-    inverse = (1.0 / distance - 1.0 / far) / (1.0 / near - 1.0 / far)
     metric = panorama_scene_node(panorama, distance)
-    grey_image = inverse[..., None].expand(-1, -1, -1, 3)
+    grey_image = inverse_distance_image(distance, near, far)
     read = panorama_scene_node(panorama, grey_image, "inverse", near, far)
     torch.testing.assert_close(
         read.cloud.xyz.float(), metric.cloud.xyz.float(), atol=2e-3, rtol=2e-3

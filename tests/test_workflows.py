@@ -35,10 +35,12 @@ from test_nodes_worldfm import (
     REFERENCE_FOCAL,
     REFERENCE_SIZE,
     RENDER_SIZE,
+    TINY_RELEASED_STYLE,
     PoolingVAE,
+    inverse_distance_image,
     room_panorama,
+    save_released_style,
 )
-from test_nodes_worldfm_workflow import TINY_RELEASED_STYLE, _save_released_style
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
@@ -258,17 +260,23 @@ def _frames(count: int, name: str) -> torch.Tensor:
     )
 
 
-def _image(name: str) -> torch.Tensor:
-    """Load Image's IMAGE: a panorama file is a 2:1 room, its distance file the room's grey map."""
+def _image(name: str, api: dict) -> torch.Tensor:
+    """Load Image's IMAGE: a panorama file is a 2:1 room, its distance file the room's grey map.
+
+    The map is written as a depth node writes an inverse map (white = near, linear in 1/distance)
+    with the near/far of the template's own panorama scene node, so those widgets read it back as
+    the room's true distances.
+    """
     if "panorama" not in name:
         return _frames(1, name)
     panorama, distance = room_panorama()
     if "distance" not in name:
         return panorama
-    # White = near, linear in inverse distance, as a depth node writes its map.
-    inverse = distance.reciprocal()
-    grey = (inverse - inverse.min()) / (inverse.max() - inverse.min())
-    return grey[..., None].expand(-1, -1, -1, 3)
+    scene = next(
+        node["inputs"] for node in api.values() if node["class_type"].endswith("FromPanorama")
+    )
+    assert scene["distance_encoding"] == "inverse", "the stand-in writes inverse distance maps"
+    return inverse_distance_image(distance, scene["distance_near"], scene["distance_far"])
 
 
 def _vae(name: str):
@@ -279,13 +287,13 @@ def _vae(name: str):
     return FakeVAE()
 
 
-def _run_core_node(class_type: str, inputs: dict) -> tuple:
+def _run_core_node(class_type: str, inputs: dict, api: dict) -> tuple:
     if class_type == "LoadVideo":
         return (inputs["file"],)
     if class_type == "GetVideoComponents":
         return (_frames(SOURCE_FRAMES, inputs["video"]), None, 16.0)
     if class_type == "LoadImage":
-        image = _image(inputs["image"])
+        image = _image(inputs["image"], api)
         return (image, torch.zeros(image.shape[:3]))
     if class_type == "CLIPLoader":
         assert inputs["type"] == "wan"
@@ -320,7 +328,7 @@ def model_folder(tmp_path, monkeypatch):
     torch.manual_seed(0)
     for name in WORLD_CHECKPOINTS:
         save_dit(CausalWanDiT(TINY_DIT), tmp_path / name)
-    _save_released_style(tmp_path / WORLDFM_CHECKPOINT)
+    save_released_style(tmp_path / WORLDFM_CHECKPOINT)
     save_file(
         {"embeddings": torch.randn(PROMPT_TOKENS, TINY_DIT.text_dim)},
         str(tmp_path / "prompt.safetensors"),
@@ -349,7 +357,7 @@ def _run_workflow(api: dict) -> dict[str, tuple[dict, tuple]]:
             if node["class_type"] in NODE_CLASS_MAPPINGS:
                 outputs = _run_pack_node(node["class_type"], inputs)
             else:
-                outputs = _run_core_node(node["class_type"], inputs)
+                outputs = _run_core_node(node["class_type"], inputs, api)
             ran[node_id] = (inputs, outputs)
     return ran
 
