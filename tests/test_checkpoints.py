@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from inspatio_nodes.core.wan.checkpoints import (
@@ -252,3 +255,17 @@ def test_released_shapes_infer_the_released_config(tmp_path):
     assert (
         infer_dit_config(state, {}, tmp_path / "InSpatio-World-1.3B.safetensors") == WanDiTConfig()
     )
+
+
+def test_reading_weights_does_not_import_the_dit():
+    """VAE, TAEHV and WorldFM loaders read through this module; the DiT stack stays unloaded."""
+    probe = (
+        "import sys; from inspatio_nodes.core.wan.checkpoints import CheckpointError, read_weights; "
+        "print(sorted(m for m in sys.modules if m.startswith('inspatio_nodes.')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    imported = result.stdout
+    for heavy in ("core.wan.dit", "core.attention", "kernels"):
+        assert f"inspatio_nodes.{heavy}" not in imported

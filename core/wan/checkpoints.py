@@ -3,6 +3,8 @@
 Every loader (DiT, Wan VAE, TAEHV, WorldFM) reads its file through :func:`read_weights`, which
 accepts safetensors and weights-only PyTorch pickles and never executes arbitrary pickle code.
 Model-specific key normalisation, config inference and strict validation sit on top of it.
+The DiT is imported inside the DiT functions only: reading a VAE, TAEHV or WorldFM file must not
+pull in the DiT, its attention backends and the kernels.
 
 The DiT part (:func:`load_dit`) takes the released ``InSpatio-World-1.3B.safetensors`` (v1) and
 ``InSpatio-World-1.5-1.3B.safetensors`` (v1.5) as published: keys with the ``model.`` wrapper
@@ -22,13 +24,15 @@ import pickle
 import re
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import safe_open, save_file
 from torch import Tensor
 
-from .dit import MODEL_INPUT_CHANNELS, RELEASED_HEAD_DIM, CausalWanDiT, WanDiTConfig
+if TYPE_CHECKING:
+    from .dit import CausalWanDiT, WanDiTConfig
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
@@ -170,6 +174,8 @@ def infer_dit_config(
     state: dict[str, Tensor], metadata: dict[str, str], path: Path
 ) -> WanDiTConfig:
     """The config stored in the metadata, else the one the tensor shapes imply (normalised keys)."""
+    from .dit import RELEASED_HEAD_DIM, WanDiTConfig
+
     if CONFIG_METADATA_KEY in metadata:
         try:
             return WanDiTConfig.from_json(metadata[CONFIG_METADATA_KEY])
@@ -199,6 +205,7 @@ def infer_dit_config(
 
 def _refuse_other_models(state: dict[str, Tensor], path: Path) -> None:
     """Name the kind of file when a common wrong file is given as the DiT."""
+    from .dit import MODEL_INPUT_CHANNELS
 
     def count(prefix: str) -> int:
         return sum(key.startswith(prefix) for key in state)
@@ -259,6 +266,8 @@ def load_dit(
 
     ``config`` overrides the stored or inferred one (for files of other head dims without metadata).
     """
+    from .dit import CausalWanDiT
+
     path = Path(path)
     if dtype not in LOADABLE_DTYPES:
         raise CheckpointError(f"DiT dtype {dtype} is not supported: use one of {LOADABLE_DTYPES}")
