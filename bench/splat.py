@@ -16,7 +16,8 @@ import time
 
 import torch
 from inspatio_nodes.core.scene import MODEL_RESOLUTION, Scene
-from inspatio_nodes.core.splat import CANVAS_BORDER, DEPTH_WEIGHT_SHARPNESS, render_video_scene
+from inspatio_nodes.core.soft_splat import CANVAS_BORDER, DEPTH_WEIGHT_SHARPNESS
+from inspatio_nodes.core.splat import render_video_scene
 
 FOCAL = 500.0
 AGREEMENT = 1e-4

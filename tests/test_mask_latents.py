@@ -6,14 +6,14 @@ import pytest
 import torch
 from conftest import fixture_cases, load_json, require_fixture
 from einops import rearrange
-from inspatio_nodes.core.scene import iter_video_chunks, padded_frame_count
-from inspatio_nodes.core.splat import (
+from inspatio_nodes.core.mask_latents import (
     MASK_THRESHOLD,
-    SplatInputError,
+    MaskLatentError,
     iter_mask_latents,
-    mask_u8,
     pack_mask_latents,
 )
+from inspatio_nodes.core.scene import iter_video_chunks, padded_frame_count
+from inspatio_nodes.core.splat import mask_u8
 from safetensors.torch import load_file
 
 
@@ -67,12 +67,12 @@ def test_latent_frame_j_holds_pixel_frames_4j_minus_3_to_4j():
 
 def test_mask_chunks_of_the_wrong_length_are_refused():
     chunk = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
-    with pytest.raises(SplatInputError, match="chunks of 1, then 4"):
+    with pytest.raises(MaskLatentError, match="chunks of 1, then 4"):
         list(iter_mask_latents([chunk]))
 
 
 def test_mask_size_not_a_multiple_of_the_latent_stride_is_refused():
-    with pytest.raises(SplatInputError, match="multiples of 8"):
+    with pytest.raises(MaskLatentError, match="multiples of 8"):
         pack_mask_latents(torch.ones(5, 20, 16))
 
 

@@ -7,14 +7,16 @@ import math
 import pytest
 import torch
 from inspatio_nodes.core.scene import Scene
-from inspatio_nodes.core.splat import (
+from inspatio_nodes.core.soft_splat import (
     V1_SPLAT,
     V15_SPLAT,
     SoftSplatConfig,
     SplatInputError,
-    fuse_nearest_view,
     pixel_grid,
     project_pixels,
+)
+from inspatio_nodes.core.splat import (
+    fuse_nearest_view,
     render_image_scene,
     render_u8,
     render_video_scene,

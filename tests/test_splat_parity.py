@@ -13,15 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import fixture_cases, require_fixture
+from inspatio_nodes.core.point_render import render_points_v1
 from inspatio_nodes.core.scene import decode_depth_u16, scene_from_images, scene_from_video
+from inspatio_nodes.core.soft_splat import V1_SPLAT, V15_SPLAT, project_pixels
 from inspatio_nodes.core.splat import (
-    V1_SPLAT,
-    V15_SPLAT,
     frames_from_u8,
     mask_u8,
-    project_pixels,
     render_image_scene,
-    render_points_v1,
     render_u8,
     render_video_scene,
 )

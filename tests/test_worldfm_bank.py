@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 from conftest import fixture_cases, load_json, require_fixture, sibling
-from inspatio_nodes.core.splat import half_point_cloud, render_points_hard
+from inspatio_nodes.core.point_render import half_point_cloud, render_points_hard
 from inspatio_nodes.core.worldfm import bank as bank_module
 from inspatio_nodes.core.worldfm.bank import (
     PanoramaInputError,

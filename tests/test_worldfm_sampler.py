@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from conftest import fixture_cases, load_json, require_fixture, sibling
 from inspatio_nodes.core.camera import CameraError
-from inspatio_nodes.core.splat import render_points_hard
+from inspatio_nodes.core.point_render import render_points_hard
 from inspatio_nodes.core.worldfm.bank import image_scene, panorama_scene, reference_image
 from inspatio_nodes.core.worldfm.model import WorldFMConfig, WorldFMModel, load_worldfm
 from inspatio_nodes.core.worldfm.sampler import (

@@ -1,4 +1,4 @@
-"""The hard z-buffer point renderer of InSpatio-WorldFM (``core/splat.py``, last section)."""
+"""The hard z-buffer point renderer of InSpatio-WorldFM (``core/point_render.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 from conftest import fixture_cases, require_fixture, sibling
-from inspatio_nodes.core.splat import (
+from inspatio_nodes.core.point_render import (
     PointRenderError,
     half_point_cloud,
     render_points_hard,

@@ -1,11 +1,11 @@
 """WorldFM scene geometry: panorama -> point cloud, the reference bank, and reference selection.
 
 Place in the data flow: a user-supplied equirectangular panorama and its distance map become one
-coloured point per pixel (rendered per target pose by the hard z-buffer in ``core/splat.py``) and
-a fixed bank of 42 perspective crops. For each target pose the bank view whose depth agrees best
+coloured point per pixel (rendered per target pose by the hard z-buffer of ``core/point_render.py``)
+and a fixed bank of 42 perspective crops. For each target pose the bank view whose depth agrees best
 with the target's anchor render is chosen; its latent (encoded once per view and cached) is the
-frame model's reference condition ``cond2``. A single image with its own depth is the degraded
-case: its pixels are the points and the image is the only reference.
+frame model's reference condition ``cond2``. A single image with its own depth is the degraded case:
+its pixels are the points and the image is the only reference.
 
 Follows inspatio/worldfm at 8881a7b: ``modules/pano_postprocess.py`` (``prepare_depth``,
 ``compute_ply_arrays``, ``generate_conditions``) and ``modules/depth_selector.py``
@@ -29,7 +29,7 @@ from einops import rearrange
 from PIL import Image as PILImage
 from torch import Tensor
 
-from ..splat import HalfPointCloud, half_point_cloud, render_points_hard
+from ..point_render import HalfPointCloud, half_point_cloud, render_points_hard
 from ..types import CameraToWorld, Intrinsics, Points, WorldToCamera
 
 PanoramaU8 = Annotated[Tensor, "H W 3 uint8 RGB equirectangular, W = 2H"]

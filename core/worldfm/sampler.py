@@ -1,10 +1,10 @@
 """The 1- and 2-step WorldFM sampler, image preprocessing and the latent codec boundary.
 
-Place in the data flow: the anchor render (``core/splat.py``) and the selected reference view
+Place in the data flow: the anchor render (``core/point_render.py``) and the selected reference view
 (``bank.py``) are encoded by the host's VAE into ``cond1`` / ``cond2``; the distilled frame model
 (``model.py``) is evaluated at t = 999 (and, for 2 steps, again at t = 200 after re-noising); the
-clean latent is decoded by the host's VAE and converted to uint8 pixels. :func:`iter_frames`
-runs that per target pose (upstream ``step3_render_one`` + ``step4_infer_one``), with the bank's
+clean latent is decoded by the host's VAE and converted to uint8 pixels. :func:`iter_frames` runs
+that per target pose (upstream ``step3_render_one`` + ``step4_infer_one``), with the bank's
 reference latents encoded once instead of every frame and the noise seeded per frame.
 
 Follows ``modules/worldfm_infer.py`` (``WorldFMTriConditionInprocess.infer_from_render_u8``,
@@ -31,7 +31,7 @@ from PIL import Image as PILImage
 from torch import Tensor
 
 from ..camera import check_intrinsics, check_rigid
-from ..splat import render_points_hard
+from ..point_render import render_points_hard
 from ..types import Intrinsics, WorldToCamera
 from .bank import (
     RELEASED_SELECTION,
