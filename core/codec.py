@@ -28,7 +28,7 @@ from typing import Annotated, Protocol
 
 import torch
 from einops import rearrange
-from torch import Tensor
+from torch import Tensor, nn
 
 from .types import RawVideoLatents, VideoLatents
 from .wan.checkpoints import CheckpointError, read_weights
@@ -201,6 +201,25 @@ def strip_prefix(weights: StateDict, expected_key: str) -> dict[str, Tensor]:
                 if key.startswith(prefix)
             }
     return dict(weights)
+
+
+def load_exact_weights(
+    model: nn.Module, weights: StateDict, source: str | Path | StateDict, expected: str, fix: str
+) -> None:
+    """Load ``weights`` into ``model`` strictly; refuse missing or extra keys with the fix.
+
+    ``expected`` names the architecture (``"taew2_1"``) and ``fix`` says what to load instead.
+    Tensors of the wrong shape surface as :class:`RuntimeError` for the caller to explain.
+    """
+    wanted = set(model.state_dict())
+    missing, unexpected = sorted(wanted - set(weights)), sorted(set(weights) - wanted)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source_name(source)} does not match {expected}: {len(missing)} missing keys "
+            f"(e.g. {missing[:3]}) and {len(unexpected)} unexpected keys (e.g. {unexpected[:3]}); "
+            f"{fix}"
+        )
+    model.load_state_dict(weights, strict=True)
 
 
 def describe_weights(weights: StateDict) -> str:

@@ -51,6 +51,7 @@ from ..codec import (
     check_frames,
     check_latents,
     describe_weights,
+    load_exact_weights,
     source_name,
     strip_prefix,
     weights_of,
@@ -320,15 +321,8 @@ def load_taehv(
         )
     model = TAEHV(config)
     weights = patch_tgrow_layers(model, weights)
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{source_name(source)} does not match taew2_1: {len(missing)} missing keys "
-            f"(e.g. {missing[:3]}) and {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
-        )
     try:
-        model.load_state_dict(weights, strict=True)
+        load_exact_weights(model, weights, source, "taew2_1", "use the released taew2_1")
     except RuntimeError as error:
         raise CheckpointError(
             f"{source_name(source)} has TAEHV tensors of unexpected shapes ({error}); a TGrow "

@@ -42,6 +42,7 @@ from ..codec import (
     check_frames,
     check_latents,
     describe_weights,
+    load_exact_weights,
     source_name,
     strip_prefix,
     weights_of,
@@ -466,17 +467,14 @@ def load_wan_vae(
     model = WanVAE(
         infer_config(weights, latent_mean=tuple(latent_mean), latent_std=tuple(latent_std))
     )
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{source_name(source)} does not match the Wan2.1 VAE architecture: "
-            f"{len(missing)} missing keys "
-            f"(e.g. {missing[:3]}) and {len(unexpected)} unexpected keys (e.g. {unexpected[:3]}); "
-            "use the released Wan2.1_VAE.pth or ComfyUI's wan_2.1_vae.safetensors"
-        )
     try:
-        model.load_state_dict(weights, strict=True)
+        load_exact_weights(
+            model,
+            weights,
+            source,
+            "the Wan2.1 VAE architecture",
+            "use the released Wan2.1_VAE.pth or ComfyUI's wan_2.1_vae.safetensors",
+        )
     except RuntimeError as error:
         raise CheckpointError(
             f"{source_name(source)} has Wan2.1 VAE tensors of unexpected shapes: {error}"
