@@ -52,6 +52,12 @@ def orbiting_path(frames: int = 5, with_intrinsics: bool = True) -> CameraPath:
 # --- round trips -----------------------------------------------------------------------------
 
 
+def _assert_same_poses(restored: CameraPath, path: CameraPath) -> None:
+    torch.testing.assert_close(
+        restored.world_to_camera, path.world_to_camera, atol=TOLERANCE, rtol=0
+    )
+
+
 def test_v1_trajectory_file_round_trips(tmp_path):
     keys = KeyframeLines((0.0, 10.5, -3.25, 0.0), (0.0, 0.0, 7.0, 1e-3), (1.0, 0.5))
     write_v1_trajectory(tmp_path / "traj.txt", keys)
@@ -86,9 +92,7 @@ def test_json_wire_format_round_trips(tmp_path):
     path = orbiting_path()
     write_path_json(tmp_path / "path.json", path)
     restored = read_path_json(tmp_path / "path.json")
-    torch.testing.assert_close(
-        restored.world_to_camera, path.world_to_camera, atol=TOLERANCE, rtol=0
-    )
+    _assert_same_poses(restored, path)
     torch.testing.assert_close(restored.intrinsics, path.intrinsics)
     assert restored.fps == path.fps and json.loads(path_to_json(path))["format"] == FORMAT
 
@@ -97,9 +101,7 @@ def test_nerf_transforms_round_trip(tmp_path):
     path = orbiting_path()
     write_transforms_json(tmp_path / "transforms.json", path, width=416, height=240)
     restored = read_transforms_json(tmp_path / "transforms.json")
-    torch.testing.assert_close(
-        restored.world_to_camera, path.world_to_camera, atol=TOLERANCE, rtol=0
-    )
+    _assert_same_poses(restored, path)
     torch.testing.assert_close(restored.intrinsics, path.intrinsics)
 
 
@@ -126,18 +128,14 @@ def test_worldfm_transforms_use_opencv_camera_to_world(tmp_path):
     ]
     (tmp_path / "transforms.json").write_text(json.dumps({"frames": frames}))
     restored = read_transforms_json(tmp_path / "transforms.json")
-    torch.testing.assert_close(
-        restored.world_to_camera, path.world_to_camera, atol=TOLERANCE, rtol=0
-    )
+    _assert_same_poses(restored, path)
 
 
 def test_worldfm_meta_round_trips_and_accepts_a_single_pose(tmp_path):
     path = orbiting_path()
     write_worldfm_meta(tmp_path / "meta.json", path)
     restored = read_worldfm_meta(tmp_path / "meta.json")
-    torch.testing.assert_close(
-        restored.world_to_camera, path.world_to_camera, atol=TOLERANCE, rtol=0
-    )
+    _assert_same_poses(restored, path)
     single = {
         "name": "demo",
         "image": "a.png",

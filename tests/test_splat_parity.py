@@ -98,17 +98,22 @@ def _check_v1(tensors):
     assert torch.equal(mask, tensors["ply_out.mask_u8"])
 
 
-def _check_v15_video(tensors):
-    depth = decode_depth_u16(tensors["src_depth_u16"], *tensors["depth_range"].tolist())
-    assert torch.equal(depth, tensors["src_depth"])
-    scene = _quiet(
-        scene_from_video,
-        frames_from_u8(tensors["src_rgb_u8"]),
+def _v15_scene(tensors, build_scene, prefix: str):
+    """The v1.5 source scene from the fixture's bytes and 16-bit depth (``{prefix}_*`` keys)."""
+    depth = decode_depth_u16(tensors[f"{prefix}_depth_u16"], *tensors["depth_range"].tolist())
+    assert torch.equal(depth, tensors[f"{prefix}_depth"])
+    return _quiet(
+        build_scene,
+        frames_from_u8(tensors[f"{prefix}_rgb_u8"]),
         depth,
         tensors["source_k"],
         tensors["source_tcw"],
         resolution=None,
     )
+
+
+def _check_v15_video(tensors):
+    scene = _v15_scene(tensors, scene_from_video, "src")
     steady = (tensors["render_fragile"] == 0).float()
     projection = project_pixels(
         scene.depth,
@@ -137,16 +142,7 @@ def _check_v15_video(tensors):
 
 
 def _check_v15_multiview(tensors):
-    depth = decode_depth_u16(tensors["view_depth_u16"], *tensors["depth_range"].tolist())
-    assert torch.equal(depth, tensors["view_depth"])
-    scene = _quiet(
-        scene_from_images,
-        frames_from_u8(tensors["view_rgb_u8"]),
-        depth,
-        tensors["source_k"],
-        tensors["source_tcw"],
-        resolution=None,
-    )
+    scene = _v15_scene(tensors, scene_from_images, "view")
     result = render_image_scene(scene, tensors["target_tcw"], tensors["target_k"], config=V15_SPLAT)
     steady = (tensors["render_fragile"] == 0).float()
 
