@@ -46,6 +46,7 @@ def report(title: str, timings: dict[str, float], baseline: str, work: tuple[int
 def bench_attention(do_bench, device: torch.device) -> None:
     from inspatio_nodes.kernels import attention_backends as backends
     from inspatio_nodes.kernels.rope import apply_rope
+    from inspatio_nodes.kernels.rope_attention import AttentionCall
 
     frames, rows, cols = BLOCK_GRID
     query_tokens = frames * rows * cols
@@ -59,15 +60,13 @@ def bench_attention(do_bench, device: torch.device) -> None:
     cache_k, cache_v = (
         torch.randn(BATCH, read_len, HEADS, HEAD_DIM, device=device, dtype=DTYPE) for _ in range(2)
     )
-    call = {
-        "rope": rope,
-        "grid": BLOCK_GRID,
-        "frame_offset": DENOISE_FRAME_OFFSET,
-        "cache_k": cache_k,
-        "cache_v": cache_v,
-        "read_len": read_len,
-        "write_offset": None,
-    }
+    call = AttentionCall(
+        rope=rope,
+        grid=BLOCK_GRID,
+        frame_offset=DENOISE_FRAME_OFFSET,
+        read_len=read_len,
+        write_offset=None,
+    )
     usable = [
         name
         for name in backends.BACKEND_PREFERENCE
@@ -76,7 +75,7 @@ def bench_attention(do_bench, device: torch.device) -> None:
 
     full = {
         name: do_bench(
-            lambda name=name: backends.dispatch(q, k, v, **call, backend=name),
+            lambda name=name: backends.dispatch(q, k, v, call, cache_k, cache_v, backend=name),
             warmup=WARMUP_MS,
             rep=REPEAT_MS,
         )
@@ -110,8 +109,8 @@ def bench_attention(do_bench, device: torch.device) -> None:
     )
 
     if "triton" in usable:
-        fused = backends.dispatch(q, k, v, **call, backend="triton")
-        unfused = backends.dispatch(q, k, v, **call, backend="sdpa")
+        fused = backends.dispatch(q, k, v, call, cache_k, cache_v, backend="triton")
+        unfused = backends.dispatch(q, k, v, call, cache_k, cache_v, backend="sdpa")
         print(
             f"\n  max |triton − sdpa| = {(fused.float() - unfused.float()).abs().max().item():.2e}"
         )

@@ -17,15 +17,15 @@ split ``c − 2⌊c/3⌋ / ⌊c/3⌋ / ⌊c/3⌋`` over (frame, row, column), ea
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
-from ..kernels import RopeTable, apply_rope, attend, dispatch, rope_table
+from ..kernels import AttentionCall, RopeTable, apply_rope, attend, dispatch, rope_table
 from ..kernels.attention_backends import BACKEND_PREFERENCE, backend_installed, backend_runs_on
 from ..kernels.rope import ROPE_MAX_POSITIONS
 from .types import Keys, Queries, Values
 
 __all__ = [
     "AttentionBackendError",
+    "AttentionCall",
     "RopeTable",
     "apply_rope",
     "attention",
@@ -86,36 +86,20 @@ def rope_cached_attention(
     q: Queries,
     k: Keys,
     v: Values,
-    *,
-    rope: RopeTable,
-    grid: tuple[int, int, int],
-    frame_offset: int,
-    cache_k: Tensor | None,
-    cache_v: Tensor | None,
-    read_len: int,
-    write_offset: int | None,
+    call: AttentionCall,
+    cache_k: Keys | None = None,
+    cache_v: Values | None = None,
 ) -> Queries:
-    """Self-attention of one DiT call through the fixed-capacity KV cache.
+    """Self-attention of one DiT call through the layer's fixed-capacity KV cache.
 
-    q, k, v: ``[B, N, Hd, Dh]`` (q/k after RMSNorm, BEFORE RoPE). ``grid`` = (frames, rows, cols)
-    of the N tokens in raster order; RoPE positions are ``(frame_offset + f, row, col)``.
+    q, k, v: ``[B, N, Hd, Dh]`` (q/k after RMSNorm, BEFORE RoPE). ``call.grid`` = (frames, rows,
+    cols) of the N tokens in raster order; RoPE positions are ``(call.frame_offset + f, row, col)``.
     Keys/values attended = ``cat(cache[:, :read_len], rotated own k / own v)``, read BEFORE
-    writing. If ``write_offset`` is not None, the rotated k and the v are written to
+    writing. If ``call.write_offset`` is not None, the rotated k and the v are written to
     ``cache[:, write_offset : write_offset + N]``. No mask; softmax scale ``1/sqrt(Dh)``.
     Returns ``[B, N, Hd, Dh]``.
 
     Prefill: ``read_len=0, write_offset=0``. Denoise: ``read_len=n_ctx, write_offset=None``.
     """
-    return dispatch(
-        q,
-        k,
-        v,
-        rope=rope,
-        grid=grid,
-        frame_offset=frame_offset,
-        cache_k=cache_k,
-        cache_v=cache_v,
-        read_len=read_len,
-        write_offset=write_offset,
-        backend=resolve_backend(q.device, q.dtype),
-    )
+    backend = resolve_backend(q.device, q.dtype)
+    return dispatch(q, k, v, call, cache_k, cache_v, backend=backend)

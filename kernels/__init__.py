@@ -6,9 +6,10 @@ dependency, so they are not re-exported: :func:`dispatch` loads them when the ke
 
 from .attention_backends import attend, dispatch, kernel_available, rope_table, select_backend
 from .rope import RopeTable, apply_rope
-from .rope_attention import AttentionCallError, rope_cached_attention_reference
+from .rope_attention import AttentionCall, AttentionCallError, rope_cached_attention_reference
 
 __all__ = [
+    "AttentionCall",
     "AttentionCallError",
     "RopeTable",
     "apply_rope",

@@ -31,9 +31,10 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..core.types import Keys, Queries, Values
-from .rope import RopeTable, TokenGrid
+from .rope import RopeTable
 from .rope_attention import (
     AttendFunction,
+    AttentionCall,
     AttentionCallError,
     AttentionOutput,
     CacheBuffer,
@@ -194,34 +195,21 @@ def dispatch(
     q: Queries,
     k: Keys,
     v: Values,
+    call: AttentionCall,
+    cache_k: CacheBuffer | None = None,
+    cache_v: CacheBuffer | None = None,
     *,
-    rope: RopeTable,
-    grid: TokenGrid,
-    frame_offset: int,
-    cache_k: CacheBuffer | None,
-    cache_v: CacheBuffer | None,
-    read_len: int,
-    write_offset: int | None,
     backend: str | None = None,
 ) -> AttentionOutput:
     """RoPE + KV-cache self-attention (contract of ``rope_cached_attention_reference``).
 
     ``backend`` names one of :data:`BACKEND_PREFERENCE`; None selects with
-    :func:`select_backend`. ``rope`` comes from :func:`rope_table` (or
+    :func:`select_backend`. ``call.rope`` comes from :func:`rope_table` (or
     ``RopeTable.for_head_dim(Dh, max_positions).to(device)``, the same thing).
     """
     backend = _checked_backend(backend, q, rotates=True)
-    call = {
-        "rope": rope,
-        "grid": grid,
-        "frame_offset": frame_offset,
-        "cache_k": cache_k,
-        "cache_v": cache_v,
-        "read_len": read_len,
-        "write_offset": write_offset,
-    }
     if backend == "triton":
         from .rope_attention_triton import rope_cached_attention_triton
 
-        return rope_cached_attention_triton(q, k, v, **call)
-    return unfused_rope_cached_attention(ATTEND_FUNCTIONS[backend], q, k, v, **call)
+        return rope_cached_attention_triton(q, k, v, call, cache_k, cache_v)
+    return unfused_rope_cached_attention(ATTEND_FUNCTIONS[backend], q, k, v, call, cache_k, cache_v)

@@ -1,6 +1,6 @@
 """RoPE + KV-cache self-attention of one causal Wan DiT layer: the contract and its reference.
 
-Every self-attention call of the DiT goes through :func:`rope_cached_attention` semantics
+Every self-attention call of the DiT goes through :func:`rope_cached_attention_reference` semantics
 (SPEC-inspatio-world.md §3 "Self-attention with the cache", official ``CausalWanSelfAttention``
 in ``wan/modules/causal_model.py``):
 
@@ -10,8 +10,9 @@ in ``wan/modules/causal_model.py``):
 - when ``write_offset`` is given the rotated k and the v go to ``cache[:, write_offset:+N]``;
 - no mask, softmax scale 1/sqrt(Dh).
 
-The prefill of a block is ``read_len=0, write_offset=0`` (context attends to itself and fills the
-cache); the denoise steps are ``read_len=n_ctx, write_offset=None``. The Triton kernel
+An :class:`AttentionCall` holds the placement and cache use of one call. The prefill of a block is
+``read_len=0, write_offset=0`` (context attends to itself and fills the cache); the denoise steps
+are ``read_len=n_ctx, write_offset=None``. The Triton kernel
 (``rope_attention_triton.py``) computes the same function fused; the flash/sage/SDPA backends
 (``attention_backends.py``) reuse :func:`unfused_rope_cached_attention` with their own core.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 import torch
@@ -38,18 +40,41 @@ class AttentionCallError(ValueError):
     """Arguments of a self-attention call that do not fit together."""
 
 
+@dataclass(frozen=True)
+class AttentionCall:
+    """Where one call's tokens sit on the RoPE axes and which KV-cache rows it reads and writes.
+
+    Every layer of one DiT call shares it; only the layer's cache buffers differ. ``grid`` is
+    (frames, rows, cols) of the call's tokens in raster order, placed at RoPE positions
+    ``(frame_offset + f, row, col)``. The keys attended are ``cache[:, :read_len]`` then the call's
+    own; ``write_offset`` (None: no write) is the first cache row the rotated keys and the values
+    go to.
+    """
+
+    rope: RopeTable
+    grid: TokenGrid
+    frame_offset: int
+    read_len: int
+    write_offset: int | None
+
+    @property
+    def uses_cache(self) -> bool:
+        return self.read_len > 0 or self.write_offset is not None
+
+    def written_rows(self, tokens: int) -> slice | None:
+        """The cache rows this call's ``tokens`` keys and values are written to (None: no write)."""
+        if self.write_offset is None:
+            return None
+        return slice(self.write_offset, self.write_offset + tokens)
+
+
 def check_attention_call(
     q: Queries,
     k: Keys,
     v: Values,
-    *,
-    rope: RopeTable,
-    grid: TokenGrid,
-    frame_offset: int,
+    call: AttentionCall,
     cache_k: CacheBuffer | None,
     cache_v: CacheBuffer | None,
-    read_len: int,
-    write_offset: int | None,
 ) -> None:
     """Raise :class:`AttentionCallError` (or ``RopeInputError``) naming the argument at fault."""
     if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
@@ -60,11 +85,11 @@ def check_attention_call(
     if not (q.dtype == k.dtype == v.dtype):
         raise AttentionCallError(f"q, k, v dtypes differ: {q.dtype}, {k.dtype}, {v.dtype}")
     batch, tokens, heads, head_dim = q.shape
-    check_rope_call(rope, head_dim, grid, frame_offset, tokens)
-    uses_cache = read_len > 0 or write_offset is not None
+    check_rope_call(call.rope, head_dim, call.grid, call.frame_offset, tokens)
+    read_len, write_offset = call.read_len, call.write_offset
     if read_len < 0:
         raise AttentionCallError(f"read_len={read_len} must be >= 0")
-    if not uses_cache:
+    if not call.uses_cache:
         return
     if cache_k is None or cache_v is None:
         raise AttentionCallError(
@@ -102,39 +127,24 @@ def unfused_rope_cached_attention(
     q: Queries,
     k: Keys,
     v: Values,
-    *,
-    rope: RopeTable,
-    grid: TokenGrid,
-    frame_offset: int,
-    cache_k: CacheBuffer | None,
-    cache_v: CacheBuffer | None,
-    read_len: int,
-    write_offset: int | None,
+    call: AttentionCall,
+    cache_k: CacheBuffer | None = None,
+    cache_v: CacheBuffer | None = None,
 ) -> AttentionOutput:
     """The contract step by step: float64 RoPE, concatenated keys, ``attend``, then the write."""
-    check_attention_call(
-        q,
-        k,
-        v,
-        rope=rope,
-        grid=grid,
-        frame_offset=frame_offset,
-        cache_k=cache_k,
-        cache_v=cache_v,
-        read_len=read_len,
-        write_offset=write_offset,
-    )
-    rotated_q = apply_rope(q, rope, grid, frame_offset)
-    rotated_k = apply_rope(k, rope, grid, frame_offset)
+    check_attention_call(q, k, v, call, cache_k, cache_v)
+    rotated_q = apply_rope(q, call.rope, call.grid, call.frame_offset)
+    rotated_k = apply_rope(k, call.rope, call.grid, call.frame_offset)
     keys, values = rotated_k, v
-    if read_len > 0:
-        keys = torch.cat([cache_k[:, :read_len], rotated_k], dim=1)
-        values = torch.cat([cache_v[:, :read_len], v], dim=1)
+    if call.read_len > 0:
+        keys = torch.cat([cache_k[:, : call.read_len], rotated_k], dim=1)
+        values = torch.cat([cache_v[:, : call.read_len], v], dim=1)
     output = attend(rotated_q, keys, values)
-    if write_offset is not None:
+    written = call.written_rows(q.shape[1])
+    if written is not None:
         # After attending: the cache rows read above are the ones from before this call.
-        cache_k[:, write_offset : write_offset + q.shape[1]] = rotated_k
-        cache_v[:, write_offset : write_offset + q.shape[1]] = v
+        cache_k[:, written] = rotated_k
+        cache_v[:, written] = v
     return output
 
 
@@ -150,26 +160,9 @@ def rope_cached_attention_reference(
     q: Queries,
     k: Keys,
     v: Values,
-    *,
-    rope: RopeTable,
-    grid: TokenGrid,
-    frame_offset: int,
-    cache_k: CacheBuffer | None,
-    cache_v: CacheBuffer | None,
-    read_len: int,
-    write_offset: int | None,
+    call: AttentionCall,
+    cache_k: CacheBuffer | None = None,
+    cache_v: CacheBuffer | None = None,
 ) -> AttentionOutput:
     """Plain PyTorch definition of the fused kernel: float64 RoPE, float32 softmax attention."""
-    return unfused_rope_cached_attention(
-        attend_float32,
-        q,
-        k,
-        v,
-        rope=rope,
-        grid=grid,
-        frame_offset=frame_offset,
-        cache_k=cache_k,
-        cache_v=cache_v,
-        read_len=read_len,
-        write_offset=write_offset,
-    )
+    return unfused_rope_cached_attention(attend_float32, q, k, v, call, cache_k, cache_v)

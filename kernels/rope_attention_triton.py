@@ -26,8 +26,13 @@ import triton
 import triton.language as tl
 
 from ..core.types import Keys, Queries, Values
-from .rope import RopeTable, TokenGrid
-from .rope_attention import AttentionCallError, AttentionOutput, CacheBuffer, check_attention_call
+from .rope_attention import (
+    AttentionCall,
+    AttentionCallError,
+    AttentionOutput,
+    CacheBuffer,
+    check_attention_call,
+)
 from .rope_triton import rotated_tile, token_strides, write_rotated_keys
 
 LOG2_E = 1.4426950408889634  # softmax via exp2: e^x = 2^(x·log2 e)
@@ -192,20 +197,12 @@ def rope_cached_attention_triton(
     q: Queries,
     k: Keys,
     v: Values,
-    *,
-    rope: RopeTable,
-    grid: TokenGrid,
-    frame_offset: int,
-    cache_k: CacheBuffer | None,
-    cache_v: CacheBuffer | None,
-    read_len: int,
-    write_offset: int | None,
+    call: AttentionCall,
+    cache_k: CacheBuffer | None = None,
+    cache_v: CacheBuffer | None = None,
 ) -> AttentionOutput:
     """Fused RoPE + KV-cache write + two-range flash attention; the reference's contract."""
-    check_attention_call(
-        q, k, v, rope=rope, grid=grid, frame_offset=frame_offset, cache_k=cache_k,
-        cache_v=cache_v, read_len=read_len, write_offset=write_offset,
-    )  # fmt: skip
+    check_attention_call(q, k, v, call, cache_k, cache_v)
     batch, tokens, heads, head_dim = q.shape
     if not kernel_supports(head_dim, q.dtype):
         raise AttentionCallError(
@@ -217,11 +214,12 @@ def rope_cached_attention_triton(
             raise AttentionCallError(f"{name} must have contiguous channels (stride 1 on Dh)")
     q, k, v = (_with_contiguous_channels(x) for x in (q, k, v))
 
+    rope, grid, frame_offset, read_len = call.rope, call.grid, call.frame_offset, call.read_len
+    written = call.written_rows(tokens)
     # Writing in place is only safe when the rows written are not among the rows read.
-    writes_in_place = write_offset is not None and write_offset >= read_len
+    writes_in_place = written is not None and written.start >= read_len
     if writes_in_place:
-        own_k = cache_k[:, write_offset : write_offset + tokens]
-        own_v = cache_v[:, write_offset : write_offset + tokens]
+        own_k, own_v = cache_k[:, written], cache_v[:, written]
         write_rotated_keys(k, rope, grid, frame_offset, keys_out=own_k, v=v, values_out=own_v)
     else:
         own_k, own_v = torch.empty_like(k), v
@@ -258,7 +256,7 @@ def rope_cached_attention_triton(
             *arguments, **constants, BLOCK_M=INTERPRETER_TILE, BLOCK_N=INTERPRETER_TILE
         )
 
-    if write_offset is not None and not writes_in_place:
-        cache_k[:, write_offset : write_offset + tokens] = own_k
-        cache_v[:, write_offset : write_offset + tokens] = v
+    if written is not None and not writes_in_place:
+        cache_k[:, written] = own_k
+        cache_v[:, written] = v
     return output

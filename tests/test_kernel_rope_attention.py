@@ -32,6 +32,7 @@ from inspatio_nodes.kernels.rope import (
     apply_rope,
 )
 from inspatio_nodes.kernels.rope_attention import (
+    AttentionCall,
     AttentionCallError,
     rope_cached_attention_reference,
 )
@@ -109,18 +110,14 @@ def random_call(
 def run(function, call: dict, frame_offset: int, write_offset: int | None):
     """`function` on a private copy of the caches; returns (output, cache_k, cache_v)."""
     cache_k, cache_v = call["cache_k"].clone(), call["cache_v"].clone()
-    output = function(
-        call["q"],
-        call["k"],
-        call["v"],
+    placement = AttentionCall(
         rope=call["rope"],
         grid=call["grid"],
         frame_offset=frame_offset,
-        cache_k=cache_k,
-        cache_v=cache_v,
         read_len=call["read_len"],
         write_offset=write_offset,
     )
+    output = function(call["q"], call["k"], call["v"], placement, cache_k, cache_v)
     return output, cache_k, cache_v
 
 
@@ -242,30 +239,22 @@ def test_denoise_after_prefill_equals_one_pass_over_context_and_block():
         torch.zeros(1, capacity, HEADS, head_dim),
         torch.zeros(1, capacity, HEADS, head_dim),
     )
-    rope_cached_attention_triton(
-        context_k,
-        context_k,
-        context_v,
+    prefill = AttentionCall(
         rope=rope,
         grid=(context_frames, *per_frame_grid),
         frame_offset=0,
-        cache_k=cache_k,
-        cache_v=cache_v,
         read_len=0,
         write_offset=0,
     )
-    cached = rope_cached_attention_triton(
-        q,
-        k,
-        v,
+    rope_cached_attention_triton(context_k, context_k, context_v, prefill, cache_k, cache_v)
+    denoise = AttentionCall(
         rope=rope,
         grid=(block_frames, *per_frame_grid),
         frame_offset=DENOISE_FRAME_OFFSET,
-        cache_k=cache_k,
-        cache_v=cache_v,
         read_len=capacity,
         write_offset=None,
     )
+    cached = rope_cached_attention_triton(q, k, v, denoise, cache_k, cache_v)
 
     keys = torch.cat(
         [
@@ -304,9 +293,10 @@ def test_inconsistent_arguments_raise_errors_naming_them(change, message):
         "read_len": 0,
         "write_offset": 0,
     } | change
+    cache_k, cache_v = arguments.pop("cache_k"), arguments.pop("cache_v")
     for function in (rope_cached_attention_reference, rope_cached_attention_triton):
         with pytest.raises((AttentionCallError, RopeInputError), match=message):
-            function(call["q"], call["k"], call["v"], **arguments)
+            function(call["q"], call["k"], call["v"], AttentionCall(**arguments), cache_k, cache_v)
 
 
 def test_cpu_offers_sdpa_and_runs_the_kernel_only_when_asked_by_name():

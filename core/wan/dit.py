@@ -24,10 +24,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from ..attention import attention, model_rope_table, rope_cached_attention
+from ..attention import AttentionCall, attention, model_rope_table, rope_cached_attention
 from ..cache import SpatiotemporalCache
 from ..types import (
     FlowPrediction,
+    Keys,
     ModelInput,
     Modulation,
     Queries,
@@ -35,6 +36,7 @@ from ..types import (
     TextKV,
     TimeEmbedding,
     Tokens,
+    Values,
 )
 
 LATENT_CHANNELS = 16
@@ -161,12 +163,13 @@ class Projections(nn.Module):
 class SelfAttention(Projections):
     """Self-attention of the video tokens; keys and values run through the KV cache."""
 
-    def forward(self, x: Tokens, **cache_args) -> Tokens:
-        """``cache_args`` are the keyword arguments of :func:`~core.attention.rope_cached_attention`."""
+    def forward(self, x: Tokens, call: AttentionCall, cache_k: Keys, cache_v: Values) -> Tokens:
+        """``call`` and the layer's cache go to :func:`~core.attention.rope_cached_attention`."""
         q = self.split_heads(self.norm_q(self.q(x)))
         k = self.split_heads(self.norm_k(self.k(x)))
         v = self.split_heads(self.v(x))
-        return self.merge_heads_and_project(rope_cached_attention(q, k, v, **cache_args))
+        attended = rope_cached_attention(q, k, v, call, cache_k, cache_v)
+        return self.merge_heads_and_project(attended)
 
 
 class CrossAttention(Projections):
@@ -203,13 +206,22 @@ class AttentionBlock(nn.Module):
         )
 
     def forward(
-        self, x: Tokens, time_modulation: Modulation, text_kv: TextKV, **cache_args
+        self,
+        x: Tokens,
+        time_modulation: Modulation,
+        text_kv: TextKV,
+        call: AttentionCall,
+        cache_k: Keys,
+        cache_v: Values,
     ) -> Tokens:
         shift_attn, scale_attn, gate_attn, shift_ffn, scale_ffn, gate_ffn = (
             self.modulation + time_modulation
         ).unbind(dim=1)
         attended = self.self_attn(
-            self.norm1(x) * (1 + scale_attn[:, None]) + shift_attn[:, None], **cache_args
+            self.norm1(x) * (1 + scale_attn[:, None]) + shift_attn[:, None],
+            call,
+            cache_k,
+            cache_v,
         )
         x = x + attended * gate_attn[:, None]
         x = x + self.cross_attn(self.norm3(x), text_kv)
@@ -300,8 +312,8 @@ class CausalWanDiT(nn.Module):
     ) -> FlowPrediction:
         """One DiT call. ``timestep`` is ``[B]`` (one per call); the text K/V come from ``cache``.
 
-        ``frame_offset`` places the call's frames on the RoPE time axis; ``read_len`` and
-        ``write_offset`` are handed to :func:`~core.attention.rope_cached_attention`.
+        ``frame_offset`` places the call's frames on the RoPE time axis; with ``read_len`` and
+        ``write_offset`` it forms the :class:`~core.attention.AttentionCall` of every layer.
         """
         patch_t, patch_h, patch_w = self.config.patch_size
         if latents.shape[2] != self.config.in_dim:
@@ -315,21 +327,17 @@ class CausalWanDiT(nn.Module):
         _, _, frames, rows, cols = patches.shape
         x = rearrange(patches, "b d g h w -> b (g h w) d")
         time_embedding, time_modulation = self.time_conditioning(timestep, x.dtype)
-        # Not a buffer of the module: Module.to(bf16) would round the float64 rotations.
-        rope = model_rope_table(self.config.head_dim, x.device)
-        for layer, block in enumerate(self.blocks):
-            x = block(
-                x,
-                time_modulation,
-                cache.text[layer],
-                rope=rope,
-                grid=(frames, rows, cols),
-                frame_offset=frame_offset,
-                cache_k=cache.keys[layer],
-                cache_v=cache.values[layer],
-                read_len=read_len,
-                write_offset=write_offset,
-            )
+        call = AttentionCall(
+            # Not a buffer of the module: Module.to(bf16) would round the float64 rotations.
+            rope=model_rope_table(self.config.head_dim, x.device),
+            grid=(frames, rows, cols),
+            frame_offset=frame_offset,
+            read_len=read_len,
+            write_offset=write_offset,
+        )
+        layers = zip(self.blocks, cache.text, cache.keys, cache.values, strict=True)
+        for block, text_kv, cache_k, cache_v in layers:
+            x = block(x, time_modulation, text_kv, call, cache_k, cache_v)
         patch_pixels = self.head(x, time_embedding)
         # Head channels are ordered (pt, ph, pw, c) with c fastest (official einsum 'fhwpqrc->cfphqwr').
         return rearrange(
