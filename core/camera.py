@@ -52,16 +52,22 @@ class CameraError(ValueError):
 # --- validation ------------------------------------------------------------------------------
 
 
+def _check_finite_matrices(value: Tensor, name: str, size: int) -> None:
+    """``value`` is a tensor of finite ``[..., size, size]`` matrices, or a CameraError says why."""
+    if not isinstance(value, Tensor):
+        raise CameraError(
+            f"{name} must be a torch tensor of shape [..., {size}, {size}], "
+            f"got {type(value).__name__}"
+        )
+    if value.shape[-2:] != (size, size):
+        raise CameraError(f"{name} must have shape [..., {size}, {size}], got {list(value.shape)}")
+    if not torch.isfinite(value).all():
+        raise CameraError(f"{name} contains NaN or infinite values")
+
+
 def check_intrinsics(intrinsics: Intrinsics, name: str = "intrinsics") -> Intrinsics:
     """Return ``intrinsics`` unchanged after checking it is a finite ``[..., 3, 3]`` pixel K."""
-    if not isinstance(intrinsics, Tensor):
-        raise CameraError(
-            f"{name} must be a torch tensor of shape [..., 3, 3], got {type(intrinsics).__name__}"
-        )
-    if intrinsics.shape[-2:] != (3, 3):
-        raise CameraError(f"{name} must have shape [..., 3, 3], got {list(intrinsics.shape)}")
-    if not torch.isfinite(intrinsics).all():
-        raise CameraError(f"{name} contains NaN or infinite values")
+    _check_finite_matrices(intrinsics, name, 3)
     focal = torch.stack([intrinsics[..., 0, 0], intrinsics[..., 1, 1]], dim=-1)
     if (focal <= 0).any():
         raise CameraError(f"{name} has a non-positive focal length (fx or fy ≤ 0): pass a pixel K")
@@ -75,14 +81,7 @@ def check_rigid(pose: Tensor, name: str = "pose") -> Tensor:
     :data:`RIGIDITY_TOLERANCE`). A mirrored or scaled matrix would silently flip or shrink the
     splatted scene, so it is rejected here rather than discovered in a render.
     """
-    if not isinstance(pose, Tensor):
-        raise CameraError(
-            f"{name} must be a torch tensor of shape [..., 4, 4], got {type(pose).__name__}"
-        )
-    if pose.shape[-2:] != (4, 4):
-        raise CameraError(f"{name} must have shape [..., 4, 4], got {list(pose.shape)}")
-    if not torch.isfinite(pose).all():
-        raise CameraError(f"{name} contains NaN or infinite values")
+    _check_finite_matrices(pose, name, 4)
     bottom = pose[..., 3, :].double()
     expected_bottom = torch.tensor(HOMOGENEOUS_ROW, dtype=torch.float64, device=pose.device)
     if (bottom - expected_bottom).abs().max() > RIGIDITY_TOLERANCE:
