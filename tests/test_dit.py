@@ -252,3 +252,41 @@ def test_dit_input_with_the_wrong_channel_count_is_refused():
             read_len=0,
             write_offset=0,
         )
+
+
+def test_bf16_model_casts_where_upstream_does():
+    """The bf16 path: float64 sinusoid and RoPE, fp32 norms, each cast back to bf16 once.
+
+    Upstream ``causal_model.py`` runs ``e``, ``e0`` and the modulation in the model dtype (no
+    autocast there), so they stay bf16 here too.
+    """
+    model = tiny_dit(dtype=torch.bfloat16)
+    config = model.config
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 12, config.dim, generator=generator).bfloat16()
+
+    rms = model.blocks[0].self_attn.norm_q
+    x32 = x.float()
+    rms_fp32 = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + config.eps)
+    assert torch.equal(rms(x), rms_fp32.bfloat16() * rms.weight)
+
+    norm3 = model.blocks[0].norm3
+    layer_fp32 = F.layer_norm(
+        x.float(), (config.dim,), norm3.weight.float(), norm3.bias.float(), config.eps
+    )
+    assert torch.equal(norm3(x), layer_fp32.bfloat16())
+
+    timestep = torch.tensor([833.3333129882812, 625.0])
+    half = config.freq_dim // 2
+    frequencies = 10_000.0 ** -(torch.arange(half, dtype=torch.float64) / half)
+    phases = torch.outer(timestep.double(), frequencies)
+    sinusoid = torch.cat([torch.cos(phases), torch.sin(phases)], dim=1).bfloat16()
+    with torch.no_grad():
+        embedding, modulation = model.time_conditioning(timestep, torch.bfloat16)
+        assert torch.equal(embedding, model.time_embedding(sinusoid))
+    assert embedding.dtype == modulation.dtype == torch.bfloat16
+
+    heads = rearrange(x, "b (g h w) (hd dh) -> b (g h w) hd dh", g=3, h=2, w=2, hd=config.num_heads)
+    rope = RopeTable.for_head_dim(config.head_dim)
+    rotated_in_float64 = apply_rope(heads.double(), rope, (3, 2, 2), 6).bfloat16()
+    assert torch.equal(apply_rope(heads, rope, (3, 2, 2), 6), rotated_in_float64)

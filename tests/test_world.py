@@ -387,3 +387,34 @@ def test_batch_items_are_generated_independently():
             noise=ReplayedNoise(n[item : item + 1] for n in noise),
         )
         torch.testing.assert_close(together[item : item + 1], alone, atol=1e-5, rtol=0)
+
+
+def test_bf16_session_takes_x0_in_float64_and_renoises_in_float32():
+    """SPEC §4 step math in a bf16 model: x0 = x_t − σ·flow in float64 cast to bf16, then
+    (1 − σ)·x0 + σ·ε mixed in float32 with a bf16 ε, cast back to bf16."""
+    model = tiny_dit(dtype=torch.bfloat16)
+    text, reference, render, mask = tiny_inputs(blocks=1)
+    schedule = SamplerConfig().schedule
+    steps = len(schedule.denoising_steps)
+    noise = [
+        torch.randn(reference.shape, generator=torch.Generator().manual_seed(n))
+        for n in range(steps)
+    ]
+    calls, handle = record_calls(model)
+    try:
+        output = generate(model, text, reference, render, mask, noise=ReplayedNoise(noise))
+    finally:
+        handle.remove()
+    denoising = [call for call in calls if not call["prefill"]]
+    assert len(denoising) == steps
+    for step, call in enumerate(denoising):
+        noisy = call["latents"][:, :, :LATENT_CHANNELS]
+        sigma = schedule.sigma_at(call["timestep"][0])
+        x0 = (noisy.double() - sigma.double() * call["output"].double()).bfloat16()
+        if step + 1 == steps:
+            assert torch.equal(output, x0)
+            continue
+        next_sigma = schedule.sigma_at(denoising[step + 1]["timestep"][0])
+        fresh = noise[step + 1].bfloat16()
+        renoised = ((1 - next_sigma) * x0.float() + next_sigma * fresh.float()).bfloat16()
+        assert torch.equal(denoising[step + 1]["latents"][:, :, :LATENT_CHANNELS], renoised)

@@ -291,7 +291,13 @@ class CausalWanDiT(nn.Module):
     def time_conditioning(
         self, timestep: Tensor, dtype: torch.dtype
     ) -> tuple[TimeEmbedding, Modulation]:
-        """``e`` ``[B, D]`` and ``e0`` ``[B, 6, D]`` of one timestep per batch item."""
+        """``e`` ``[B, D]`` and ``e0`` ``[B, 6, D]`` of one timestep per batch item.
+
+        Only the sinusoid is float64; ``e``, ``e0`` and the modulation math of the blocks and the
+        head run in the model dtype. The spec is silent here; upstream ``causal_model.py`` runs them
+        without the float32 autocast region of Wan2.1's ``model.py``, so a bf16 model rounds them
+        to bf16 as the release does: matching its rounding beats a float32 detour.
+        """
         embedding = self.time_embedding(
             sinusoidal_embedding(self.config.freq_dim, timestep).to(dtype)
         )
