@@ -7,11 +7,33 @@ the pack (which ComfyUI does at start-up) stays cheap.
 
 from __future__ import annotations
 
-from . import camera, decode, depth, loaders, render, sampler, scene, worldfm
+from . import (
+    camera,
+    camera_edit,
+    camera_files,
+    decode,
+    depth,
+    loaders,
+    render,
+    sampler,
+    scene,
+    worldfm,
+)
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
 
-for _module in (loaders, scene, depth, camera, render, sampler, decode, worldfm):
+for _module in (
+    loaders,
+    scene,
+    depth,
+    camera,
+    camera_files,
+    camera_edit,
+    render,
+    sampler,
+    decode,
+    worldfm,
+):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

@@ -10,6 +10,7 @@ library or in tests) the same function falls back to plain behaviour:
 concern                inside ComfyUI                             outside ComfyUI
 =====================  =========================================  ==============================
 model files            ``folder_paths`` lists and resolves        explicit file paths
+saved / loaded files   relative to the output / input folders     relative to the working dir
 progress               ``comfy.utils.ProgressBar`` (+ previews)   tqdm, previews dropped
 interruption           ``throw_exception_if_processing_...``      nothing can interrupt
 devices and loading    ``ModelPatcher`` + ``load_models_gpu``     CUDA when present, else CPU
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
         TextEmbeddings,
         VideoFrames,
     )
+    from ..core.worldfm.sampler import FramesU8, ImageU8
 
 # The pack's own folder (``models/inspatio`` or an ``inspatio:`` entry of extra_model_paths.yaml)
 # holds files that are not models of a standard kind (prompt embeddings). The checkpoints sit in
@@ -172,6 +174,51 @@ def _find_model_file(name: str, folders: tuple[str, ...]) -> Path | None:
     return None
 
 
+# --- files written and read by the save / load nodes ---------------------------------------
+
+
+def output_directory() -> Path:
+    """Where save nodes put relative paths: ComfyUI's output folder, else the working directory."""
+    folder_paths = _folder_paths()
+    if folder_paths is None:
+        return Path.cwd()
+    return Path(folder_paths.get_output_directory())
+
+
+def input_directory() -> Path:
+    """Where load nodes look first for relative paths: ComfyUI's input folder, else the working directory."""
+    folder_paths = _folder_paths()
+    if folder_paths is None:
+        return Path.cwd()
+    return Path(folder_paths.get_input_directory())
+
+
+def output_file(name: str) -> Path:
+    """The file a save node writes: ``name`` as given when absolute, else in :func:`output_directory`."""
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else output_directory() / path
+
+
+def input_file(name: str) -> Path:
+    """The file a load node reads: ``name`` as given when absolute; a relative name in the input
+    folder, else in the output folder (where the save nodes put it). A file in neither is reported
+    at the input folder path by the reader."""
+    path = Path(name).expanduser()
+    if path.is_absolute():
+        return path
+    candidates = [input_directory() / path, output_directory() / path]
+    return next((candidate for candidate in candidates if candidate.is_file()), candidates[0])
+
+
+def input_file_fingerprint(name: str) -> float:
+    """Modification time of the file a load node reads, for ``IS_CHANGED`` (as core LoadVideo
+    fingerprints its file); NaN for a missing file, which never equals itself, so it is retried."""
+    try:
+        return input_file(name).stat().st_mtime
+    except (OSError, TypeError):
+        return float("nan")
+
+
 # --- progress, interruption and previews ---------------------------------------------------
 
 
@@ -251,11 +298,9 @@ def save_preview_images(images: ImageBatch) -> list[dict[str, str]]:
 
 
 def _to_pil(image: Image) -> Any:
-    import torch
     from PIL import Image as PILImage
 
-    pixels = (image.detach().float().cpu().clamp(0.0, 1.0) * UINT8_MAX).round().to(torch.uint8)
-    return PILImage.fromarray(pixels.numpy())
+    return PILImage.fromarray(_unit_to_u8(image.detach().cpu()).numpy())
 
 
 # --- devices and model management ----------------------------------------------------------
@@ -428,6 +473,30 @@ def frames_to_image(frames: VideoFrames) -> ImageBatch:
 
     image = ((frames.float().clamp(-1.0, 1.0) + 1.0) / 2.0).to(intermediate_device())
     return rearrange(image, "f c h w -> f h w c").contiguous()
+
+
+def image_to_u8(node: str, input_name: str, image: ImageBatch) -> ImageU8:
+    """One ComfyUI IMAGE ``[1, H, W, 3]`` in [0, 1] → ``[H, W, 3]`` uint8 (rounded, as PIL saves)."""
+    if image.ndim != 4 or image.shape[0] != 1 or image.shape[-1] != 3:
+        raise NodeInputError(
+            node,
+            input_name,
+            f"must be one RGB IMAGE [1, height, width, 3], got shape {tuple(image.shape)}: "
+            "connect a single image (pick one frame of a batch, drop any alpha channel)",
+        )
+    return _unit_to_u8(image[0])
+
+
+def u8_to_image(frames: FramesU8) -> ImageBatch:
+    """uint8 frames ``[F, H, W, 3]`` → ComfyUI IMAGE on the intermediate device."""
+    return (frames.float() / UINT8_MAX).to(intermediate_device())
+
+
+def _unit_to_u8(pixels: torch.Tensor) -> torch.Tensor:
+    """Values in [0, 1] → uint8 levels, clamped and rounded (what saving a PNG writes)."""
+    import torch
+
+    return (pixels.float().clamp(0.0, 1.0) * UINT8_MAX).round().to(torch.uint8)
 
 
 def mask_to_render_mask(node: str, input_name: str, mask: MaskBatch) -> RenderMask:

@@ -14,11 +14,10 @@ published, ``config.json`` beside ``model.safetensors``. Nothing is downloaded.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from . import comfy as cf
-from .errors import reported_as
+from .errors import check_choice, reported_as, written_as
 
 CATEGORY = "InSpatio/Scene"
 SCENE_TYPE = "INSPATIO_SCENE"
@@ -147,10 +146,7 @@ class InSpatioDA3Scene:
         from ..core.da3 import estimate_scene
         from ..core.da3_input import processing_size
 
-        if kind not in SCENE_KINDS:
-            raise cf.NodeInputError(
-                self.NODE, "kind", f"is {kind!r}: use one of {', '.join(SCENE_KINDS)}"
-            )
+        check_choice(self.NODE, "kind", kind, SCENE_KINDS)
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise cf.NodeInputError(
                 self.NODE,
@@ -198,7 +194,7 @@ class InSpatioSaveScene:
                     "STRING",
                     {
                         "default": "scenes/scene.safetensors",
-                        "tooltip": "Where to write (absolute, or relative to the directory ComfyUI runs in); "
+                        "tooltip": "Where to write: absolute, or relative to ComfyUI's output folder; "
                         "must end in .safetensors; overwritten.",
                     },
                 ),
@@ -208,11 +204,8 @@ class InSpatioSaveScene:
     def save(self, scene, file):
         from ..core.scene_files import save_scene
 
-        with reported_as(self.NODE, "file"):
-            try:
-                written = str(save_scene(scene, file))
-            except OSError as error:
-                raise cf.NodeInputError(self.NODE, "file", f"cannot be written: {error}") from error
+        with written_as(self.NODE, "file"):
+            written = str(save_scene(scene, cf.output_file(file)))
         return {"ui": {"text": (written,)}, "result": (written,)}
 
 
@@ -235,7 +228,8 @@ class InSpatioLoadScene:
                     "STRING",
                     {
                         "default": "scenes/scene.safetensors",
-                        "tooltip": "Path of the scene file (absolute, or relative to the directory ComfyUI runs in).",
+                        "tooltip": "Path of the scene file: absolute, or relative to ComfyUI's input "
+                        "folder (then its output folder, where Save Scene writes).",
                     },
                 ),
             },
@@ -243,17 +237,13 @@ class InSpatioLoadScene:
 
     @classmethod
     def IS_CHANGED(cls, file, **_):
-        # Re-read when the file changes on disk, like core LoadVideo (fingerprint by mtime).
-        try:
-            return os.path.getmtime(file)
-        except OSError:
-            return float("nan")
+        return cf.input_file_fingerprint(file)
 
     def load(self, file):
         from ..core.scene_files import load_scene
 
         with reported_as(self.NODE, "file"):
-            return (load_scene(file),)
+            return (load_scene(cf.input_file(file)),)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -9,8 +9,14 @@ fitted to the model resolution by ``core/scene.py``; source cameras come from an
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from . import comfy as cf
-from .errors import reported_as
+from .errors import check_choice, reported_as
+
+if TYPE_CHECKING:
+    from ..core.depth import DepthImage
+    from ..core.types import DepthMaps, MaskBatch, VideoFrames
 
 CATEGORY = "InSpatio/Scene"
 SCENE_TYPE = "INSPATIO_SCENE"
@@ -119,22 +125,41 @@ def _camera_and_size_inputs() -> dict:
     }
 
 
-def _read_depth(node: str, depth, frames, depth_encoding, depth_near, depth_far, depth_scale):
-    """Depth maps ``[F, H, W]`` at the frames' size from a depth IMAGE or MASK."""
-    from ..core.depth import DepthReading, depth_values_from_image, match_depth_size, read_depth
+def read_depth_input(
+    node: str,
+    input_name: str,
+    image_or_mask: DepthImage | MaskBatch,
+    encoding: str,
+    near: float,
+    far: float,
+    scale: float,
+) -> DepthMaps:
+    """Depth values ``[F, H, W]`` of a depth node's IMAGE or MASK, read with ``core/depth.py``.
 
-    with reported_as(node, "depth_encoding"):
-        reading = DepthReading(depth_encoding, near=depth_near, far=depth_far, scale=depth_scale)
+    Errors name ``<input_name>_encoding`` for a bad reading (near/far/scale) and ``input_name`` for
+    a map that cannot be read; the WorldFM scene nodes use the same widgets and reading.
+    """
+    from ..core.depth import DepthReading, depth_values_from_image, read_depth
+
+    with reported_as(node, f"{input_name}_encoding"):
+        reading = DepthReading(encoding, near=near, far=far, scale=scale)
+    with reported_as(node, input_name):
+        return read_depth(depth_values_from_image(image_or_mask), reading)
+
+
+def _frame_depths(node: str, depth_maps: DepthMaps, frames: VideoFrames) -> DepthMaps:
+    """One depth map per frame, at the frames' size."""
+    from ..core.depth import match_depth_size
+
+    if depth_maps.shape[0] != frames.shape[0]:
+        raise cf.NodeInputError(
+            node,
+            "depth",
+            f"has {depth_maps.shape[0]} depth maps for {frames.shape[0]} frames: estimate depth "
+            "for every frame (the same batch that feeds the frames input)",
+        )
     with reported_as(node, "depth"):
-        values = read_depth(depth_values_from_image(depth), reading)
-        if values.shape[0] != frames.shape[0]:
-            raise cf.NodeInputError(
-                node,
-                "depth",
-                f"has {values.shape[0]} depth maps for {frames.shape[0]} frames: estimate depth "
-                "for every frame (the same batch that feeds the frames input)",
-            )
-        return match_depth_size(values, frames.shape[-2], frames.shape[-1])
+        return match_depth_size(depth_maps, frames.shape[-2], frames.shape[-1])
 
 
 def _source_geometry(node: str, frames, fov_degrees, source_cameras):
@@ -228,15 +253,14 @@ class InSpatioSceneFromVideo:
     ):
         from ..core.scene import scene_from_video, truncated_frame_count
 
-        if frame_count_policy not in FRAME_COUNT_POLICIES:
-            raise cf.NodeInputError(
-                self.NODE,
-                "frame_count_policy",
-                f"is {frame_count_policy!r}: use one of {', '.join(FRAME_COUNT_POLICIES)}",
-            )
+        check_choice(self.NODE, "frame_count_policy", frame_count_policy, FRAME_COUNT_POLICIES)
         source = cf.image_to_frames(self.NODE, "frames", frames)
-        depth_maps = _read_depth(
-            self.NODE, depth, source, depth_encoding, depth_near, depth_far, depth_scale
+        depth_maps = _frame_depths(
+            self.NODE,
+            read_depth_input(
+                self.NODE, "depth", depth, depth_encoding, depth_near, depth_far, depth_scale
+            ),
+            source,
         )
         intrinsics, world_to_camera = _source_geometry(
             self.NODE, source, fov_degrees, source_cameras
@@ -315,8 +339,12 @@ class InSpatioSceneFromImages:
         from ..core.scene import scene_from_images
 
         views = cf.image_to_frames(self.NODE, "images", images)
-        depth_maps = _read_depth(
-            self.NODE, depth, views, depth_encoding, depth_near, depth_far, depth_scale
+        depth_maps = _frame_depths(
+            self.NODE,
+            read_depth_input(
+                self.NODE, "depth", depth, depth_encoding, depth_near, depth_far, depth_scale
+            ),
+            views,
         )
         intrinsics, world_to_camera = _source_geometry(
             self.NODE, views, fov_degrees, source_cameras
@@ -445,15 +473,10 @@ class InSpatioAdaptSceneV1:
             raise cf.NodeInputError(
                 self.NODE, "scene", "is an image scene: the adaptive count re-times a video"
             )
-        if trajectory not in V1_TRAJECTORY_SOURCES:
-            raise cf.NodeInputError(
-                self.NODE,
-                "trajectory",
-                f"is {trajectory!r}: use one of {', '.join(V1_TRAJECTORY_SOURCES)}",
-            )
+        check_choice(self.NODE, "trajectory", trajectory, V1_TRAJECTORY_SOURCES)
         with reported_as(self.NODE, "file"):
             keys = (
-                read_v1_trajectory(file)
+                read_v1_trajectory(cf.input_file(file))
                 if trajectory == "file"
                 else PRESETS[trajectory].official_keyframes
             )

@@ -32,15 +32,16 @@ from typing import TYPE_CHECKING, Any
 from . import comfy as cf
 from .errors import reported_as
 from .loaders import WEIGHT_DTYPES, resolve_weight_dtype
+from .scene import read_depth_input
 
 if TYPE_CHECKING:
     import torch
 
     from ..core.depth import DepthImage
     from ..core.paths import CameraPath
-    from ..core.types import DepthMaps, ImageBatch, Intrinsics, MaskBatch
+    from ..core.types import DepthMaps, Intrinsics, MaskBatch
     from ..core.worldfm.model import WorldFMConfig
-    from ..core.worldfm.sampler import FramesU8, ImageCodec, ImageU8
+    from ..core.worldfm.sampler import ImageCodec
 
 CATEGORY = "InSpatio/WorldFM"
 MODEL_TYPE = "INSPATIO_WORLDFM_MODEL"
@@ -60,7 +61,6 @@ RELEASED_TARGET_FOV_DEGREES = 2.0 * math.degrees(
 PANORAMA_INPUT_FOV_DEGREES = 80.0
 RENDER_SIZE_STEP = 8  # the VAE stride
 MAX_RENDER_SIZE = 4096
-U8_MAX = 255.0
 SDXL_LATENT_CHANNELS = 4
 IMAGE_LATENT_NDIM = 4  # [B, C, h, w] and IMAGE [B, H, W, 3]; a video VAE adds a frame axis
 #: The input view of the WorldFM world frame: it looks along +x, its right is −z, its up −y
@@ -95,35 +95,6 @@ class WorldFMModelHandle:
 # --- ComfyUI values -> core values ---------------------------------------------------------
 
 
-def image_to_u8(node: str, input_name: str, image: ImageBatch) -> ImageU8:
-    """One ComfyUI IMAGE ``[1, H, W, 3]`` in [0, 1] → ``[H, W, 3]`` uint8 (rounded, as PIL saves)."""
-    import torch
-
-    if image.ndim != 4 or image.shape[0] != 1 or image.shape[-1] != 3:
-        raise cf.NodeInputError(
-            node,
-            input_name,
-            f"must be one RGB IMAGE [1, height, width, 3], got shape {tuple(image.shape)}: "
-            "connect a single image (pick one frame of a batch, drop any alpha channel)",
-        )
-    return (image[0].float().clamp(0.0, 1.0) * U8_MAX).round().to(torch.uint8)
-
-
-def u8_to_image(frames: FramesU8) -> ImageBatch:
-    """uint8 frames ``[T, H, W, 3]`` → ComfyUI IMAGE on the intermediate device."""
-    return (frames.float() / U8_MAX).to(cf.intermediate_device())
-
-
-def _single_map(node: str, input_name: str, values: DepthMaps) -> DepthMaps:
-    if values.shape[0] != 1:
-        raise cf.NodeInputError(
-            node,
-            input_name,
-            f"holds {values.shape[0]} maps; connect the one map of this image",
-        )
-    return values
-
-
 def _read_map(
     node: str,
     input_name: str,
@@ -133,14 +104,15 @@ def _read_map(
     far: float,
     scale: float,
 ) -> DepthMaps:
-    """The ``[1, H, W]`` distances of a depth node's IMAGE or MASK, read with ``core/depth.py``."""
-    from ..core.depth import DepthReading, depth_values_from_image, read_depth
-
-    with reported_as(node, f"{input_name}_encoding"):
-        reading = DepthReading(encoding, near=near, far=far, scale=scale)
-    with reported_as(node, input_name):
-        values = _single_map(node, input_name, depth_values_from_image(image_or_mask))
-        return read_depth(values, reading)
+    """The ``[1, H, W]`` distances of one image, from a depth node's IMAGE or MASK."""
+    values = read_depth_input(node, input_name, image_or_mask, encoding, near, far, scale)
+    if values.shape[0] != 1:
+        raise cf.NodeInputError(
+            node,
+            input_name,
+            f"holds {values.shape[0]} maps; connect the one map of this image",
+        )
+    return values
 
 
 def target_intrinsics(path: CameraPath, render_size: int) -> Intrinsics:
@@ -412,7 +384,7 @@ class InSpatioWorldFMSceneFromPanorama:
 
         node = self.NODE
         with reported_as(node, "panorama"):
-            pixels = fit_panorama(image_to_u8(node, "panorama", panorama))
+            pixels = fit_panorama(cf.image_to_u8(node, "panorama", panorama))
         distances = _read_map(
             node,
             "distance",
@@ -486,7 +458,7 @@ class InSpatioWorldFMSceneFromImage:
         from ..core.worldfm.bank import image_scene
 
         node = self.NODE
-        pixels = image_to_u8(node, "image", image)
+        pixels = cf.image_to_u8(node, "image", image)
         height, width = pixels.shape[:2]
         depths = _read_map(node, "depth", depth, depth_encoding, depth_near, depth_far, depth_scale)
         with reported_as(node, "depth"):
@@ -553,7 +525,7 @@ class InSpatioWorldFMRender:
             renders.append(render[0].cpu())
             references.append(reference_image(scene.bank, chosen.best, size))
             bar.update(1)
-        return (u8_to_image(torch.stack(renders)), u8_to_image(torch.stack(references)))
+        return (cf.u8_to_image(torch.stack(renders)), cf.u8_to_image(torch.stack(references)))
 
 
 class InSpatioWorldFMSampler:
@@ -645,9 +617,9 @@ class InSpatioWorldFMSampler:
             # the user can cancel between frames.
             for _, frame, _ in generated:
                 frames.append(frame.cpu())
-                bar.update(1, preview=frame[0].float() / U8_MAX)
+                bar.update(1, preview=frame[0].float() / cf.UINT8_MAX)
                 cf.check_interrupted()
-        return (u8_to_image(torch.cat(frames)),)
+        return (cf.u8_to_image(torch.cat(frames)),)
 
 
 NODE_CLASSES = (

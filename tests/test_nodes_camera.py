@@ -1,4 +1,4 @@
-"""Camera-path nodes: presets, keyframe JSON, operations and preview, called as ComfyUI would."""
+"""Camera-path nodes: presets, keyframe JSON, files, operations and preview, called as ComfyUI would."""
 
 from __future__ import annotations
 
@@ -13,17 +13,18 @@ from inspatio_nodes.core.path_presets import PRESETS
 from inspatio_nodes.core.scene import scene_from_video
 from inspatio_nodes.nodes.camera import (
     DEFAULT_KEYFRAMES_JSON,
-    PATH_OPERATIONS,
     InSpatioCameraKeyframes,
-    InSpatioCameraPathPreview,
     InSpatioCameraPreset,
+)
+from inspatio_nodes.nodes.camera_edit import (
+    PATH_OPERATIONS,
+    InSpatioCameraPathPreview,
     InSpatioConcatCameraPaths,
     InSpatioFollowSourceCamera,
-    InSpatioLoadCameraPath,
     InSpatioModifyCameraPath,
     InSpatioRetimeCameraPath,
-    InSpatioSaveCameraPath,
 )
+from inspatio_nodes.nodes.camera_files import InSpatioLoadCameraPath, InSpatioSaveCameraPath
 from inspatio_nodes.nodes.comfy import NodeInputError
 
 HEIGHT, WIDTH, SCENE_FRAMES = 32, 48, 5

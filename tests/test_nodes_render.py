@@ -8,6 +8,8 @@ from inspatio_nodes.core.camera import intrinsics_from_fov
 from inspatio_nodes.core.paths import CameraPath
 from inspatio_nodes.core.scene import scene_from_images, scene_from_video
 from inspatio_nodes.nodes import camera as camera_nodes
+from inspatio_nodes.nodes import camera_edit as camera_edit_nodes
+from inspatio_nodes.nodes import camera_files as camera_file_nodes
 from inspatio_nodes.nodes import render as render_nodes
 from inspatio_nodes.nodes import scene as scene_nodes
 from inspatio_nodes.nodes.comfy import NodeInputError
@@ -123,7 +125,9 @@ def test_unknown_semantics_names_the_input():
 
 
 @pytest.mark.parametrize(
-    "module", [scene_nodes, camera_nodes, render_nodes], ids=lambda m: m.__name__
+    "module",
+    [scene_nodes, camera_nodes, camera_file_nodes, camera_edit_nodes, render_nodes],
+    ids=lambda m: m.__name__,
 )
 def test_scene_side_nodes_are_inspatio_nodes_with_custom_socket_types(module):
     for node_id, node in module.NODE_CLASS_MAPPINGS.items():

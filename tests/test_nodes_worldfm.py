@@ -24,7 +24,7 @@ from inspatio_nodes.core.paths import CameraPath
 from inspatio_nodes.core.worldfm.model import CONFIG_METADATA_KEY, WorldFMConfig, WorldFMModel
 from inspatio_nodes.nodes import comfy as cf
 from inspatio_nodes.nodes import worldfm as nodes
-from inspatio_nodes.nodes.camera import InSpatioLoadCameraPath
+from inspatio_nodes.nodes.camera_files import InSpatioLoadCameraPath
 from safetensors.torch import load_file, save_file
 
 RENDER_CASES = fixture_cases("*worldfm_geometry*render*.safetensors")
