@@ -1,7 +1,7 @@
 """Hard z-buffer point renderers: v1's "ply" backend and InSpatio-WorldFM's point renderer.
 
 Place in the data flow: a coloured point cloud (v1's fused depth points; WorldFM's panorama or
-image points, ``core/worldfm/bank.py``) and target cameras -> RGB bytes and a coverage mask or
+image points, ``core/worldfm/panorama.py``) and target cameras -> RGB bytes and a coverage mask or
 depth. Unlike the soft splat (``core/soft_splat.py``) each pixel shows one point: among the
 points within a tolerance of the pixel's nearest z, the last one in point order, which is what
 upstream's serial CPU scatter leaves (its parallel scatter leaves it to chance).

@@ -1,4 +1,5 @@
-"""WorldFM scene geometry (``core/worldfm/bank.py``): points, bank, condition DB, selection."""
+"""WorldFM scene geometry (``core/worldfm/``: panorama.py, bank.py, selector.py): points, bank,
+condition DB, selection."""
 
 from __future__ import annotations
 
@@ -9,24 +10,25 @@ import pytest
 import torch
 from conftest import fixture_cases, load_json, require_fixture, sibling
 from inspatio_nodes.core.point_render import half_point_cloud, render_points_hard
-from inspatio_nodes.core.worldfm import bank as bank_module
+from inspatio_nodes.core.worldfm import panorama as panorama_module
 from inspatio_nodes.core.worldfm.bank import (
-    PanoramaInputError,
     ReferenceBank,
     ReferenceLatentCache,
-    SelectionParams,
     bank_camera_to_world,
     bank_yaw_pitch,
     condition_database,
-    image_points,
     panorama_bank,
-    panorama_points,
     panorama_scene,
-    prepare_depth,
     reference_image,
-    select_reference,
     single_image_bank,
 )
+from inspatio_nodes.core.worldfm.panorama import (
+    PanoramaInputError,
+    image_points,
+    panorama_points,
+    prepare_depth,
+)
+from inspatio_nodes.core.worldfm.selector import SelectionParams, select_reference
 from safetensors.torch import load_file
 
 PANO_CASES = fixture_cases("*worldfm_geometry*pano*.safetensors")
@@ -258,14 +260,14 @@ def test_panorama_must_be_two_to_one_and_match_its_distance_map():
 
 
 def test_panoramas_over_the_cap_are_box_averaged_down(monkeypatch):
-    monkeypatch.setattr(bank_module, "PANORAMA_MAX_WIDTH", 8)
-    monkeypatch.setattr(bank_module, "PANORAMA_MAX_HEIGHT", 4)
+    monkeypatch.setattr(panorama_module, "PANORAMA_MAX_WIDTH", 8)
+    monkeypatch.setattr(panorama_module, "PANORAMA_MAX_HEIGHT", 4)
     panorama = torch.zeros(8, 16, 3, dtype=torch.uint8)
     panorama[0::2, 0::2] = 200  # one bright pixel in every 2×2 block: the average is 50
-    fitted = bank_module.fit_panorama(panorama)
+    fitted = panorama_module.fit_panorama(panorama)
     assert fitted.shape == (4, 8, 3) and torch.all(fitted == 50)
     small = torch.zeros(2, 4, 3, dtype=torch.uint8)
-    assert bank_module.fit_panorama(small) is small
+    assert panorama_module.fit_panorama(small) is small
 
 
 def test_panorama_scene_resamples_a_low_resolution_distance_map():

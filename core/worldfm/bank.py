@@ -1,18 +1,14 @@
-"""WorldFM scene geometry: panorama -> point cloud, the reference bank, and reference selection.
+"""WorldFM reference bank and prepared scene: 42 perspective crops, their depth renders, the scene.
 
-Place in the data flow: a user-supplied equirectangular panorama and its distance map become one
-coloured point per pixel (rendered per target pose by the hard z-buffer of ``core/point_render.py``)
-and a fixed bank of 42 perspective crops. For each target pose the bank view whose depth agrees best
-with the target's anchor render is chosen; its latent (encoded once per view and cached) is the
-frame model's reference condition ``cond2``. A single image with its own depth is the degraded case:
-its pixels are the points and the image is the only reference.
+Place in the data flow: the panorama's point cloud (``panorama.py``) and a fixed bank of 42
+perspective crops of the panorama (or, degraded, the single input image) make a
+:class:`WorldFMScene`. Each bank view's depth render forms the condition database that
+``selector.py`` compares with every target's anchor render; the chosen view's latent (encoded
+once per view and cached) is the frame model's reference condition ``cond2``.
 
-Follows inspatio/worldfm at 8881a7b: ``modules/pano_postprocess.py`` (``prepare_depth``,
-``compute_ply_arrays``, ``generate_conditions``) and ``modules/depth_selector.py``
-(``build_condition_db_in_memory``, ``select_best_condition_index``). Float32 is kept wherever
-upstream uses it, because the selection counts and the bank pixels are compared exactly.
-This module is longer than 300 lines because the bank, its condition database and the selector
-share one set of conventions that is easier to check in one place.
+Follows inspatio/worldfm at 8881a7b: ``modules/pano_postprocess.py`` (``generate_conditions``)
+and ``modules/depth_selector.py`` (``build_condition_db_in_memory``). Float32 is kept wherever
+upstream uses it, because the bank pixels are compared exactly.
 """
 
 from __future__ import annotations
@@ -25,19 +21,42 @@ from typing import Annotated
 import numpy as np
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from PIL import Image as PILImage
 from torch import Tensor
 
-from ..point_render import HalfPointCloud, half_point_cloud, render_points_hard
-from ..types import CameraToWorld, Intrinsics, Points, WorldToCamera
+from ..point_render import U8_MAX, HalfPointCloud, half_point_cloud, render_points_hard
+from ..types import CameraToWorld, Intrinsics, WorldToCamera
+from .panorama import (
+    PanoramaInputError,
+    PanoramaU8,
+    check_panorama,
+    fit_panorama,
+    image_points,
+    panorama_points,
+    prepare_depth,
+)
+from .selector import ConditionDatabase, select_reference
 
-PanoramaU8 = Annotated[Tensor, "H W 3 uint8 RGB equirectangular, W = 2H"]
-DistanceMap = Annotated[Tensor, "H W float ray distance from the panorama centre"]
-PointColoursU8 = Annotated[Tensor, "P 3 uint8 RGB"]
+# fit_panorama and select_reference are re-exported: nodes/ imports them from here.
+__all__ = [
+    "RELEASED_CROP_FOCAL",
+    "RELEASED_CROP_SIZE",
+    "ReferenceBank",
+    "ReferenceLatentCache",
+    "WorldFMScene",
+    "bank_camera_to_world",
+    "bank_yaw_pitch",
+    "condition_database",
+    "fit_panorama",
+    "image_scene",
+    "panorama_bank",
+    "panorama_scene",
+    "reference_image",
+    "select_reference",
+    "single_image_bank",
+]
+
 BankImagesU8 = Annotated[Tensor, "V h w 3 uint8 RGB"]
-ViewProjections = Annotated[Tensor, "V 3 4 float32 K·[R|t] for the S×S canvas"]
-ViewDepths = Annotated[Tensor, "V S S float32 z-depth, 0 where empty"]
 
 #: Bank layout: pitch-major, pitches then yaws in this order, then straight up and down.
 BANK_PITCHES = (0.0, math.pi / 4, -math.pi / 4, math.pi / 6, -math.pi / 6)
@@ -52,120 +71,14 @@ BANK_YAWS = (
     -math.pi / 4,
 )
 BANK_POLES = ((0.0, math.pi / 2), (0.0, -math.pi / 2))
-#: Upstream's cap on the panorama size before the point cloud and the bank are built.
-PANORAMA_MAX_WIDTH = 8192
-PANORAMA_MAX_HEIGHT = 4096
 RELEASED_CROP_SIZE = 504
 RELEASED_CROP_FOCAL = 320.0
 #: Right vector used when forward is parallel to the up axis (the two pole views).
 DEGENERATE_RIGHT_NORM = 1e-8
 #: Keeps y = φ/π·H strictly inside the last row.
 LAST_ROW_MARGIN = 1e-6
-#: Mask weight below which the masked upsample of the depth leaves a pixel empty.
-MASK_WEIGHT_FLOOR = 1e-6
-#: Added to z before dividing, as upstream does, in the projection into bank views.
-PROJECTION_EPS = 1e-8
-#: Angles at or above this disable the view-angle test.
-ANGLE_TEST_OFF_DEGREES = 179.999
-U8_MAX = 255.0
 #: Bank pixels are rounded half up (uint8(value + 0.5)), unlike torch.round.
 ROUND_HALF_UP = 0.5
-
-
-class PanoramaInputError(ValueError):
-    """A panorama, distance map or image the bank cannot use, saying which and how to fix it."""
-
-
-# --- panorama -> points ---------------------------------------------------------------------
-
-
-def prepare_depth(depth_raw: Tensor, scale: float, width: int, height: int) -> DistanceMap:
-    """Upstream ``prepare_depth``: scale, drop invalid values, masked upsample, fill with the max.
-
-    The upsample is ``resize(d·m) / resize(m)`` with bilinear half-pixel centres (cv2
-    INTER_LINEAR == ``F.interpolate(align_corners=False)`` when enlarging), so invalid pixels do
-    not bleed into valid ones.
-    """
-    depth = depth_raw.to(torch.float32) * scale
-    valid = torch.isfinite(depth) & (depth > 0)
-    depth = torch.where(valid, depth, torch.zeros_like(depth))
-    if tuple(depth.shape) != (height, width):
-        stacked = torch.stack([depth * valid, valid.to(torch.float32)])[None]
-        weighted, weight = F.interpolate(
-            stacked, size=(height, width), mode="bilinear", align_corners=False
-        )[0]
-        has_weight = weight > MASK_WEIGHT_FLOOR
-        depth = torch.where(
-            has_weight, weighted / torch.where(has_weight, weight, torch.ones_like(weight)), 0.0
-        )
-    filled = depth > 0
-    if not bool(filled.any()):
-        raise PanoramaInputError("the distance map has no valid (finite, positive) value")
-    return torch.where(filled, depth, depth[filled].max())
-
-
-def fit_panorama(panorama: PanoramaU8) -> PanoramaU8:
-    """The panorama shrunk to fit within 8192×4096 (upstream ``resize_panorama``); never enlarged.
-
-    Upstream uses cv2 INTER_AREA, which box-averages like ``F.interpolate(mode="area")`` for
-    integer factors (16384×8192 -> 8192×4096); other factors weight partial pixels slightly
-    differently.
-    """
-    height, width = _check_panorama(panorama)
-    factor = min(1.0, PANORAMA_MAX_WIDTH / width, PANORAMA_MAX_HEIGHT / height)
-    if factor == 1.0:
-        return panorama
-    size = (max(1, round(height * factor)), max(1, round(width * factor)))
-    pixels = rearrange(panorama, "h w c -> 1 c h w").to(torch.float32)
-    shrunk = torch.round(F.interpolate(pixels, size=size, mode="area")).clamp(0, U8_MAX)
-    return rearrange(shrunk.to(torch.uint8), "1 c h w -> h w c")
-
-
-def panorama_points(panorama: PanoramaU8, distance: DistanceMap) -> tuple[Points, PointColoursU8]:
-    """One point per panorama pixel, row-major, in OpenCV world coordinates (y down).
-
-    θ = j/W·2π − π and φ = i/H·π with no half-pixel offset (row 0 is the zenith, column 0
-    is θ = −π); X = r·sinφ·cosθ, Y = −r·cosφ, Z = −r·sinφ·sinθ, all float32. The panorama
-    centre column faces +x and column W/4 faces +z.
-    """
-    height, width = _check_panorama(panorama)
-    if tuple(distance.shape) != (height, width):
-        raise PanoramaInputError(
-            f"the distance map is {tuple(distance.shape)} but the panorama is {(height, width)}: "
-            "resample the distance map to the panorama size (prepare_depth does it)"
-        )
-    theta = torch.arange(width, dtype=torch.float32) / width * (2 * math.pi) - math.pi
-    phi = torch.arange(height, dtype=torch.float32) / height * math.pi
-    theta, phi = theta[None, :], phi[:, None]
-    radius = distance.to(torch.float32)
-    sin_phi = torch.sin(phi)
-    xyz = torch.stack(
-        [
-            radius * sin_phi * torch.cos(theta),
-            -radius * torch.cos(phi),
-            -radius * sin_phi * torch.sin(theta),
-        ],
-        dim=-1,
-    )
-    return rearrange(xyz, "h w c -> (h w) c"), rearrange(panorama, "h w c -> (h w) c")
-
-
-def _check_panorama(panorama: PanoramaU8) -> tuple[int, int]:
-    if panorama.ndim != 3 or panorama.shape[-1] != 3 or panorama.dtype != torch.uint8:
-        raise PanoramaInputError(
-            "the panorama must be an RGB uint8 image [H, W, 3], got "
-            f"{tuple(panorama.shape)} {panorama.dtype}"
-        )
-    height, width = panorama.shape[:2]
-    if width != 2 * height:
-        raise PanoramaInputError(
-            f"the panorama is {width}×{height}, not 2:1: pass a full equirectangular panorama "
-            "(360°×180°), e.g. 4096×2048"
-        )
-    return height, width
-
-
-# --- reference bank ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -223,7 +136,7 @@ def panorama_bank(
     panorama: PanoramaU8, crop_size: int = RELEASED_CROP_SIZE, focal: float = RELEASED_CROP_FOCAL
 ) -> ReferenceBank:
     """The 42-view bank: crop_size² crops with fx = fy = focal and cx = cy = crop_size / 2."""
-    _check_panorama(panorama)
+    check_panorama(panorama)
     centre = crop_size / 2
     intrinsics = torch.tensor(
         [[focal, 0.0, centre], [0.0, focal, centre], [0.0, 0.0, 1.0]], dtype=torch.float64
@@ -298,32 +211,6 @@ def single_image_bank(
     )
 
 
-def image_points(
-    image: Annotated[Tensor, "H W 3 uint8 RGB"],
-    depth: Annotated[Tensor, "H W z-depth, <= 0 or non-finite: no point"],
-    intrinsics: Intrinsics,
-    world_to_camera: WorldToCamera,
-) -> tuple[Points, PointColoursU8]:
-    """The points of a single image with its own z-depth (integer pixel centres, as upstream)."""
-    height, width = image.shape[:2]
-    if tuple(depth.shape) != (height, width):
-        raise PanoramaInputError(
-            f"the depth map is {tuple(depth.shape)} but the image is {(height, width)}: "
-            "resize the depth to the image"
-        )
-    valid = torch.isfinite(depth) & (depth > 0)
-    if not bool(valid.any()):
-        raise PanoramaInputError("the depth map has no valid (finite, positive) value")
-    rows, columns = torch.nonzero(valid, as_tuple=True)
-    pixels = torch.stack([columns, rows, torch.ones_like(rows)], dim=-1).to(torch.float64)
-    camera_points = (pixels @ torch.linalg.inv(intrinsics.to(torch.float64)).T) * depth[valid].to(
-        torch.float64
-    )[:, None]
-    camera_to_world = torch.linalg.inv(world_to_camera.to(torch.float64).reshape(4, 4))
-    world_points = camera_points @ camera_to_world[:3, :3].T + camera_to_world[:3, 3]
-    return world_points.to(torch.float32), image[valid]
-
-
 def reference_image(
     bank: ReferenceBank, view: int, size: int
 ) -> Annotated[Tensor, "S S 3 uint8 RGB"]:
@@ -351,28 +238,6 @@ class ReferenceLatentCache:
         return self._latents[view]
 
 
-# --- condition database and selection ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ConditionDatabase:
-    """Per bank view: the projection into the S×S canvas, its depth render and camera centre.
-
-    Quirk kept from upstream: ``projections`` use the bank K scaled from the crop size to S,
-    while ``depths`` are rendered with the *unscaled* K into the S×S canvas (about 4 px apart
-    in the release). Rendering them consistently changes the selected view for some poses.
-    """
-
-    projections: ViewProjections
-    depths: ViewDepths
-    centres: Annotated[Tensor, "V 3 float32 camera centres"]
-
-    def to(self, device: torch.device | str) -> ConditionDatabase:
-        return ConditionDatabase(
-            self.projections.to(device), self.depths.to(device), self.centres.to(device)
-        )
-
-
 def condition_database(
     bank: ReferenceBank, cloud: HalfPointCloud, render_size: int
 ) -> ConditionDatabase:
@@ -396,159 +261,6 @@ def condition_database(
         depths=depths,
         centres=camera_to_world[:, :3, 3].to(device),
     )
-
-
-@dataclass(frozen=True)
-class SelectionParams:
-    """``select_best_condition_index`` settings; defaults are the release's ``default.yaml``."""
-
-    sample_grid: int = 10
-    center_grid: int = 15
-    center_frac: float = 0.5
-    eps_rel: float = 0.02
-    eps_abs: float = 0.0
-    px_radius: int = 0
-    max_view_angle_deg: float = 180.0
-    use_distance_weight: bool = True
-    dist_min_m: float = 1.0
-    dist_max_m: float = 20.0
-    weight_near: float = 1.0
-    weight_far: float = 0.0
-
-
-#: The release's settings (``default.yaml``, which differ from the function's own defaults).
-RELEASED_SELECTION = SelectionParams()
-
-
-@dataclass(frozen=True)
-class Selection:
-    """The chosen view, its hits, the number of valid samples, every view's counts and scores."""
-
-    best: int
-    hits: int
-    samples: int
-    counts: Annotated[Tensor, "V int64"]
-    scores: Annotated[Tensor, "V float32"]
-
-
-def sample_pixels(
-    height: int, width: int, params: SelectionParams, device: torch.device | str | None = None
-) -> tuple[Tensor, Tensor]:
-    """(u, v) of the sample grid: an outer grid minus the central box, plus a denser centre grid.
-
-    float32 ``torch.linspace`` rounded half to even; the box bounds use Python's ``round``;
-    duplicates are removed through the sorted flat index v·W + u.
-    """
-
-    def grid(x0: float, x1: float, y0: float, y1: float, count: int) -> tuple[Tensor, Tensor]:
-        xs = torch.linspace(x0, x1, count, device=device)
-        ys = torch.linspace(y0, y1, count, device=device)
-        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-        return torch.round(xx).to(torch.int64).flatten(), torch.round(yy).to(torch.int64).flatten()
-
-    fraction = min(max(params.center_frac, 0.0), 1.0)
-    u, v = grid(0, width - 1, 0, height - 1, params.sample_grid)
-    if fraction > 0 and params.center_grid > 0:
-        x0, x1 = (1 - fraction) * 0.5 * (width - 1), (1 + fraction) * 0.5 * (width - 1)
-        y0, y1 = (1 - fraction) * 0.5 * (height - 1), (1 + fraction) * 0.5 * (height - 1)
-        inside = (u >= round(x0)) & (u <= round(x1)) & (v >= round(y0)) & (v <= round(y1))
-        centre_u, centre_v = grid(x0, x1, y0, y1, params.center_grid)
-        flat = torch.unique(
-            torch.cat([v[~inside], centre_v]) * width + torch.cat([u[~inside], centre_u])
-        )
-        u, v = flat % width, flat // width
-    return u, v
-
-
-def select_reference(
-    database: ConditionDatabase,
-    depth: Annotated[Tensor, "S S float32 z-depth of the target render"],
-    intrinsics: Intrinsics,
-    world_to_camera: WorldToCamera,
-    params: SelectionParams = RELEASED_SELECTION,
-) -> Selection:
-    """The bank view whose depth render agrees best with the target's (depth-consistency test)."""
-    height, width = depth.shape
-    num_views = database.projections.shape[0]
-    if database.depths.shape[1:] != depth.shape:
-        raise PanoramaInputError(
-            f"the target depth is {tuple(depth.shape)} but the condition database was built for "
-            f"{tuple(database.depths.shape[1:])}: render the target at the database's size"
-        )
-    device = depth.device
-    u, v = sample_pixels(height, width, params, device)
-    sampled = depth[v, u]
-    valid = sampled > 0
-    u, v, sampled = u[valid], v[valid], sampled[valid]
-    if u.numel() == 0:
-        empty = torch.zeros(num_views, device=device)
-        return Selection(best=0, hits=0, samples=0, counts=empty.to(torch.int64), scores=empty)
-
-    # Upstream works from a float32 camera-to-world; recover it exactly from the canonical Tcw.
-    camera_to_world = torch.linalg.inv(world_to_camera.to("cpu", torch.float64).reshape(4, 4))
-    camera_to_world = camera_to_world.to(device=device, dtype=torch.float32)
-    inverse_intrinsics = torch.linalg.inv(intrinsics.to(device=device, dtype=torch.float32))
-    pixels = torch.stack(
-        [u.to(torch.float32), v.to(torch.float32), torch.ones_like(sampled)], dim=1
-    )
-    camera_points = (pixels @ inverse_intrinsics.T) * sampled[:, None]
-    upstream_world_to_camera = torch.linalg.inv(camera_to_world)
-    rotation, translation = upstream_world_to_camera[:3, :3], upstream_world_to_camera[:3, 3]
-    world_points = (camera_points - translation[None]) @ rotation
-    homogeneous = torch.cat([world_points, torch.ones_like(world_points[:, :1])], dim=1)
-
-    database = database.to(device)
-    projected = torch.einsum("vij,mj->vmi", database.projections, homogeneous)
-    z = projected[..., 2]
-    column = torch.round(projected[..., 0] / (z + PROJECTION_EPS)).to(torch.int64)
-    row = torch.round(projected[..., 1] / (z + PROJECTION_EPS)).to(torch.int64)
-    view_depths = rearrange(database.depths, "v h w -> v (h w)")
-    closest = torch.full_like(z, float("inf"))
-    radius = params.px_radius
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            shifted_u, shifted_v = column + dx, row + dy
-            on_view = (
-                (shifted_u >= 0)
-                & (shifted_u < width)
-                & (shifted_v >= 0)
-                & (shifted_v < height)
-                & (z > 0)
-            )
-            flat = (shifted_v * width + shifted_u).clamp(0, height * width - 1)
-            view_depth = torch.gather(view_depths, 1, flat)
-            usable = on_view & (view_depth > 0)
-            closest = torch.minimum(
-                closest, torch.where(usable, (view_depth - z).abs(), float("inf"))
-            )
-    tolerance = torch.maximum(params.eps_rel * z, torch.full_like(z, params.eps_abs))
-    hit = closest < tolerance
-
-    target_centre = camera_to_world[:3, 3]
-    if params.max_view_angle_deg < ANGLE_TEST_OFF_DEGREES:
-        cos_limit = math.cos(math.radians(params.max_view_angle_deg))
-        from_target = F.normalize(world_points - target_centre[None], dim=1, eps=PROJECTION_EPS)
-        from_views = F.normalize(
-            world_points[None] - database.centres[:, None], dim=2, eps=PROJECTION_EPS
-        )
-        hit &= (from_views * from_target[None]).sum(dim=2) >= cos_limit
-
-    counts = hit.sum(dim=1)
-    scores = counts.to(torch.float32)
-    if params.use_distance_weight:
-        distance = torch.linalg.vector_norm(database.centres - target_centre[None], dim=1)
-        span = max(params.dist_max_m - params.dist_min_m, 1e-6)
-        far_fraction = ((distance - params.dist_min_m) / span).clamp(0, 1)
-        scores = scores * (
-            params.weight_near + (params.weight_far - params.weight_near) * far_fraction
-        )
-    best = int(torch.argmax(scores))  # first maximum; all zero (target >= dist_max away) -> view 0
-    return Selection(
-        best=best, hits=int(counts[best]), samples=int(u.numel()), counts=counts, scores=scores
-    )
-
-
-# --- a prepared scene ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -33,15 +33,9 @@ from torch import Tensor
 from ..camera import check_intrinsics, check_rigid
 from ..point_render import render_points_hard
 from ..types import Intrinsics, WorldToCamera
-from .bank import (
-    RELEASED_SELECTION,
-    ReferenceLatentCache,
-    Selection,
-    SelectionParams,
-    WorldFMScene,
-    select_reference,
-)
+from .bank import ReferenceLatentCache, WorldFMScene
 from .model import VAE_STRIDE, FrameLatents, WorldFMModel
+from .selector import RELEASED_SELECTION, Selection, SelectionParams, select_reference
 
 ImageU8 = Annotated[Tensor, "H W 3 uint8 RGB"]
 FramesU8 = Annotated[Tensor, "B H W 3 uint8 RGB"]
