@@ -5,8 +5,12 @@ importable as ``inspatio_nodes``. Importing it must stay cheap: no torch work, n
 optional imports happen here (the node modules import the core lazily).
 """
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+if __package__:
+    # Imported as a package (ComfyUI, ``inspatio_nodes``). pytest also imports this file as a bare
+    # module when it collects the tests below it; in a clone whose folder name is not a Python
+    # identifier there is no parent package, and the relative import could not work.
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
-WEB_DIRECTORY = "./web"
+    WEB_DIRECTORY = "./web"
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
+    __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
