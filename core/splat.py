@@ -14,6 +14,7 @@ official mp4 writers for the render's byte form.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -70,6 +71,8 @@ ViewKnown = Annotated[Tensor, "F V H W bool"]
 ViewFrames = Annotated[Tensor, "F V 3 H W float in [-1, 1], each view's splat into each frame"]
 OverlapPixels = Annotated[Tensor, "G V int64, known pixels of each view summed over a latent group"]
 Bytes = Annotated[Tensor, "F H W 3 uint8"]
+# (depth, source K, source Tcw, target Tcw, target K) of N pairs: project_pixels' arguments.
+CameraPair = tuple[PairDepth, Intrinsics, WorldToCamera, WorldToCamera, Intrinsics]
 
 HOLE = -1.0  # RGB of render pixels nothing landed on
 BYTE_SCALE = 127.5  # [-1, 1] -> [0, 255] as the official mp4 writers quantise
@@ -150,29 +153,12 @@ def _render_pairs(
     )
 
 
-def _batch_peak(
-    scene: Scene,
-    target_world_to_camera: WorldToCamera,
-    target_intrinsics: Intrinsics,
-    config: SoftSplatConfig,
-) -> Tensor | None:
-    """v1's whole-video depth normalisation peak, so that the video can be splatted in pieces."""
+def _batch_peak(config: SoftSplatConfig, pairs: Iterable[CameraPair]) -> Tensor | None:
+    """v1's whole-video depth normalisation peak over every pair, so that the video can be
+    splatted in pieces; None in the per-frame scope, where each pair is normalised on its own."""
     if config.depth_weight_scope == "frame":
         return None
-    peaks = [
-        log_depth_peak(
-            project_pixels(
-                scene.depth[index : index + 1],
-                scene.intrinsics[index],
-                scene.world_to_camera[index],
-                target_world_to_camera[index],
-                target_intrinsics[index],
-            ).z,
-            config,
-        )
-        for index in range(target_world_to_camera.shape[0])
-    ]
-    return torch.stack(peaks).max()
+    return torch.stack([log_depth_peak(project_pixels(*pair).z, config) for pair in pairs]).max()
 
 
 def render_video_scene(
@@ -197,18 +183,18 @@ def render_video_scene(
             "first (core.scene.align_frame_counts) so that target frame f renders source frame f"
         )
     target_k = _target_intrinsics(scene, target_intrinsics, num_frames)
-    peak = _batch_peak(scene, target_world_to_camera, target_k, config)
+    pairs: CameraPair = (
+        scene.depth,
+        scene.intrinsics,
+        scene.world_to_camera,
+        target_world_to_camera,
+        target_k,
+    )
+    peak = _batch_peak(
+        config, (tuple(part[index : index + 1] for part in pairs) for index in range(num_frames))
+    )
     pieces = [
-        _render_pairs(
-            scene.frames[start:stop],
-            scene.depth[start:stop],
-            scene.intrinsics[start:stop],
-            scene.world_to_camera[start:stop],
-            target_world_to_camera[start:stop],
-            target_k[start:stop],
-            config,
-            peak,
-        )
+        _render_pairs(scene.frames[start:stop], *(part[start:stop] for part in pairs), config, peak)
         for start, stop in _spans(num_frames, frames_per_call)
     ]
     return SplatRender(
@@ -306,17 +292,10 @@ def render_image_scene(
     _check_targets(target_world_to_camera)
     num_frames, num_views = target_world_to_camera.shape[0], scene.frames.shape[0]
     target_k = _target_intrinsics(scene, target_intrinsics, num_frames)
-    peak = None
-    if config.depth_weight_scope == "batch":
-        peak = torch.stack(
-            [
-                log_depth_peak(
-                    project_pixels(scene.depth, scene.intrinsics, scene.world_to_camera, pose, k).z,
-                    config,
-                )
-                for pose, k in zip(target_world_to_camera, target_k)
-            ]
-        ).max()
+    views = (scene.depth, scene.intrinsics, scene.world_to_camera)
+    peak = _batch_peak(
+        config, ((*views, pose, k) for pose, k in zip(target_world_to_camera, target_k))
+    )
     rgb, distance, known = [], [], []
     for start, stop in _spans(num_frames, frames_per_call):
         count = stop - start
