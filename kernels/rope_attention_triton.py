@@ -33,7 +33,7 @@ from .rope_attention import (
     CacheBuffer,
     check_attention_call,
 )
-from .rope_triton import rotated_tile, token_strides, write_rotated_keys
+from .rope_triton import program_tokens, rotated_tile, token_strides, write_rotated_keys
 
 LOG2_E = 1.4426950408889634  # softmax via exp2: e^x = 2^(x·log2 e)
 MIN_DOT_SIZE = 16  # tl.dot needs every dimension >= 16
@@ -130,11 +130,7 @@ def _rope_cached_attention_kernel(
     DOT_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    batch_head = tl.program_id(1)
-    b = batch_head // heads
-    h = batch_head % heads
-    query_index = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    query_valid = query_index < tokens
+    b, h, query_index, query_valid = program_tokens(heads, tokens, BLOCK_M)
 
     q = rotated_tile(
         q_ptr + b * q_stride_b + h * q_stride_h, q_stride_n, query_index, query_valid,

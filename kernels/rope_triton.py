@@ -1,8 +1,9 @@
 """Triton 3-axis RoPE: a rotated tile of q or k, and the pass that writes rotated keys.
 
-Part of the fused self-attention kernel (``rope_attention_triton.py``), which rotates its query
-tile with :func:`rotated_tile` and rotates the call's own keys once with
-:func:`write_rotated_keys`, straight into the KV cache during a prefill. The plain PyTorch
+Part of the fused self-attention kernel (``rope_attention_triton.py``), which shares the program
+layout of :func:`program_tokens`, rotates its query tile with :func:`rotated_tile` and rotates
+the call's own keys once with :func:`write_rotated_keys`, straight into the KV cache during a
+prefill. The plain PyTorch
 definition of the rotation is :func:`kernels.rope.apply_rope` (official ``causal_rope_apply``).
 
 Pairs of adjacent channels (2i, 2i+1) rotate as complex numbers. The kernel keeps the natural
@@ -26,6 +27,17 @@ from ..core.types import Keys, Values
 from .rope import RopeTable, TokenGrid
 
 ROPE_TILE = 64  # tokens per program of the key pass (memory bound: any size works)
+
+
+@triton.jit
+def program_tokens(heads, tokens, BLOCK: tl.constexpr):
+    """(batch, head, token indices, token validity) of this program.
+
+    Launch grids put token tiles of BLOCK on axis 0 and batch × heads on axis 1.
+    """
+    batch_head = tl.program_id(1)
+    token_index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    return batch_head // heads, batch_head % heads, token_index, token_index < tokens
 
 
 @triton.jit
@@ -67,11 +79,7 @@ def _rope_keys_kernel(
     HEAD_DIM: tl.constexpr, FRAME_PAIRS: tl.constexpr, ROW_PAIRS: tl.constexpr,
     BLOCK: tl.constexpr, COPY_VALUES: tl.constexpr,
 ):  # fmt: skip
-    batch_head = tl.program_id(1)
-    b = batch_head // heads
-    h = batch_head % heads
-    token_index = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    token_valid = token_index < tokens
+    b, h, token_index, token_valid = program_tokens(heads, tokens, BLOCK)
     rows_out = token_index[:, None]
     channel = tl.arange(0, HEAD_DIM)[None, :]
 
