@@ -37,19 +37,19 @@ class CacheShape:
     text_tokens: int
 
     def self_attention_bytes(self, dtype: torch.dtype) -> int:
-        elements = self.num_layers * KEYS_AND_VALUES * self.batch * self.capacity_tokens
-        return elements * self.num_heads * self.head_dim * _bytes_per_element(dtype)
+        return self._keys_and_values_bytes(self.capacity_tokens, dtype)
 
     def text_bytes(self, dtype: torch.dtype) -> int:
-        elements = self.num_layers * KEYS_AND_VALUES * self.batch * self.text_tokens
-        return elements * self.num_heads * self.head_dim * _bytes_per_element(dtype)
+        return self._keys_and_values_bytes(self.text_tokens, dtype)
 
     def total_bytes(self, dtype: torch.dtype) -> int:
         return self.self_attention_bytes(dtype) + self.text_bytes(dtype)
 
-
-def _bytes_per_element(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
+    def _keys_and_values_bytes(self, tokens: int, dtype: torch.dtype) -> int:
+        """K and V of ``tokens`` rows in every layer: ``[2, B, tokens, Hd, Dh]`` per layer."""
+        elements = self.num_layers * KEYS_AND_VALUES * self.batch * tokens
+        element_size = torch.empty((), dtype=dtype).element_size()
+        return elements * self.num_heads * self.head_dim * element_size
 
 
 class SpatiotemporalCache:

@@ -126,6 +126,7 @@ def backend_usable(
     return name == "sdpa" or head_dim <= FLASH_MAX_HEAD_DIM
 
 
+@cache  # asked on every attention call of every layer; the answer depends only on these three
 def select_backend(device: torch.device | str, dtype: torch.dtype, head_dim: int) -> str:
     """The first backend of :data:`BACKEND_PREFERENCE` offered here that takes this head dim."""
     return next(
