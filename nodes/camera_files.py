@@ -217,17 +217,19 @@ class InSpatioSaveCameraPath:
         from ..core import path_files
 
         check_choice(self.NODE, "format", format, SAVE_FORMATS)
-        target = cf.output_file(file)
         writers = {
-            "tcw_text": lambda: path_files.write_pose_text(target, camera_path.world_to_camera),
-            "inspatio_json": lambda: path_files.write_path_json(target, camera_path),
-            "transforms_json": lambda: path_files.write_transforms_json(
+            "tcw_text": lambda target: path_files.write_pose_text(
+                target, camera_path.world_to_camera
+            ),
+            "inspatio_json": lambda target: path_files.write_path_json(target, camera_path),
+            "transforms_json": lambda target: path_files.write_transforms_json(
                 target, camera_path, image_width, image_height
             ),
-            "worldfm_meta": lambda: path_files.write_worldfm_meta(target, camera_path),
+            "worldfm_meta": lambda target: path_files.write_worldfm_meta(target, camera_path),
         }
         with written_as(self.NODE, "file"):
-            writers[format]()
+            target = cf.output_file(file)
+            writers[format](target)
         return {"ui": {"text": (str(target),)}, "result": (str(target),)}
 
 

@@ -194,9 +194,15 @@ def input_directory() -> Path:
 
 
 def output_file(name: str) -> Path:
-    """The file a save node writes: ``name`` as given when absolute, else in :func:`output_directory`."""
+    """The file a save node writes: ``name`` as given when absolute, else in :func:`output_directory`.
+
+    Its folder is created, as ComfyUI's own save nodes create the subfolders of their prefix.
+    """
     path = Path(name).expanduser()
-    return path if path.is_absolute() else output_directory() / path
+    if not path.is_absolute():
+        path = output_directory() / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def input_file(name: str) -> Path:

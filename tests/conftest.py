@@ -1,4 +1,5 @@
-"""Shared test helpers: the parity-fixture directory and discovery of fixture cases.
+"""Shared test helpers: the parity-fixture directory and discovery of fixture cases, and a
+simulated ComfyUI host for the node tests (``folder_paths``, the progress bar, one torch thread).
 
 Parity tests take the fixture directory from ``INSPATIO_FIXTURES`` (default ``../shared/fixtures``
 beside the repository) and discover their files by pattern, because other fixture sets with the
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -70,7 +73,9 @@ def sibling(path: Path, role: str, new_role: str, suffix: str | None = None) -> 
     stem = path.stem
     head, sep, tail = stem.rpartition(f"_{role}")
     if not sep:
-        pytest.fail(f"cannot derive the {new_role!r} file from {path.name}: no '_{role}' in its name")
+        pytest.fail(
+            f"cannot derive the {new_role!r} file from {path.name}: no '_{role}' in its name"
+        )
     name = f"{head}_{new_role}{tail}{suffix or path.suffix}"
     return path.with_name(name)
 
@@ -80,3 +85,97 @@ def load_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError) as error:
         pytest.fail(f"cannot read fixture {path}: {error}")
+
+
+# --- a simulated ComfyUI host ----------------------------------------------------------------
+
+SUPPORTED_EXTENSIONS = {".safetensors", ".pth"}
+HOST_PREVIEW_SIZE = 64  # ComfyUI's --preview-size, as the simulated host reports it
+
+
+def fake_folder_paths(base: Path, yaml_folders: dict[str, list[str]]) -> types.ModuleType:
+    """A ``folder_paths`` stand-in whose folder table already holds extra_model_paths.yaml entries.
+
+    As in ComfyUI, a YAML key the host does not know arrives with an empty extension set. The
+    input and output folders are ``base/input`` and ``base/output``.
+    """
+    module = types.ModuleType("folder_paths")
+    module.models_dir = str(base / "models")
+    module.supported_pt_extensions = set(SUPPORTED_EXTENSIONS)
+    module.folder_names_and_paths = {
+        "diffusion_models": (
+            [str(base / "models" / "diffusion_models")],
+            set(SUPPORTED_EXTENSIONS),
+        ),
+        **{key: (list(folders), set()) for key, folders in yaml_folders.items()},
+    }
+
+    def get_filename_list(key: str) -> list[str]:
+        folders, extensions = module.folder_names_and_paths[key]
+        return sorted(
+            path.name
+            for folder in folders
+            if Path(folder).is_dir()
+            for path in Path(folder).iterdir()
+            if path.suffix in extensions
+        )
+
+    def get_full_path(key: str, name: str) -> str | None:
+        folders, _ = module.folder_names_and_paths[key]
+        found = [Path(folder) / name for folder in folders if (Path(folder) / name).is_file()]
+        return str(found[0]) if found else None
+
+    module.get_filename_list = get_filename_list
+    module.get_full_path = get_full_path
+    module.get_input_directory = lambda: str(base / "input")
+    module.get_output_directory = lambda: str(base / "output")
+    return module
+
+
+@pytest.fixture
+def inside_comfyui(monkeypatch, tmp_path):
+    """Install a fake ``folder_paths`` with a YAML-mapped ``inspatio`` folder; yields (module, yaml dir)."""
+    from inspatio_nodes.nodes import comfy as cf
+
+    yaml_folder = tmp_path / "yaml_models" / "inspatio"
+    yaml_folder.mkdir(parents=True)
+    module = fake_folder_paths(tmp_path, {cf.PACK_MODEL_FOLDER: [str(yaml_folder)]})
+    monkeypatch.setitem(sys.modules, "folder_paths", module)
+    monkeypatch.setattr(cf, "_registered_folders", set())
+    return module, yaml_folder
+
+
+@pytest.fixture
+def host_progress(monkeypatch) -> list[tuple]:
+    """ComfyUI's progress bar and preview size installed; yields the ``(value, total, preview)``
+    of every ``update_absolute`` call, in order."""
+    reports = []
+
+    class HostProgressBar:
+        def __init__(self, total):
+            self.total = total
+
+        def update_absolute(self, value, total=None, preview=None):
+            reports.append((value, total, preview))
+
+    monkeypatch.setitem(
+        sys.modules, "comfy.utils", types.SimpleNamespace(ProgressBar=HostProgressBar)
+    )
+    monkeypatch.setitem(
+        sys.modules,
+        "comfy.cli_args",
+        types.SimpleNamespace(args=types.SimpleNamespace(preview_size=HOST_PREVIEW_SIZE)),
+    )
+    return reports
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny convolutions run many times faster on one thread than split across busy shared cores;
+    use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -2,62 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import types
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import HOST_PREVIEW_SIZE, SUPPORTED_EXTENSIONS, fake_folder_paths
 from inspatio_nodes.nodes import comfy as cf
-
-SUPPORTED_EXTENSIONS = {".safetensors", ".pth"}
-
-
-def fake_folder_paths(base: Path, yaml_folders: dict[str, list[str]]) -> types.ModuleType:
-    """A ``folder_paths`` stand-in whose folder table already holds extra_model_paths.yaml entries.
-
-    As in ComfyUI, a YAML key the host does not know arrives with an empty extension set.
-    """
-    module = types.ModuleType("folder_paths")
-    module.models_dir = str(base / "models")
-    module.supported_pt_extensions = set(SUPPORTED_EXTENSIONS)
-    module.folder_names_and_paths = {
-        "diffusion_models": (
-            [str(base / "models" / "diffusion_models")],
-            set(SUPPORTED_EXTENSIONS),
-        ),
-        **{key: (list(folders), set()) for key, folders in yaml_folders.items()},
-    }
-
-    def get_filename_list(key: str) -> list[str]:
-        folders, extensions = module.folder_names_and_paths[key]
-        return sorted(
-            path.name
-            for folder in folders
-            if Path(folder).is_dir()
-            for path in Path(folder).iterdir()
-            if path.suffix in extensions
-        )
-
-    def get_full_path(key: str, name: str) -> str | None:
-        folders, _ = module.folder_names_and_paths[key]
-        found = [Path(folder) / name for folder in folders if (Path(folder) / name).is_file()]
-        return str(found[0]) if found else None
-
-    module.get_filename_list = get_filename_list
-    module.get_full_path = get_full_path
-    return module
-
-
-@pytest.fixture
-def inside_comfyui(monkeypatch, tmp_path):
-    """Install a fake ``folder_paths`` with a YAML-mapped ``inspatio`` folder; yields (module, yaml dir)."""
-    yaml_folder = tmp_path / "yaml_models" / "inspatio"
-    yaml_folder.mkdir(parents=True)
-    module = fake_folder_paths(tmp_path, {cf.PACK_MODEL_FOLDER: [str(yaml_folder)]})
-    monkeypatch.setitem(sys.modules, "folder_paths", module)
-    monkeypatch.setattr(cf, "_registered_folders", set())
-    return module, yaml_folder
 
 
 def test_folder_registration_keeps_the_extra_model_paths_yaml_entries(inside_comfyui, tmp_path):
@@ -111,6 +63,40 @@ def test_outside_comfyui_model_files_are_explicit_paths(tmp_path):
         cf.model_path("Load", "checkpoint", str(tmp_path / "missing.safetensors"), *cf.DIT_FOLDERS)
 
 
+def test_inside_comfyui_saved_files_go_to_the_output_folder_and_loads_look_in_input_first(
+    inside_comfyui, tmp_path
+):
+    output, input_folder = tmp_path / "output", tmp_path / "input"
+    assert cf.output_directory() == output and cf.input_directory() == input_folder
+    assert cf.output_file("paths/orbit.json") == output / "paths" / "orbit.json"
+    assert (output / "paths").is_dir()  # created for the save node to write into
+
+    # A file only in the output folder (written by a save node) is found from its bare name ...
+    (output / "paths" / "orbit.json").write_text("{}")
+    assert cf.input_file("paths/orbit.json") == output / "paths" / "orbit.json"
+    assert cf.input_file_fingerprint("paths/orbit.json") > 0
+    # ... and an uploaded copy in the input folder takes precedence.
+    (input_folder / "paths").mkdir(parents=True)
+    (input_folder / "paths" / "orbit.json").write_text("{}")
+    assert cf.input_file("paths/orbit.json") == input_folder / "paths" / "orbit.json"
+    # Absent everywhere: the input folder path, which the reader reports as missing.
+    assert cf.input_file("absent.json") == input_folder / "absent.json"
+    assert math.isnan(cf.input_file_fingerprint("absent.json"))
+
+
+def test_absolute_file_names_are_used_as_given_inside_comfyui(inside_comfyui, tmp_path):
+    elsewhere = tmp_path / "elsewhere" / "scene.safetensors"
+    assert cf.output_file(str(elsewhere)) == elsewhere
+    assert cf.input_file(str(elsewhere)) == elsewhere
+
+
+def test_outside_comfyui_relative_files_are_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cf.output_directory() == cf.input_directory() == tmp_path
+    assert cf.output_file("camera_path.json") == tmp_path / "camera_path.json"
+    assert cf.input_file("camera_path.json") == tmp_path / "camera_path.json"
+
+
 def test_outside_comfyui_progress_interruption_and_previews_are_plain():
     bar = cf.progress_bar(3)
     bar.update(preview=torch.rand(4, 4, 3))
@@ -122,32 +108,15 @@ def test_outside_comfyui_progress_interruption_and_previews_are_plain():
     assert cf.intermediate_device() == torch.device("cpu")
 
 
-def test_inside_comfyui_progress_reports_absolute_steps_with_a_jpeg_preview(monkeypatch):
-    reports = []
-
-    class HostProgressBar:
-        def __init__(self, total):
-            self.total = total
-
-        def update_absolute(self, value, total=None, preview=None):
-            reports.append((value, total, preview))
-
-    monkeypatch.setitem(
-        sys.modules, "comfy.utils", types.SimpleNamespace(ProgressBar=HostProgressBar)
-    )
-    monkeypatch.setitem(
-        sys.modules,
-        "comfy.cli_args",
-        types.SimpleNamespace(args=types.SimpleNamespace(preview_size=64)),
-    )
+def test_inside_comfyui_progress_reports_absolute_steps_with_a_jpeg_preview(host_progress):
     bar = cf.progress_bar(2)
     bar.update()
     bar.update(preview=torch.full((4, 6, 3), 0.5))
 
-    assert [(value, total) for value, total, _ in reports] == [(1, 2), (2, 2)]
-    assert reports[0][2] is None
-    image_format, image, max_size = reports[1][2]
-    assert (image_format, image.size, max_size) == ("JPEG", (6, 4), 64)
+    assert [(value, total) for value, total, _ in host_progress] == [(1, 2), (2, 2)]
+    assert host_progress[0][2] is None
+    image_format, image, max_size = host_progress[1][2]
+    assert (image_format, image.size, max_size) == ("JPEG", (6, 4), HOST_PREVIEW_SIZE)
 
 
 def test_inside_comfyui_previews_are_temp_pngs(inside_comfyui, tmp_path):

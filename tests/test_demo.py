@@ -19,15 +19,7 @@ TINY_DIT = WanDiTConfig(
 )
 TINY_VAE = WanVAEConfig(base_dim=8)
 SAME_PIXEL_FRACTION = 0.99
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions run faster on one thread than split across busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _options(out, **overrides) -> DemoOptions:

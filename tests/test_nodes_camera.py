@@ -244,3 +244,16 @@ def test_loaded_camera_file_is_fingerprinted_by_its_modification_time(tmp_path):
     os.utime(file, (first + 10, first + 10))
     assert InSpatioLoadCameraPath.IS_CHANGED(file=str(file)) == first + 10
     assert math.isnan(InSpatioLoadCameraPath.IS_CHANGED(file=str(tmp_path / "missing.txt")))
+
+
+def test_inside_comfyui_a_relative_camera_file_is_saved_to_output_and_loads_back(
+    inside_comfyui, tmp_path
+):
+    path = _keyframes(4)
+    result = InSpatioSaveCameraPath().save(path, "paths/orbit.json", "inspatio_json", WIDTH, HEIGHT)
+    written = tmp_path / "output" / "paths" / "orbit.json"
+    assert result["result"] == (str(written),) and written.is_file()
+    loaded, frames = _load("paths/orbit.json", "inspatio_json")
+    assert frames == 4
+    torch.testing.assert_close(loaded.world_to_camera, path.world_to_camera, atol=1e-6, rtol=0)
+    assert InSpatioLoadCameraPath.IS_CHANGED(file="paths/orbit.json") == os.path.getmtime(written)

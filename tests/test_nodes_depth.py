@@ -131,3 +131,15 @@ def test_every_input_has_a_tooltip_and_the_scene_category(node):
     inputs = node.INPUT_TYPES()["required"]
     assert all("tooltip" in options for _, options in inputs.values())
     assert node.CATEGORY == "InSpatio/Scene"
+
+
+def test_inside_comfyui_a_relative_scene_file_is_saved_to_output_and_loads_back(
+    inside_comfyui, tmp_path
+):
+    scene = _small_scene()
+    saved = depth_nodes.InSpatioSaveScene().save(scene, "scenes/walk.safetensors")
+    written = tmp_path / "output" / "scenes" / "walk.safetensors"
+    assert saved["result"] == (str(written),) and written.is_file()
+    (loaded,) = depth_nodes.InSpatioLoadScene().load("scenes/walk.safetensors")
+    torch.testing.assert_close(loaded.world_to_camera, scene.world_to_camera, rtol=0, atol=0)
+    assert depth_nodes.InSpatioLoadScene.IS_CHANGED("scenes/walk.safetensors") > 0

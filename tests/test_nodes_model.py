@@ -47,6 +47,7 @@ PADDED_FRAMES = 21
 PADDED_LATENT_FRAMES = 6
 PROMPT_TOKENS = 4
 RELEASED_STEPS = "1000, 750, 500, 250"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class HostVAE:
@@ -55,15 +56,6 @@ class HostVAE:
     def __init__(self, model: WanVAE):
         self.first_stage_model = model
         self.vae_dtype = torch.float32
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions run many times faster on one thread than split across busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -338,29 +330,12 @@ def test_sampler_decodes_with_a_taehv_when_one_is_connected(world_state, tiny_fi
     assert frames.shape == (VALID_FRAMES, HEIGHT, WIDTH, 3)
 
 
-def test_sampler_reports_every_step_and_a_preview_per_block(world_state, monkeypatch):
-    reports = []
-
-    class HostProgressBar:
-        def __init__(self, total):
-            self.total = total
-
-        def update_absolute(self, value, total=None, preview=None):
-            reports.append((value, total, preview is not None))
-
-    monkeypatch.setitem(
-        sys.modules, "comfy.utils", types.SimpleNamespace(ProgressBar=HostProgressBar)
-    )
-    monkeypatch.setitem(
-        sys.modules,
-        "comfy.cli_args",
-        types.SimpleNamespace(args=types.SimpleNamespace(preview_size=64)),
-    )
+def test_sampler_reports_every_step_and_a_preview_per_block(world_state, host_progress):
     run_sampler(world_state)
 
-    steps = [value for value, _, has_preview in reports if not has_preview]
-    previews = [value for value, _, has_preview in reports if has_preview]
-    assert steps == list(range(1, 9)) and {total for _, total, _ in reports} == {8}
+    steps = [value for value, _, preview in host_progress if preview is None]
+    previews = [value for value, _, preview in host_progress if preview is not None]
+    assert steps == list(range(1, 9)) and {total for _, total, _ in host_progress} == {8}
     assert previews == [4, 8]  # one per finished block, after its four steps
 
 

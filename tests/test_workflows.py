@@ -323,7 +323,7 @@ def _run_pack_node(class_type: str, inputs: dict):
 
 
 @pytest.fixture()
-def model_folder(tmp_path, monkeypatch):
+def model_folder(tmp_path, monkeypatch, one_torch_thread):
     """The template's bare model file names resolve in the working directory outside ComfyUI."""
     torch.manual_seed(0)
     for name in WORLD_CHECKPOINTS:
@@ -334,10 +334,7 @@ def model_folder(tmp_path, monkeypatch):
         str(tmp_path / "prompt.safetensors"),
     )
     monkeypatch.chdir(tmp_path)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convolutions are faster on one thread than on busy shared cores
-    yield tmp_path
-    torch.set_num_threads(threads)
+    return tmp_path
 
 
 def _run_workflow(api: dict) -> dict[str, tuple[dict, tuple]]:
