@@ -9,8 +9,9 @@ chunk by chunk equals the video coded whole.
 
 Frame layout (both codecs): latent 0 stands for frame 0 and latent g >= 1 for frames 4g-3..4g,
 so F = 1 + 4(G - 1). A stream therefore starts with 1 + 4k frames and continues with multiples
-of 4; any other count is refused with the fix (pad or trim with the scene's frame-count policy,
-``core/scene.py``) instead of dropping frames silently as upstream ``WanVAE_.encode`` does.
+of 4; any other count is refused with the fix (pad or trim with a frame-count policy of
+``core/frame_counts.py``) instead of dropping frames silently as upstream ``WanVAE_.encode``
+does.
 
 ComfyUI's LATENT holds *raw* VAE latents ``[B, 16, G, h, w]``; :func:`to_comfy_latent` and
 :func:`from_comfy_latent` match ``comfy.latent_formats.Wan21.process_out`` / ``process_in``

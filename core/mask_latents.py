@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor
 
-from .scene import FRAMES_PER_LATENT
+from .frame_counts import FRAMES_PER_LATENT
 from .types import MaskLatents
 
 MASK_THRESHOLD = 127.5  # v1.5 reads the mask video back as `u8 > 127.5`
@@ -60,7 +60,7 @@ def iter_mask_latents(
 ) -> Iterator[MaskLatents]:
     """Streamed mask latents (v1.5 ``iter_mask_latents``), one [1, 1, 4, h, w] per video chunk.
 
-    Chunks are the mask video's bytes in 1, 4, 4, ... frames (``core.scene.iter_video_chunks``);
+    Chunks are the mask video's bytes in 1, 4, 4, ... frames (``core.frame_counts.iter_video_chunks``);
     channel 0 is thresholded at 127.5. The concatenation equals :func:`pack_mask_latents`.
     """
     for index, chunk in enumerate(mask_chunks):
@@ -68,7 +68,7 @@ def iter_mask_latents(
         if chunk.ndim != 4 or chunk.shape[0] != expected:
             raise MaskLatentError(
                 f"mask chunk {index} has shape {tuple(chunk.shape)}: expected [{expected}, 3, H, W] "
-                "(chunks of 1, then 4 frames, as core.scene.iter_video_chunks yields)"
+                "(chunks of 1, then 4 frames, as core.frame_counts.iter_video_chunks yields)"
             )
         signed = (chunk[:, 0] > MASK_THRESHOLD).to(torch.float32) * 2 - 1
         small = _downsample_mask(signed)

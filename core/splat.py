@@ -22,9 +22,10 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor
 
+from .frame_counts import FRAMES_PER_BLOCK, latent_frame_groups
 from .mask_latents import pack_mask_latents
 from .point_render import render_points_hard
-from .scene import FRAMES_PER_BLOCK, Scene, latent_frame_groups
+from .scene import Scene
 from .soft_splat import (
     V1_SPLAT,
     V15_SPLAT,
@@ -180,7 +181,7 @@ def render_video_scene(
     if num_frames != scene.frames.shape[0]:
         raise SplatInputError(
             f"{num_frames} target poses for a video of {scene.frames.shape[0]} frames: align them "
-            "first (core.scene.align_frame_counts) so that target frame f renders source frame f"
+            "first (core.frame_counts.align_frame_counts) so that target frame f renders source frame f"
         )
     target_k = _target_intrinsics(scene, target_intrinsics, num_frames)
     pairs: CameraPair = (
@@ -257,7 +258,7 @@ def select_chunk_top3(overlap_pixels: OverlapPixels) -> tuple[Tensor, Tensor]:
         raise SplatInputError(
             f"overlap_pixels has {groups} latent groups and {views} views: source-view selection "
             f"needs whole chunks of {FRAMES_PER_BLOCK} groups and at least {FRAMES_PER_BLOCK} views "
-            "(pad the frame count with core.scene.padded_frame_count)"
+            "(pad the frame count with core.frame_counts.padded_frame_count)"
         )
     scores = overlap_pixels.tolist()
     choices, chunk_views = [], []

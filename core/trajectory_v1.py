@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from scipy.interpolate import UnivariateSpline
 
+from .frame_counts import trajectory_total_angle
 from .paths import CameraPath, path_from_relative_motion
-from .scene import trajectory_total_angle
 from .types import CameraToWorld, Intrinsics, WorldToCamera
 
 #: More keys than this → smoothing spline; this many or fewer → piecewise linear (v1 rule).
@@ -298,6 +298,6 @@ def trajectory_path(
 def total_keyframe_angle(keys: KeyframeLines) -> float:
     """The v1 adaptive rule's input, ``max(Σ|Δpitch|, Σ|Δyaw|)`` over the *keys* (degrees).
 
-    The rule itself (bounce / subsample indices) is ``core.scene.adaptive_frame_indices``.
+    The rule itself (bounce / subsample indices) is ``core.frame_counts.adaptive_frame_indices``.
     """
     return trajectory_total_angle(keys.pitch_degrees, keys.yaw_degrees)

@@ -6,13 +6,13 @@ import pytest
 import torch
 from conftest import fixture_cases, load_json, require_fixture
 from einops import rearrange
+from inspatio_nodes.core.frame_counts import iter_video_chunks, padded_frame_count
 from inspatio_nodes.core.mask_latents import (
     MASK_THRESHOLD,
     MaskLatentError,
     iter_mask_latents,
     pack_mask_latents,
 )
-from inspatio_nodes.core.scene import iter_video_chunks, padded_frame_count
 from inspatio_nodes.core.splat import mask_u8
 from safetensors.torch import load_file
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import fixture_cases, load_json, require_fixture
 from inspatio_nodes.core.camera import world_to_camera_from_camera_to_world
-from inspatio_nodes.core.scene import adaptive_frame_indices
+from inspatio_nodes.core.frame_counts import adaptive_frame_indices
 from inspatio_nodes.core.trajectory_v1 import (
     KeyframeLines,
     TrajectoryError,

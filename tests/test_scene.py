@@ -1,4 +1,5 @@
-"""Scenes: construction and validation, v1.5 frame padding, v1 truncation / adaptive count / freeze."""
+"""Scenes (``core/scene.py``) and frame counts (``core/frame_counts.py``): construction and
+validation, v1.5 frame padding, v1 truncation / adaptive count / freeze."""
 
 from __future__ import annotations
 
@@ -8,24 +9,27 @@ import pytest
 import torch
 from conftest import fixture_cases, load_json, require_fixture
 from inspatio_nodes.core.camera import CameraError
-from inspatio_nodes.core.scene import (
+from inspatio_nodes.core.frame_counts import (
     FRAMES_PER_BLOCK,
-    SceneInputError,
+    FrameCountError,
     adaptive_frame_indices,
     align_frame_counts,
-    align_scene_to_path,
     bounce_indices,
     chunk_frame_indices,
-    decode_depth_u16,
     freeze_indices,
     iter_video_chunks,
     latent_frame_count,
     latent_frame_groups,
     padded_frame_count,
-    scene_from_images,
-    scene_from_video,
     trajectory_total_angle,
     truncated_frame_count,
+)
+from inspatio_nodes.core.scene import (
+    SceneInputError,
+    align_scene_to_path,
+    decode_depth_u16,
+    scene_from_images,
+    scene_from_video,
 )
 
 HEIGHT, WIDTH = 32, 48
@@ -88,7 +92,7 @@ def test_padded_frame_count_invariants_for_1_to_1000_frames():
 def test_v1_truncates_to_whole_blocks():
     assert truncated_frame_count(121) == 117
     assert truncated_frame_count(81) == 81
-    with pytest.raises(SceneInputError, match="fewer than one block"):
+    with pytest.raises(FrameCountError, match="fewer than one block"):
         truncated_frame_count(8)
 
 
@@ -149,9 +153,9 @@ def test_path_and_video_lengths_are_aligned_by_an_explicit_policy():
     assert align_frame_counts(3, 5, "hold_last") == [0, 1, 2, 2, 2]
     assert align_frame_counts(3, 6, "bounce") == [0, 1, 2, 1, 0, 1]
     assert align_frame_counts(6, 3, "bounce") == [0, 1, 2]
-    with pytest.raises(SceneInputError, match="5 poses but the video has 3 frames"):
+    with pytest.raises(FrameCountError, match="5 poses but the video has 3 frames"):
         align_frame_counts(3, 5, "exact")
-    with pytest.raises(SceneInputError, match="frame-count policy"):
+    with pytest.raises(FrameCountError, match="frame-count policy"):
         align_frame_counts(3, 5, "loop")
 
 
