@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 from inspatio_nodes.core.wan.dit import WanDiTConfig
-from inspatio_nodes.core.world import SeededNoise, Session, session_memory_bytes
+from inspatio_nodes.core.world import session_memory_bytes
 from test_dit import tiny_dit
-from test_world import TINY_LATENT, tiny_inputs
+from test_world import TINY_LATENT, tiny_inputs, tiny_session
 
 RELEASED_LATENT = (60, 104)  # 480×832 pixels
 GIB = 2**30
@@ -15,9 +15,7 @@ GIB = 2**30
 def test_memory_estimate_equals_the_bytes_a_session_allocates():
     model = tiny_dit()
     text, *_ = tiny_inputs(blocks=1)
-    session = Session(
-        model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(0)
-    )
+    session = tiny_session(model, text)
     allocated = sum(b.nbytes for b in session.cache.buffers()) + sum(
         kv.nbytes for kv in session.cache.text
     )
@@ -40,9 +38,7 @@ def test_text_kv_is_computed_once_per_prompt():
     text, reference, render, mask = tiny_inputs(blocks=1)
     projections = []
     handle = model.blocks[0].cross_attn.k.register_forward_hook(lambda *_: projections.append(1))
-    session = Session(
-        model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(0)
-    )
+    session = tiny_session(model, text)
     for _ in range(3):
         session.step(reference, render, mask)
     handle.remove()
@@ -52,9 +48,7 @@ def test_text_kv_is_computed_once_per_prompt():
 def test_prefill_overwrites_from_row_zero_every_block():
     model = tiny_dit()
     text, reference, render, mask = tiny_inputs(blocks=1)
-    session = Session(
-        model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(0)
-    )
+    session = tiny_session(model, text)
     tokens_per_frame = model.config.tokens_per_frame(*TINY_LATENT)
 
     session.step(reference, render, mask)

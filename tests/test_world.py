@@ -223,14 +223,19 @@ def tiny_inputs(blocks: int, frames_per_block: int = 3, seed: int = 0, batch: in
     )
 
 
+def tiny_session(model, text, noise=None) -> Session:
+    """A session over :data:`TINY_LATENT` latents, seeded noise 0 unless ``noise`` is given."""
+    height, width = TINY_LATENT
+    noise = SeededNoise(0) if noise is None else noise
+    return Session(model, text, latent_height=height, latent_width=width, noise=noise)
+
+
 def test_streamed_session_equals_offline_sampler():
     model = tiny_dit()
     text, reference, render, mask = tiny_inputs(blocks=3)
     offline = generate(model, text, reference, render, mask, noise=SeededNoise(7))
 
-    session = Session(
-        model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(7)
-    )
+    session = tiny_session(model, text, SeededNoise(7))
     streamed = [
         session.step(reference[:, s : s + 3], render[:, s : s + 3], mask[:, s : s + 3])
         for s in range(0, 9, 3)
@@ -250,9 +255,7 @@ def test_same_seed_same_video_other_seed_other_video():
 def test_cache_is_allocated_once_over_twenty_blocks():
     model = tiny_dit()
     text, reference, render, mask = tiny_inputs(blocks=1)
-    session = Session(
-        model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(0)
-    )
+    session = tiny_session(model, text)
     buffers = session.cache.buffers()
     pointers = [buffer.data_ptr() for buffer in buffers]
     shapes = [buffer.shape for buffer in buffers]
@@ -272,9 +275,7 @@ def test_later_blocks_see_the_previous_prediction():
     model = tiny_dit()
     text, reference, render, mask = tiny_inputs(blocks=1)
     same_noise = ReplayedNoise([torch.zeros_like(reference)] * 8)
-    session = Session(
-        model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=same_noise
-    )
+    session = tiny_session(model, text, same_noise)
     first = session.step(reference, render, mask)
     second = session.step(reference, render, mask)
     assert not torch.allclose(first, second)
@@ -310,9 +311,7 @@ def test_latent_size_not_divisible_by_the_patch_is_refused_by_the_session():
 def test_block_of_the_wrong_shape_is_refused():
     model = tiny_dit()
     text, reference, render, mask = tiny_inputs(blocks=1)
-    session = Session(
-        model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(0)
-    )
+    session = tiny_session(model, text)
     with pytest.raises(WorldInputError, match="mask latents have shape"):
         session.step(reference, render, mask[:, :, :2])
 
@@ -332,13 +331,7 @@ def test_nan_text_is_refused():
     text, *_ = tiny_inputs(blocks=1)
     text[0, 0, 0] = float("nan")
     with pytest.raises(WorldInputError, match="text embeddings contain NaN"):
-        Session(
-            model,
-            text,
-            latent_height=TINY_LATENT[0],
-            latent_width=TINY_LATENT[1],
-            noise=SeededNoise(0),
-        )
+        tiny_session(model, text)
 
 
 def test_replayed_noise_that_runs_out_says_what_is_missing():
@@ -358,9 +351,7 @@ def test_replayed_noise_that_runs_out_says_what_is_missing():
 def test_progress_callback_runs_after_every_denoising_step():
     model = tiny_dit()
     text, reference, render, mask = tiny_inputs(blocks=1)
-    session = Session(
-        model, text, latent_height=TINY_LATENT[0], latent_width=TINY_LATENT[1], noise=SeededNoise(0)
-    )
+    session = tiny_session(model, text)
     seen = []
     session.step(reference, render, mask, on_step=seen.append)
     assert seen == list(range(len(session.sampler.schedule.denoising_steps)))
