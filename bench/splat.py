@@ -16,7 +16,13 @@ import time
 
 import torch
 from inspatio_nodes.core.scene import MODEL_RESOLUTION, Scene
-from inspatio_nodes.core.soft_splat import CANVAS_BORDER, DEPTH_WEIGHT_SHARPNESS
+from inspatio_nodes.core.soft_splat import (
+    CANVAS_BORDER,
+    DEPTH_SATURATION,
+    DEPTH_WEIGHT_SHARPNESS,
+    LOG_DEPTH_PEAK_FLOOR,
+    PROJECTION_DEPTH_FLOOR,
+)
 from inspatio_nodes.core.splat import render_video_scene
 
 FOCAL = 500.0
@@ -45,12 +51,12 @@ def reference_render(
     camera = (transform[:, None, None] @ points)[..., :3, :]
     image = (intrinsics[:1, None, None] @ camera)[..., 0]  # N H W 3
     z = image[..., 2]
-    position = image[..., :2] / z.clamp_min(1e-6)[..., None] + CANVAS_BORDER
+    position = image[..., :2] / z.clamp_min(PROJECTION_DEPTH_FLOOR)[..., None] + CANVAS_BORDER
     limit = torch.tensor([width + 1, height + 1], device=device, dtype=torch.float32)
     position = torch.minimum(position.clamp_min(0), limit)
     low, high = position.floor(), position.ceil()
-    log_depth = torch.log(1 + z.clamp(0, 1000))
-    peak = log_depth.amax(dim=(1, 2), keepdim=True).clamp_min(1e-6)
+    log_depth = torch.log(1 + z.clamp(0, DEPTH_SATURATION))
+    peak = log_depth.amax(dim=(1, 2), keepdim=True).clamp_min(LOG_DEPTH_PEAK_FLOOR)
     depth_weight = torch.exp(log_depth / peak * DEPTH_WEIGHT_SHARPNESS)
     valid = ((depth > 0) & (z > 0)).float()
 
@@ -96,7 +102,7 @@ def make_scene(frames: int, device: str) -> tuple[Scene, torch.Tensor]:
     return scene, target.to(device)
 
 
-def best_seconds(render, device: str) -> float:
+def elapsed_seconds(render, device: str) -> float:
     if device == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -126,8 +132,8 @@ def main() -> None:
     # Alternate the two and keep each one's fastest call: the CPU may be shared with other work.
     pack_seconds, reference_seconds = float("inf"), float("inf")
     for _ in range(args.repeats):
-        pack_seconds = min(pack_seconds, best_seconds(pack, args.device))
-        reference_seconds = min(reference_seconds, best_seconds(reference, args.device))
+        pack_seconds = min(pack_seconds, elapsed_seconds(pack, args.device))
+        reference_seconds = min(reference_seconds, elapsed_seconds(reference, args.device))
     pack_fps, reference_fps = args.frames / pack_seconds, args.frames / reference_seconds
     height, width = MODEL_RESOLUTION
     print(
