@@ -327,9 +327,9 @@ def run_demo(options: DemoOptions) -> dict[str, Path]:
     from .core.depth import foreground_depth
     from .core.path_presets import PRESETS, preset_path
     from .core.preview import draw_path_preview
+    from .core.render import render_condition
     from .core.scene import scene_from_video
-    from .nodes.comfy import compute_device
-    from .nodes.render import render_condition
+    from .nodes.comfy import compute_device, intermediate_device
 
     generate = options.generation_requested()
     if options.preset not in PRESETS:
@@ -348,7 +348,7 @@ def run_demo(options: DemoOptions) -> dict[str, Path]:
         easing="ease_in_out",
         scene_depth=foreground_depth(scene.depth),
     )
-    condition = render_condition(scene, path, device=compute_device())
+    condition = render_condition(scene, path, device=compute_device()).to(intermediate_device())
 
     options.out.mkdir(parents=True, exist_ok=True)
     sequences = {

@@ -30,9 +30,9 @@ if TYPE_CHECKING:
     import torch
 
     from ..core.codec import LatentCodec
+    from ..core.render import RenderCondition
     from ..core.types import MaskLatents, RenderLatents, TextEmbeddings, VideoFrames, VideoLatents
     from ..core.world import Session
-    from .render import RenderCondition
 
 CATEGORY = "InSpatio/World"
 MAX_SEED = 0xFFFFFFFFFFFFFFFF

@@ -15,6 +15,7 @@ import pytest
 import torch
 from inspatio_nodes.core.codec import from_comfy_latent, to_comfy_latent
 from inspatio_nodes.core.paths import CameraPath
+from inspatio_nodes.core.render import render_condition
 from inspatio_nodes.core.scene import scene_from_video
 from inspatio_nodes.core.splat import pack_mask_latents
 from inspatio_nodes.core.wan.checkpoints import save_dit
@@ -29,7 +30,6 @@ from inspatio_nodes.nodes.loaders import (
     InSpatioTAEHVLoader,
     InSpatioWorldModelLoader,
 )
-from inspatio_nodes.nodes.render import render_condition
 from inspatio_nodes.nodes.sampler import (
     InSpatioWorldCacheInit,
     InSpatioWorldSampler,

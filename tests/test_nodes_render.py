@@ -6,6 +6,7 @@ import pytest
 import torch
 from inspatio_nodes.core.camera import intrinsics_from_fov
 from inspatio_nodes.core.paths import CameraPath
+from inspatio_nodes.core.render import RenderCondition, RenderConditionError, render_condition
 from inspatio_nodes.core.scene import scene_from_images, scene_from_video
 from inspatio_nodes.nodes import camera as camera_nodes
 from inspatio_nodes.nodes import camera_edit as camera_edit_nodes
@@ -13,7 +14,7 @@ from inspatio_nodes.nodes import camera_files as camera_file_nodes
 from inspatio_nodes.nodes import render as render_nodes
 from inspatio_nodes.nodes import scene as scene_nodes
 from inspatio_nodes.nodes.comfy import NodeInputError
-from inspatio_nodes.nodes.render import InSpatioRenderCondition, RenderCondition
+from inspatio_nodes.nodes.render import InSpatioRenderCondition
 
 HEIGHT, WIDTH = 32, 48
 
@@ -136,3 +137,8 @@ def test_scene_side_nodes_are_inspatio_nodes_with_custom_socket_types(module):
         assert len(node.RETURN_TYPES) == len(node.RETURN_NAMES) == len(node.OUTPUT_TOOLTIPS)
         custom = [kind for kind in node.RETURN_TYPES if kind.isupper() and "_" in kind]
         assert all(kind.startswith("INSPATIO_") for kind in custom)
+
+
+def test_render_condition_outside_the_node_names_unknown_semantics():
+    with pytest.raises(RenderConditionError, match="'v2'.*v1.5, v1"):
+        render_condition(_video_scene(2), _still_path(2), semantics="v2")
