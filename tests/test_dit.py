@@ -209,6 +209,7 @@ def test_denoise_call_leaves_the_cache_untouched():
 def test_rope_splits_pairs_into_frame_row_col_ladders():
     rope = RopeTable.for_head_dim(128)
     assert rope.axis_pairs == (22, 21, 21)
+    assert rope.max_positions == 1024  # official rope_params(1024, ...)
     assert RopeTable.for_head_dim(32).axis_pairs == (6, 5, 5)
     # Each axis restarts its own ladder at frequency 1 (position 1 rotates by 1 radian).
     for first_pair_of_axis in (0, 22, 43):

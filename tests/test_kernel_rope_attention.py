@@ -121,12 +121,6 @@ def run(function, call: dict, frame_offset: int, write_offset: int | None):
     return output, cache_k, cache_v
 
 
-def test_rope_table_splits_pairs_22_21_21_for_the_released_head_dim():
-    assert RopeTable.for_head_dim(128).axis_pairs == (22, 21, 21)
-    assert RopeTable.for_head_dim(32).axis_pairs == (6, 5, 5)
-    assert RopeTable.for_head_dim(128).max_positions == 1024
-
-
 @pytest.mark.parametrize("head_dim", [16, 32, 128])
 def test_apply_rope_equals_official_per_axis_complex_rotation(head_dim):
     grid = (3, 2, 5)
