@@ -138,15 +138,21 @@ def project_pixels(
     return PixelProjection(coords=coords, z=z, valid=valid)
 
 
-def log_depth_peak(z: PairDepth, config: SoftSplatConfig) -> Tensor:
-    """``max log(1 + clamp(z, 0, sat))`` over the config's scope: [N, 1, 1] or a 0-dim tensor.
+def _log_depth(z: PairDepth, config: SoftSplatConfig) -> PairDepth:
+    """``log(1 + clamp(z, 0, sat))``: the depth weight's exponent before normalisation."""
+    return torch.log(1 + z.clamp(0, config.depth_saturation))
 
-    Upstream takes it over every pixel of the call, invalid ones included.
-    """
-    log_depth = torch.log(1 + z.clamp(0, config.depth_saturation))
+
+def log_depth_peak(z: PairDepth, config: SoftSplatConfig) -> Tensor:
+    """``max log(1 + clamp(z, 0, sat))`` over the config's scope: [N, 1, 1] or a 0-dim tensor."""
+    return _scope_max(_log_depth(z, config), config)
+
+
+def _scope_max(log_depths: PairDepth, config: SoftSplatConfig) -> Tensor:
+    # Upstream takes the maximum over every pixel of the call, invalid ones included.
     if config.depth_weight_scope == "frame":
-        return log_depth.amax(dim=(-2, -1), keepdim=True)
-    return log_depth.max()
+        return log_depths.amax(dim=(-2, -1), keepdim=True)
+    return log_depths.max()
 
 
 def splat_soft(
@@ -190,11 +196,10 @@ def splat_soft(
     corner_rows = torch.stack([y_low, y_high, y_low, y_high])
     corner_cols = torch.stack([x_low, x_low, x_high, x_high])
 
-    z = projection.z.to(torch.float32)
+    log_depths = _log_depth(projection.z.to(torch.float32), config)
     if peak is None:
-        peak = log_depth_peak(z, config)
-    log_depth = torch.log(1 + z.clamp(0, config.depth_saturation))
-    depth_weight = torch.exp(log_depth / peak.clamp_min(LOG_DEPTH_PEAK_FLOOR) * config.sharpness)
+        peak = _scope_max(log_depths, config)
+    depth_weight = torch.exp(log_depths / peak.clamp_min(LOG_DEPTH_PEAK_FLOOR) * config.sharpness)
     # Upstream multiplies by the 0/1 validity before dividing: the same numbers as this select.
     weights = torch.where(projection.valid, corner_weights / depth_weight, 0.0)
 
