@@ -22,7 +22,7 @@ CATEGORY = "InSpatio/World"
 
 
 class InSpatioDecode:
-    DISPLAY_NAME = "InSpatio Decode"
+    NODE = "InSpatio Decode"
     CATEGORY = CATEGORY
     DESCRIPTION = (
         "Decodes Wan2.1 video latents one latent at a time with a persistent causal cache."
@@ -55,7 +55,7 @@ class InSpatioDecode:
 
         from ..core.codec import SPATIAL_STRIDE, from_comfy_latent
 
-        node = self.DISPLAY_NAME
+        node = self.NODE
         raw = cf.latent_samples(node, "latent", latent)
         codec = cf.streaming_codec(node, "decoder", decoder)
         latent_height, latent_width = raw.shape[-2:]
@@ -81,5 +81,6 @@ class InSpatioDecode:
         return (cf.frames_to_image(video),)
 
 
-NODE_CLASS_MAPPINGS = {"InSpatioDecode": InSpatioDecode}
-NODE_DISPLAY_NAME_MAPPINGS = {"InSpatioDecode": InSpatioDecode.DISPLAY_NAME}
+NODE_CLASSES = (InSpatioDecode,)
+NODE_CLASS_MAPPINGS = {node.__name__: node for node in NODE_CLASSES}
+NODE_DISPLAY_NAME_MAPPINGS = {node.__name__: node.NODE for node in NODE_CLASSES}

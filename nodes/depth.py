@@ -246,9 +246,6 @@ class InSpatioLoadScene:
             return (load_scene(cf.input_file(file)),)
 
 
-NODE_CLASS_MAPPINGS = {
-    "InSpatioDA3Scene": InSpatioDA3Scene,
-    "InSpatioSaveScene": InSpatioSaveScene,
-    "InSpatioLoadScene": InSpatioLoadScene,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {name: cls.NODE for name, cls in NODE_CLASS_MAPPINGS.items()}
+NODE_CLASSES = (InSpatioDA3Scene, InSpatioSaveScene, InSpatioLoadScene)
+NODE_CLASS_MAPPINGS = {node.__name__: node for node in NODE_CLASSES}
+NODE_DISPLAY_NAME_MAPPINGS = {node.__name__: node.NODE for node in NODE_CLASSES}

@@ -43,15 +43,22 @@ class WorldModel:
         return next(self.managed.module.parameters()).dtype
 
 
-def resolve_weight_dtype(node: str, choice: str) -> torch.dtype:
-    """The dtype a ``weight_dtype`` widget names; "auto" is the release's bf16 where it computes fast."""
+def fp32_on_cpu(gpu_dtype: torch.dtype) -> torch.dtype:
+    """``gpu_dtype`` where models run on CUDA, float32 on the CPU: CPUs run half precision slowly,
+    and the parity tests compare in fp32."""
+    import torch
+
+    return gpu_dtype if cf.compute_device().type == "cuda" else torch.float32
+
+
+def resolve_weight_dtype(node: str, choice: str, auto: torch.dtype | None = None) -> torch.dtype:
+    """The dtype a ``weight_dtype`` widget names; "auto" is ``auto`` on a GPU (by default bf16,
+    what the model was trained and released in) and fp32 on the CPU."""
     import torch
 
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     if choice == "auto":
-        # bf16 is what the model was trained and released in; CPUs run it slowly and the parity
-        # tests compare in fp32, so the CPU keeps fp32.
-        return torch.bfloat16 if cf.compute_device().type == "cuda" else torch.float32
+        return fp32_on_cpu(auto or torch.bfloat16)
     if choice not in dtypes:
         raise cf.NodeInputError(
             node, "weight_dtype", f"is {choice!r}; choose one of {', '.join(WEIGHT_DTYPES)}"
@@ -60,7 +67,7 @@ def resolve_weight_dtype(node: str, choice: str) -> torch.dtype:
 
 
 class InSpatioWorldModelLoader:
-    DISPLAY_NAME = "Load InSpatio-World Model"
+    NODE = "Load InSpatio-World Model"
     CATEGORY = CATEGORY
     DESCRIPTION = "Loads the causal Wan2.1 DiT of InSpatio-World (v1 or v1.5 release file)."
     RETURN_TYPES = ("INSPATIO_WORLD_MODEL",)
@@ -106,7 +113,7 @@ class InSpatioWorldModelLoader:
         from ..core.attention import available_backends
         from ..core.wan.checkpoints import load_dit
 
-        node = self.DISPLAY_NAME
+        node = self.NODE
         if attention not in available_backends():
             raise cf.NodeInputError(
                 node,
@@ -121,7 +128,7 @@ class InSpatioWorldModelLoader:
 
 
 class InSpatioTAEHVLoader:
-    DISPLAY_NAME = "Load TAEHV"
+    NODE = "Load TAEHV"
     CATEGORY = CATEGORY
     DESCRIPTION = (
         "Loads TAEHV (taew2_1), a tiny streaming codec for Wan2.1 latents: a fast decoder."
@@ -153,17 +160,16 @@ class InSpatioTAEHVLoader:
 
         from ..core.wan.taehv import load_taehv
 
-        node = self.DISPLAY_NAME
+        node = self.NODE
         path = cf.model_path(node, "taehv", taehv, *cf.TAEHV_FOLDERS)
-        # Upstream --use_tae runs TAEHV in float16; the CPU has no fast float16 convolutions.
-        dtype = torch.float16 if cf.compute_device().type == "cuda" else torch.float32
         with reported_as(node, "taehv"):
-            codec = load_taehv(path, dtype=dtype)
+            # Upstream --use_tae runs TAEHV in float16.
+            codec = load_taehv(path, dtype=fp32_on_cpu(torch.float16))
         return (cf.manage_model(codec),)
 
 
 class InSpatioPromptEmbeddingsLoader:
-    DISPLAY_NAME = "Load InSpatio Prompt Embeddings"
+    NODE = "Load InSpatio Prompt Embeddings"
     CATEGORY = CATEGORY
     DESCRIPTION = (
         "Loads umT5 prompt embeddings saved to a safetensors file, as CONDITIONING: runs the world "
@@ -195,7 +201,7 @@ class InSpatioPromptEmbeddingsLoader:
     def load(self, embeddings: str) -> tuple[list]:
         from ..core.wan.checkpoints import read_weights
 
-        node = self.DISPLAY_NAME
+        node = self.NODE
         path = cf.model_path(node, "embeddings", embeddings, cf.PACK_MODEL_FOLDER)
         with reported_as(node, "embeddings"):
             tensors, _ = read_weights(path)
@@ -218,4 +224,4 @@ class InSpatioPromptEmbeddingsLoader:
 
 NODE_CLASSES = (InSpatioWorldModelLoader, InSpatioTAEHVLoader, InSpatioPromptEmbeddingsLoader)
 NODE_CLASS_MAPPINGS = {node.__name__: node for node in NODE_CLASSES}
-NODE_DISPLAY_NAME_MAPPINGS = {node.__name__: node.DISPLAY_NAME for node in NODE_CLASSES}
+NODE_DISPLAY_NAME_MAPPINGS = {node.__name__: node.NODE for node in NODE_CLASSES}

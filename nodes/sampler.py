@@ -98,7 +98,7 @@ def _encode_stream(
 
 
 class InSpatioWorldCacheInit:
-    DISPLAY_NAME = "Initialize World Cache"
+    NODE = "Initialize World Cache"
     CATEGORY = CATEGORY
     DESCRIPTION = (
         "Encodes the source video and the render with the Wan VAE, packs the mask and the "
@@ -144,7 +144,7 @@ class InSpatioWorldCacheInit:
         from ..core.scene import chunk_frame_indices, padded_frame_count
         from ..core.splat import pack_mask_latents
 
-        node = self.DISPLAY_NAME
+        node = self.NODE
         config = world_model.config
         text = cf.conditioning_to_text_embeddings(
             node, "positive", positive, config.text_len, config.text_dim
@@ -194,7 +194,7 @@ def parse_denoising_steps(node: str, text: str) -> tuple[int, ...]:
 
 
 class InSpatioWorldSampler:
-    DISPLAY_NAME = "InSpatio World Sampler"
+    NODE = "InSpatio World Sampler"
     CATEGORY = CATEGORY
     DESCRIPTION = (
         "Generates the video block by block (3 latent frames each) with the causal DiT and its KV "
@@ -269,7 +269,7 @@ class InSpatioWorldSampler:
     @classmethod
     def VALIDATE_INPUTS(cls, denoising_steps: str) -> bool | str:
         try:
-            parse_denoising_steps(cls.DISPLAY_NAME, denoising_steps)
+            parse_denoising_steps(cls.NODE, denoising_steps)
         except cf.NodeInputError as error:
             return str(error)
         return True
@@ -290,7 +290,7 @@ class InSpatioWorldSampler:
         from ..core.schedule import FlowMatchSchedule
         from ..core.world import SamplerConfig, SeededNoise, Session, session_memory_bytes
 
-        node = self.DISPLAY_NAME
+        node = self.NODE
         if num_blocks < 0:
             raise cf.NodeInputError(
                 node, "num_blocks", f"is {num_blocks}; use 0 for all blocks or a positive count"
@@ -369,4 +369,4 @@ def _generate_and_decode(
 
 NODE_CLASSES = (InSpatioWorldCacheInit, InSpatioWorldSampler)
 NODE_CLASS_MAPPINGS = {node.__name__: node for node in NODE_CLASSES}
-NODE_DISPLAY_NAME_MAPPINGS = {node.__name__: node.DISPLAY_NAME for node in NODE_CLASSES}
+NODE_DISPLAY_NAME_MAPPINGS = {node.__name__: node.NODE for node in NODE_CLASSES}

@@ -484,10 +484,11 @@ class InSpatioAdaptSceneV1:
         return (scene.select_frames(indices), len(indices))
 
 
-NODE_CLASS_MAPPINGS = {
-    "InSpatioSceneFromVideo": InSpatioSceneFromVideo,
-    "InSpatioSceneFromImages": InSpatioSceneFromImages,
-    "InSpatioFreezeScene": InSpatioFreezeScene,
-    "InSpatioAdaptSceneV1": InSpatioAdaptSceneV1,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {name: cls.NODE for name, cls in NODE_CLASS_MAPPINGS.items()}
+NODE_CLASSES = (
+    InSpatioSceneFromVideo,
+    InSpatioSceneFromImages,
+    InSpatioFreezeScene,
+    InSpatioAdaptSceneV1,
+)
+NODE_CLASS_MAPPINGS = {node.__name__: node for node in NODE_CLASSES}
+NODE_DISPLAY_NAME_MAPPINGS = {node.__name__: node.NODE for node in NODE_CLASSES}

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import comfy as cf
@@ -74,10 +73,9 @@ MLP_ACTIVATION_COPIES = 4
 
 @dataclass(frozen=True)
 class WorldFMModelHandle:
-    """What ``INSPATIO_WORLDFM_MODEL`` carries: the frame model (managed by ComfyUI) and its file."""
+    """What ``INSPATIO_WORLDFM_MODEL`` carries: the frame model, managed by ComfyUI."""
 
     managed: cf.ManagedModel
-    file: Path
 
     @property
     def config(self) -> WorldFMConfig:
@@ -328,13 +326,11 @@ class InSpatioWorldFMModelLoader:
         from ..core.worldfm.model import load_worldfm
 
         path = cf.model_path(self.NODE, "checkpoint", checkpoint, *WORLDFM_FOLDERS)
-        if weight_dtype == "auto":
-            dtype = torch.float16 if cf.compute_device().type == "cuda" else torch.float32
-        else:
-            dtype = resolve_weight_dtype(self.NODE, weight_dtype)
+        # fp16 is what the official service runs (bf16 would round the timestep 999 to 1000).
+        dtype = resolve_weight_dtype(self.NODE, weight_dtype, auto=torch.float16)
         with reported_as(self.NODE, "checkpoint"):
             model = load_worldfm(path).to(dtype)
-        return (WorldFMModelHandle(cf.manage_model(model), path),)
+        return (WorldFMModelHandle(cf.manage_model(model)),)
 
 
 class InSpatioWorldFMSceneFromPanorama:
