@@ -166,7 +166,6 @@ class Session:
         with torch.no_grad():
             self.cache.set_text(model.text_kv(text.to(device=self.device, dtype=self.dtype)))
         self.previous: VideoLatents | None = None
-        self.blocks_done = 0
 
     @torch.no_grad()
     def step(
@@ -211,7 +210,6 @@ class Session:
             if on_step is not None:
                 on_step(index)
         self.previous = clean
-        self.blocks_done += 1
         return clean
 
     def _prefill(self, reference: VideoLatents) -> None:
