@@ -16,7 +16,15 @@ from .errors import check_choice, reported_as
 
 if TYPE_CHECKING:
     from ..core.depth import DepthImage
-    from ..core.types import DepthMaps, MaskBatch, VideoFrames
+    from ..core.paths import CameraPath
+    from ..core.types import (
+        DepthMaps,
+        ImageBatch,
+        Intrinsics,
+        MaskBatch,
+        VideoFrames,
+        WorldToCamera,
+    )
 
 CATEGORY = "InSpatio/Scene"
 SCENE_TYPE = "INSPATIO_SCENE"
@@ -147,40 +155,50 @@ def read_depth_input(
         return read_depth(depth_values_from_image(image_or_mask), reading)
 
 
-def _frame_depths(node: str, depth_maps: DepthMaps, frames: VideoFrames) -> DepthMaps:
-    """One depth map per frame, at the frames' size."""
+def _source_views(
+    node: str,
+    input_name: str,
+    images: ImageBatch,
+    depth: DepthImage | MaskBatch,
+    depth_encoding: str,
+    depth_near: float,
+    depth_far: float,
+    depth_scale: float,
+    fov_degrees: float,
+    source_cameras: CameraPath | None,
+) -> tuple[VideoFrames, DepthMaps, Intrinsics, WorldToCamera | None]:
+    """What both scene nodes read from their inputs: the frames, one depth map per frame at their
+    size, the intrinsics (the cameras' K, else from ``fov_degrees``) and the world-to-camera poses
+    (None when no cameras are connected)."""
+    from ..core.camera import intrinsics_from_fov
     from ..core.depth import match_depth_size
 
+    frames = cf.image_to_frames(node, input_name, images)
+    depth_maps = read_depth_input(
+        node, "depth", depth, depth_encoding, depth_near, depth_far, depth_scale
+    )
     if depth_maps.shape[0] != frames.shape[0]:
         raise cf.NodeInputError(
             node,
             "depth",
             f"has {depth_maps.shape[0]} depth maps for {frames.shape[0]} frames: estimate depth "
-            "for every frame (the same batch that feeds the frames input)",
+            f"for every frame (the same batch that feeds the {input_name} input)",
         )
     with reported_as(node, "depth"):
-        return match_depth_size(depth_maps, frames.shape[-2], frames.shape[-1])
-
-
-def _source_geometry(node: str, frames, fov_degrees, source_cameras):
-    """Intrinsics and world-to-camera poses of the source frames (None poses: static camera)."""
-    from ..core.camera import intrinsics_from_fov
-
+        depth_maps = match_depth_size(depth_maps, frames.shape[-2], frames.shape[-1])
     count, _, height, width = frames.shape
-    intrinsics = None
-    world_to_camera = None
-    if source_cameras is not None:
-        if source_cameras.num_frames != count:
-            raise cf.NodeInputError(
-                node,
-                "source_cameras",
-                f"has {source_cameras.num_frames} poses for {count} frames: give one source pose per frame",
-            )
-        intrinsics, world_to_camera = source_cameras.intrinsics, source_cameras.world_to_camera
+    if source_cameras is not None and source_cameras.num_frames != count:
+        raise cf.NodeInputError(
+            node,
+            "source_cameras",
+            f"has {source_cameras.num_frames} poses for {count} frames: give one source pose per frame",
+        )
+    intrinsics = None if source_cameras is None else source_cameras.intrinsics
     if intrinsics is None:
         with reported_as(node, "fov_degrees"):
             intrinsics = intrinsics_from_fov(fov_degrees, width, height)
-    return intrinsics, world_to_camera
+    world_to_camera = None if source_cameras is None else source_cameras.world_to_camera
+    return frames, depth_maps, intrinsics, world_to_camera
 
 
 class InSpatioSceneFromVideo:
@@ -254,16 +272,17 @@ class InSpatioSceneFromVideo:
         from ..core.scene import scene_from_video, truncated_frame_count
 
         check_choice(self.NODE, "frame_count_policy", frame_count_policy, FRAME_COUNT_POLICIES)
-        source = cf.image_to_frames(self.NODE, "frames", frames)
-        depth_maps = _frame_depths(
+        source, depth_maps, intrinsics, world_to_camera = _source_views(
             self.NODE,
-            read_depth_input(
-                self.NODE, "depth", depth, depth_encoding, depth_near, depth_far, depth_scale
-            ),
-            source,
-        )
-        intrinsics, world_to_camera = _source_geometry(
-            self.NODE, source, fov_degrees, source_cameras
+            "frames",
+            frames,
+            depth,
+            depth_encoding,
+            depth_near,
+            depth_far,
+            depth_scale,
+            fov_degrees,
+            source_cameras,
         )
         with reported_as(self.NODE, "frames"):
             scene = scene_from_video(
@@ -338,16 +357,17 @@ class InSpatioSceneFromImages:
 
         from ..core.scene import scene_from_images
 
-        views = cf.image_to_frames(self.NODE, "images", images)
-        depth_maps = _frame_depths(
+        views, depth_maps, intrinsics, world_to_camera = _source_views(
             self.NODE,
-            read_depth_input(
-                self.NODE, "depth", depth, depth_encoding, depth_near, depth_far, depth_scale
-            ),
-            views,
-        )
-        intrinsics, world_to_camera = _source_geometry(
-            self.NODE, views, fov_degrees, source_cameras
+            "images",
+            images,
+            depth,
+            depth_encoding,
+            depth_near,
+            depth_far,
+            depth_scale,
+            fov_degrees,
+            source_cameras,
         )
         if world_to_camera is None:
             if views.shape[0] != 1:

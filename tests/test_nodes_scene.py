@@ -45,6 +45,24 @@ def _video_arguments(**overrides) -> dict:
     return arguments
 
 
+def _image_arguments(views: int, **overrides) -> dict:
+    """Scene from Images inputs: ``views`` images with grey depth read as metric, no cameras."""
+    arguments = {
+        "images": _video(views),
+        "depth": _grey_depth(views),
+        "depth_encoding": "metric",
+        "depth_near": 0.5,
+        "depth_far": 10.0,
+        "depth_scale": 1.0,
+        "fps": 16.0,
+        "fov_degrees": 70.0,
+        "width": MODEL_WIDTH,
+        "height": MODEL_HEIGHT,
+    }
+    arguments.update(overrides)
+    return arguments
+
+
 def _static_cameras(count: int) -> CameraPath:
     world_to_camera = torch.eye(4, dtype=torch.float64).repeat(count, 1, 1)
     world_to_camera[:, 0, 3] = torch.linspace(0, 1, count, dtype=torch.float64)
@@ -103,18 +121,7 @@ def test_inverted_depth_range_names_the_encoding_input():
 
 
 def test_single_image_scene_sits_at_the_origin():
-    (scene,) = InSpatioSceneFromImages().build(
-        images=_video(1),
-        depth=_grey_depth(1),
-        depth_encoding="metric",
-        depth_near=0.5,
-        depth_far=10.0,
-        depth_scale=2.0,
-        fps=16.0,
-        fov_degrees=70.0,
-        width=MODEL_WIDTH,
-        height=MODEL_HEIGHT,
-    )
+    (scene,) = InSpatioSceneFromImages().build(**_image_arguments(1, depth_scale=2.0))
     assert scene.kind == "images" and scene.num_frames == 1
     torch.testing.assert_close(scene.depth, torch.full_like(scene.depth, 1.0))
     torch.testing.assert_close(scene.world_to_camera, torch.eye(4)[None])
@@ -122,18 +129,7 @@ def test_single_image_scene_sits_at_the_origin():
 
 def test_four_views_without_cameras_are_refused():
     with pytest.raises(NodeInputError, match="input 'source_cameras' is missing"):
-        InSpatioSceneFromImages().build(
-            images=_video(4),
-            depth=_grey_depth(4),
-            depth_encoding="metric",
-            depth_near=0.5,
-            depth_far=10.0,
-            depth_scale=1.0,
-            fps=16.0,
-            fov_degrees=70.0,
-            width=MODEL_WIDTH,
-            height=MODEL_HEIGHT,
-        )
+        InSpatioSceneFromImages().build(**_image_arguments(4))
 
 
 def test_freeze_holds_one_frame_while_the_rest_plays():
