@@ -60,8 +60,9 @@ def iter_mask_latents(
 ) -> Iterator[MaskLatents]:
     """Streamed mask latents (v1.5 ``iter_mask_latents``), one [1, 1, 4, h, w] per video chunk.
 
-    Chunks are the mask video's bytes in 1, 4, 4, ... frames (``core.frame_counts.iter_video_chunks``);
-    channel 0 is thresholded at 127.5. The concatenation equals :func:`pack_mask_latents`.
+    Chunks are the mask video's bytes in 1, 4, 4, ... frames
+    (``core.frame_counts.iter_video_chunks``); channel 0 is thresholded at 127.5. The
+    concatenation equals :func:`pack_mask_latents`.
     """
     for index, chunk in enumerate(mask_chunks):
         expected = 1 if index == 0 else FRAMES_PER_LATENT
