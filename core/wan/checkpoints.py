@@ -107,7 +107,6 @@ def _read_pickle(path: Path) -> dict[str, Tensor]:
 # --- the InSpatio-World DiT ----------------------------------------------------------------------
 
 CONFIG_METADATA_KEY = "inspatio_config"
-RELEASED_TEXT_LEN = 512  # not visible in any weight shape: the umT5 sequence length of the release
 KEY_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.")  # longest first
 FSDP_WRAPPER = "_fsdp_wrapped_module."
 LOADABLE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -191,6 +190,7 @@ def infer_dit_config(
             f"under {CONFIG_METADATA_KEY!r} (see save_dit)"
         )
     layers = {int(key.split(".")[1]) for key in state if key.startswith("blocks.")}
+    # text_len shows in no weight shape: it keeps the config's default, the release's umT5 length.
     return WanDiTConfig(
         dim=dim,
         ffn_dim=state["blocks.0.ffn.0.weight"].shape[0],
@@ -198,7 +198,6 @@ def infer_dit_config(
         num_heads=dim // RELEASED_HEAD_DIM,
         num_layers=len(layers),
         text_dim=state["text_embedding.0.weight"].shape[1],
-        text_len=RELEASED_TEXT_LEN,
         patch_size=tuple(patch_size),
     )
 
