@@ -18,18 +18,13 @@ from pathlib import Path
 
 from . import comfy as cf
 from .errors import check_choice, reported_as, written_as
+from .scene import CATEGORY, SCENE_TYPE, fps_input, resolution_inputs
 
-CATEGORY = "InSpatio/Scene"
-SCENE_TYPE = "INSPATIO_SCENE"
 SCENE_KINDS = ("video", "images")
 DA3_WEIGHTS_FILE = "model.safetensors"  # core.da3.WEIGHTS_FILE; the core is imported lazily
-DEFAULT_WIDTH, DEFAULT_HEIGHT = 832, 480  # the released checkpoints' resolution
-RESOLUTION_STEP = 16  # VAE stride 8 x DiT patch 2
-MAX_RESOLUTION = 4096
 DA3_PATCH = 14  # DA3 processes at multiples of its 14-pixel patch
 DEFAULT_PROCESS_RES = 504  # v1.5 process_res
 MAX_PROCESS_RES = 2016
-DEFAULT_FPS = 16.0
 # What one DA3 run needs besides its weights, per processed pixel of every frame: a rough bound of
 # the DPT head's full-resolution feature maps (fp32, a few alive at once), for ComfyUI to make room.
 DA3_BYTES_PER_PROCESSED_PIXEL = 1024
@@ -97,36 +92,11 @@ class InSpatioDA3Scene:
                         "each splatted into every target frame.",
                     },
                 ),
-                "fps": (
-                    "FLOAT",
-                    {
-                        "default": DEFAULT_FPS,
-                        "min": 1.0,
-                        "max": 240.0,
-                        "step": 0.01,
-                        "tooltip": "Frame rate of the video (and of the output).",
-                    },
-                ),
-                "width": (
-                    "INT",
-                    {
-                        "default": DEFAULT_WIDTH,
-                        "min": RESOLUTION_STEP,
-                        "max": MAX_RESOLUTION,
-                        "step": RESOLUTION_STEP,
-                        "tooltip": "Model width. Frames, depth and K are resized to width x height without "
-                        "cropping, as the official pipeline does: crop the frames first to keep their aspect.",
-                    },
-                ),
-                "height": (
-                    "INT",
-                    {
-                        "default": DEFAULT_HEIGHT,
-                        "min": RESOLUTION_STEP,
-                        "max": MAX_RESOLUTION,
-                        "step": RESOLUTION_STEP,
-                        "tooltip": "Model height (480 for the released model).",
-                    },
+                **fps_input("Frame rate of the video (and of the output)."),
+                **resolution_inputs(
+                    "Model width. Frames, depth and K are resized to width x height without "
+                    "cropping, as the official pipeline does: crop the frames first to keep their "
+                    "aspect."
                 ),
                 "process_res": (
                     "INT",

@@ -40,6 +40,7 @@ DEFAULT_WIDTH, DEFAULT_HEIGHT = 832, 480  # the released checkpoints' resolution
 RESOLUTION_STEP = 16  # VAE stride 8 x DiT patch 2
 MAX_RESOLUTION = 4096
 DEFAULT_FPS = 16.0
+MIN_FPS, MAX_FPS = 1.0, 240.0
 DEFAULT_FOV_DEGREES = 60.0
 
 
@@ -96,6 +97,48 @@ def _depth_inputs() -> dict:
     }
 
 
+def fps_input(tooltip: str) -> dict:
+    """The frame-rate widget of the scene nodes."""
+    return {
+        "fps": (
+            "FLOAT",
+            {
+                "default": DEFAULT_FPS,
+                "min": MIN_FPS,
+                "max": MAX_FPS,
+                "step": 0.01,
+                "tooltip": tooltip,
+            },
+        ),
+    }
+
+
+def resolution_inputs(width_tooltip: str) -> dict:
+    """The model-resolution widgets of the scene nodes (multiples of the DiT's pixel stride)."""
+    return {
+        "width": (
+            "INT",
+            {
+                "default": DEFAULT_WIDTH,
+                "min": RESOLUTION_STEP,
+                "max": MAX_RESOLUTION,
+                "step": RESOLUTION_STEP,
+                "tooltip": width_tooltip,
+            },
+        ),
+        "height": (
+            "INT",
+            {
+                "default": DEFAULT_HEIGHT,
+                "min": RESOLUTION_STEP,
+                "max": MAX_RESOLUTION,
+                "step": RESOLUTION_STEP,
+                "tooltip": "Model height (480 for the released model).",
+            },
+        ),
+    }
+
+
 def _camera_and_size_inputs() -> dict:
     return {
         "fov_degrees": (
@@ -109,26 +152,9 @@ def _camera_and_size_inputs() -> dict:
                 "source_cameras carries intrinsics.",
             },
         ),
-        "width": (
-            "INT",
-            {
-                "default": DEFAULT_WIDTH,
-                "min": RESOLUTION_STEP,
-                "max": MAX_RESOLUTION,
-                "step": RESOLUTION_STEP,
-                "tooltip": "Model width: frames are resized to cover it and "
-                "centre-cropped (832 for the released model).",
-            },
-        ),
-        "height": (
-            "INT",
-            {
-                "default": DEFAULT_HEIGHT,
-                "min": RESOLUTION_STEP,
-                "max": MAX_RESOLUTION,
-                "step": RESOLUTION_STEP,
-                "tooltip": "Model height (480 for the released model).",
-            },
+        **resolution_inputs(
+            "Model width: frames are resized to cover it and centre-cropped (832 for the "
+            "released model)."
         ),
     }
 
@@ -223,16 +249,7 @@ class InSpatioSceneFromVideo:
                     {"tooltip": "Video frames, e.g. from Load Video + Get Video Components."},
                 ),
                 **_depth_inputs(),
-                "fps": (
-                    "FLOAT",
-                    {
-                        "default": DEFAULT_FPS,
-                        "min": 1.0,
-                        "max": 240.0,
-                        "step": 0.01,
-                        "tooltip": "Frame rate of the video (and of the output).",
-                    },
-                ),
+                **fps_input("Frame rate of the video (and of the output)."),
                 **_camera_and_size_inputs(),
                 "frame_count_policy": (
                     list(FRAME_COUNT_POLICIES),
@@ -315,16 +332,7 @@ class InSpatioSceneFromImages:
                     {"tooltip": "One image, or a batch of 4 views of the same place."},
                 ),
                 **_depth_inputs(),
-                "fps": (
-                    "FLOAT",
-                    {
-                        "default": DEFAULT_FPS,
-                        "min": 1.0,
-                        "max": 240.0,
-                        "step": 0.01,
-                        "tooltip": "Frame rate of the generated video.",
-                    },
-                ),
+                **fps_input("Frame rate of the generated video."),
                 **_camera_and_size_inputs(),
             },
             "optional": {
