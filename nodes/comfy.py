@@ -459,10 +459,8 @@ def vae_working_memory(vae: Any, height: int, width: int) -> int:
 # --- data formats: IMAGE, MASK, CONDITIONING, LATENT ----------------------------------------
 
 
-def image_to_frames(node: str, input_name: str, image: ImageBatch) -> VideoFrames:
-    """ComfyUI IMAGE ``[F, H, W, 3]`` in [0, 1] → core frames ``[F, 3, H, W]`` in [-1, 1]."""
-    from einops import rearrange
-
+def image_batch(node: str, input_name: str, image: ImageBatch) -> ImageBatch:
+    """A ComfyUI IMAGE ``[F, H, W, 3]``, checked (an RGBA image or a single frame is refused)."""
     if image.ndim != 4 or image.shape[-1] != 3:
         raise NodeInputError(
             node,
@@ -470,7 +468,15 @@ def image_to_frames(node: str, input_name: str, image: ImageBatch) -> VideoFrame
             f"must be an IMAGE batch [frames, height, width, 3], got shape {tuple(image.shape)}: "
             "connect an image or video loader (drop any alpha channel first)",
         )
-    return rearrange(image.float(), "f h w c -> f c h w") * 2.0 - 1.0
+    return image
+
+
+def image_to_frames(node: str, input_name: str, image: ImageBatch) -> VideoFrames:
+    """ComfyUI IMAGE ``[F, H, W, 3]`` in [0, 1] → core frames ``[F, 3, H, W]`` in [-1, 1]."""
+    from einops import rearrange
+
+    pixels = image_batch(node, input_name, image).float()
+    return rearrange(pixels, "f h w c -> f c h w") * 2.0 - 1.0
 
 
 def frames_to_image(frames: VideoFrames) -> ImageBatch:

@@ -117,12 +117,7 @@ class InSpatioDA3Scene:
         from ..core.da3_input import processing_size
 
         check_choice(self.NODE, "kind", kind, SCENE_KINDS)
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise cf.NodeInputError(
-                self.NODE,
-                "frames",
-                f"must be an IMAGE batch [frames, height, width, 3], got shape {tuple(frames.shape)}",
-            )
+        frames = cf.image_batch(self.NODE, "frames", frames)
         weights = cf.model_path(self.NODE, "model", model, cf.PACK_MODEL_FOLDER)
         managed = _da3_network(self.NODE, weights)
         processed_width, processed_height = processing_size(

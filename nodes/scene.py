@@ -42,59 +42,71 @@ MAX_RESOLUTION = 4096
 DEFAULT_FPS = 16.0
 MIN_FPS, MAX_FPS = 1.0, 240.0
 DEFAULT_FOV_DEGREES = 60.0
+DEFAULT_NEAR, DEFAULT_FAR = 0.5, 10.0  # inverse / normalised depth range, scene units
 
 
-def _depth_inputs() -> dict:
+def depth_map_inputs(
+    name: str, map_tooltip: str, default_encoding: str, default_far: float, scale_tooltip: str
+) -> dict:
+    """A depth map input and the four widgets that say how to read it (``core/depth.py``
+    ``DepthReading``), named ``<name>``, ``<name>_encoding``, ``_near``, ``_far``, ``_scale``;
+    :func:`read_depth_input` reads them. The WorldFM scene nodes declare theirs here too."""
     from ..core.depth import DEPTH_ENCODINGS
 
     return {
-        "depth": (
-            "IMAGE,MASK",
-            {
-                "tooltip": "Depth map per frame from any depth node (grayscale IMAGE or MASK), "
-                "at the frames' size or the same aspect ratio."
-            },
-        ),
-        "depth_encoding": (
+        name: ("IMAGE,MASK", {"tooltip": map_tooltip}),
+        f"{name}_encoding": (
             list(DEPTH_ENCODINGS),
             {
-                "default": "inverse",
-                "tooltip": "How the depth values read: 'metric' = distance x depth_scale (DA3 metric, EXR); 'inverse' = "
-                "white is near, linear in 1/z (Depth Anything, MiDaS); 'normalized' = black is near, linear in z "
-                "(Marigold).",
+                "default": default_encoding,
+                "tooltip": f"How the values read: 'metric' = distance x {name}_scale (DA3 metric, "
+                "MoGe, EXR); 'inverse' = white is near, linear in 1/distance (Depth Anything, "
+                "MiDaS); 'normalized' = black is near, linear in distance (Marigold).",
             },
         ),
-        "depth_near": (
+        f"{name}_near": (
             "FLOAT",
             {
-                "default": 0.5,
+                "default": DEFAULT_NEAR,
                 "min": 0.001,
                 "max": 10000.0,
                 "step": 0.01,
-                "tooltip": "Distance of the nearest point, for 'inverse' and 'normalized' depth (scene units, e.g. metres).",
+                "tooltip": "Distance of the nearest point, for 'inverse' and 'normalized' maps "
+                "(scene units, e.g. metres).",
             },
         ),
-        "depth_far": (
+        f"{name}_far": (
             "FLOAT",
             {
-                "default": 10.0,
+                "default": default_far,
                 "min": 0.002,
                 "max": 100000.0,
                 "step": 0.1,
-                "tooltip": "Distance of the farthest point, for 'inverse' and 'normalized' depth.",
+                "tooltip": "Distance of the farthest point, for 'inverse' and 'normalized' maps.",
             },
         ),
-        "depth_scale": (
+        f"{name}_scale": (
             "FLOAT",
             {
                 "default": 1.0,
                 "min": 1e-6,
                 "max": 1e6,
                 "step": 0.001,
-                "tooltip": "Multiplier of 'metric' depth values (0.001 for millimetre maps).",
+                "tooltip": scale_tooltip,
             },
         ),
     }
+
+
+def _depth_inputs() -> dict:
+    return depth_map_inputs(
+        "depth",
+        "Depth map per frame from any depth node (grayscale IMAGE or MASK), at the frames' size "
+        "or the same aspect ratio.",
+        default_encoding="inverse",
+        default_far=DEFAULT_FAR,
+        scale_tooltip="Multiplier of 'metric' depth values (0.001 for millimetre maps).",
+    )
 
 
 def fps_input(tooltip: str) -> dict:

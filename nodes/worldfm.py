@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from . import comfy as cf
 from .errors import reported_as
 from .loaders import WEIGHT_DTYPES, resolve_weight_dtype
-from .scene import read_depth_input
+from .scene import depth_map_inputs, read_depth_input
 
 if TYPE_CHECKING:
     import torch
@@ -58,6 +58,7 @@ RELEASED_TARGET_FOV_DEGREES = 2.0 * math.degrees(
 )
 #: HunyuanWorld places the input image over 80° of the panorama (SPEC-worldfm.md §2.2).
 PANORAMA_INPUT_FOV_DEGREES = 80.0
+DEFAULT_FAR_DISTANCE = 20.0  # metres: a room or a street around the panorama centre
 RENDER_SIZE_STEP = 8  # the VAE stride
 MAX_RENDER_SIZE = 4096
 SDXL_LATENT_CHANNELS = 4
@@ -192,53 +193,14 @@ def working_memory(config: WorldFMConfig, dtype: torch.dtype) -> int:
 
 
 def _map_inputs(name: str, what: str, default_encoding: str) -> dict:
-    from ..core.depth import DEPTH_ENCODINGS
-
-    return {
-        name: (
-            "IMAGE,MASK",
-            {"tooltip": f"{what} from any depth node (grayscale IMAGE or MASK)."},
-        ),
-        f"{name}_encoding": (
-            list(DEPTH_ENCODINGS),
-            {
-                "default": default_encoding,
-                "tooltip": "'metric' = the value is the distance x scale (MoGe, EXR); 'inverse' = white is "
-                "near, linear in 1/distance (Depth Anything); 'normalized' = black is near, linear.",
-            },
-        ),
-        f"{name}_near": (
-            "FLOAT",
-            {
-                "default": 0.5,
-                "min": 0.001,
-                "max": 10000.0,
-                "step": 0.01,
-                "tooltip": "Nearest distance, for 'inverse' and 'normalized' maps (metres).",
-            },
-        ),
-        f"{name}_far": (
-            "FLOAT",
-            {
-                "default": 20.0,
-                "min": 0.002,
-                "max": 100000.0,
-                "step": 0.1,
-                "tooltip": "Farthest distance, for 'inverse' and 'normalized' maps (metres).",
-            },
-        ),
-        f"{name}_scale": (
-            "FLOAT",
-            {
-                "default": 1.0,
-                "min": 1e-6,
-                "max": 1e6,
-                "step": 0.001,
-                "tooltip": "Multiplier of 'metric' values (the WorldFM pipeline stores MoGe "
-                "distances / 100 and multiplies by 100).",
-            },
-        ),
-    }
+    return depth_map_inputs(
+        name,
+        f"{what} from any depth node (grayscale IMAGE or MASK).",
+        default_encoding=default_encoding,
+        default_far=DEFAULT_FAR_DISTANCE,
+        scale_tooltip="Multiplier of 'metric' values (the WorldFM pipeline stores MoGe distances / "
+        "100 and multiplies by 100).",
+    )
 
 
 def _render_size_input() -> dict:
