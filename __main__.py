@@ -19,7 +19,6 @@ from .demo import (
     DEFAULT_OUT,
     DEFAULT_PRESET,
     DEFAULT_WIDTH,
-    DemoError,
     DemoOptions,
     run_demo,
 )
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments.pop("command")
     try:
         written = run_demo(DemoOptions(**arguments))
-    except (DemoError, ValueError) as error:
+    except ValueError as error:  # DemoError and the core's input errors
         print(f"demo: {error}", file=sys.stderr)
         return 2
     for role, path in written.items():

@@ -21,6 +21,7 @@ from PIL import ImageDraw
 from torch import Tensor
 
 from .core.types import DepthMaps, Intrinsics, VideoFrames
+from .nodes.comfy import compute_device, frames_to_image, image_to_pil, intermediate_device
 
 # --- the procedural room -------------------------------------------------------------------------
 # World frame = the source camera's OpenCV frame: x right, y down, z forward, camera at the origin.
@@ -329,7 +330,6 @@ def run_demo(options: DemoOptions) -> dict[str, Path]:
     from .core.preview import draw_path_preview
     from .core.render import render_condition
     from .core.scene import scene_from_video
-    from .nodes.comfy import compute_device, intermediate_device
 
     generate = options.generation_requested()
     if options.preset not in PRESETS:
@@ -352,8 +352,8 @@ def run_demo(options: DemoOptions) -> dict[str, Path]:
 
     options.out.mkdir(parents=True, exist_ok=True)
     sequences = {
-        "source": _as_image(condition.source_frames),
-        "render": _as_image(condition.render),
+        "source": frames_to_image(condition.source_frames),
+        "render": frames_to_image(condition.render),  # render holes become black
         "mask": condition.mask[:, 0, ..., None].expand(-1, -1, -1, 3),
     }
     if generate:
@@ -364,7 +364,7 @@ def run_demo(options: DemoOptions) -> dict[str, Path]:
     written["contact_sheet"] = options.out / "contact_sheet.png"
     contact_sheet(sequences).save(written["contact_sheet"])
     written["camera_path"] = options.out / "camera_path.png"
-    _to_pil(draw_path_preview(scene, path)).save(written["camera_path"])
+    image_to_pil(draw_path_preview(scene, path)).save(written["camera_path"])
     return written
 
 
@@ -394,19 +394,10 @@ def _generate(options: DemoOptions, condition) -> Tensor:
     return generated
 
 
-def _as_image(frames: VideoFrames) -> Tensor:
-    """``[F, 3, H, W]`` in [-1, 1] → ``[F, H, W, 3]`` in [0, 1] (render holes become black)."""
-    return (rearrange(frames.float(), "f c h w -> f h w c").clamp(-1, 1) + 1) / 2
-
-
-def _to_pil(image: Tensor) -> PILImage.Image:
-    return PILImage.fromarray((image.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
-
-
 def _write_sequence(folder: Path, images: Tensor) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for index, image in enumerate(images):
-        _to_pil(image).save(folder / f"{index:05d}.png")
+        image_to_pil(image).save(folder / f"{index:05d}.png")
     return folder
 
 
@@ -433,7 +424,7 @@ def contact_sheet(sequences: dict[str, Tensor], columns: int = CONTACT_COLUMNS) 
         top = header + row * (thumbnail_height + SHEET_PADDING)
         draw.text((SHEET_PADDING, top + thumbnail_height // 2), name, fill=SHEET_TEXT)
         for column, frame in enumerate(picked):
-            thumbnail = _to_pil(images[frame]).resize(
+            thumbnail = image_to_pil(images[frame]).resize(
                 (THUMBNAIL_WIDTH, thumbnail_height), PILImage.LANCZOS
             )
             sheet.paste(thumbnail, (LABEL_WIDTH + column * (THUMBNAIL_WIDTH + SHEET_PADDING), top))

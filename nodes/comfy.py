@@ -269,7 +269,7 @@ def _progress_preview(preview: Image | None) -> tuple[str, Any, int] | None:
         return None
     cli_args = _comfy_module("comfy.cli_args")
     max_size = cli_args.args.preview_size
-    return (PREVIEW_FORMAT, _to_pil(preview), max_size)
+    return (PREVIEW_FORMAT, image_to_pil(preview), max_size)
 
 
 def check_interrupted() -> None:
@@ -296,14 +296,15 @@ def save_preview_images(images: ImageBatch) -> list[dict[str, str]]:
     records = []
     for index in range(batch):
         file_name = f"{name}_{counter + index:05}_.png"
-        _to_pil(images[index]).save(
+        image_to_pil(images[index]).save(
             os.path.join(full_folder, file_name), compress_level=PNG_COMPRESS_LEVEL
         )
         records.append({"filename": file_name, "subfolder": subfolder, "type": "temp"})
     return records
 
 
-def _to_pil(image: Image) -> Any:
+def image_to_pil(image: Image) -> Any:
+    """One IMAGE frame ``[H, W, 3]`` in [0, 1] → an 8-bit PIL image (clamped, rounded)."""
     from PIL import Image as PILImage
 
     return PILImage.fromarray(_unit_to_u8(image.detach().cpu()).numpy())

@@ -23,6 +23,7 @@ from inspatio_nodes.core.wan.dit import CausalWanDiT, WanDiTConfig
 from inspatio_nodes.core.wan.taehv import TAEHV
 from inspatio_nodes.core.wan.vae import WanVAE, WanVAEConfig
 from inspatio_nodes.core.world import SeededNoise, generate
+from inspatio_nodes.demo import HostVAE
 from inspatio_nodes.nodes import comfy as cf
 from inspatio_nodes.nodes.decode import InSpatioDecode
 from inspatio_nodes.nodes.loaders import (
@@ -48,14 +49,6 @@ PADDED_LATENT_FRAMES = 6
 PROMPT_TOKENS = 4
 RELEASED_STEPS = "1000, 750, 500, 250"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-class HostVAE:
-    """Stands in for ComfyUI's VAE object: the Wan2.1 model sits under ``first_stage_model``."""
-
-    def __init__(self, model: WanVAE):
-        self.first_stage_model = model
-        self.vae_dtype = torch.float32
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ import torch
 from inspatio_nodes.core.wan.checkpoints import save_dit
 from inspatio_nodes.core.wan.dit import CausalWanDiT, WanDiTConfig
 from inspatio_nodes.core.wan.vae import WanVAE, WanVAEConfig
+from inspatio_nodes.demo import HostVAE
 from inspatio_nodes.nodes import NODE_CLASS_MAPPINGS
 from safetensors.torch import save_file
 from test_nodes_worldfm import (
@@ -239,15 +240,6 @@ def test_api_workflow_has_an_output_node_and_bare_model_file_names(ui_file):
 # --- running the pack's part -------------------------------------------------------------------
 
 
-class FakeVAE:
-    """Core Load VAE's object as the pack reads it: the Wan2.1 model under ``first_stage_model``."""
-
-    def __init__(self):
-        torch.manual_seed(1)
-        self.first_stage_model = WanVAE(TINY_VAE).eval()
-        self.vae_dtype = torch.float32
-
-
 def _frames(count: int, name: str) -> torch.Tensor:
     """IMAGE frames; a file whose name says depth gets a grey ramp (white = near), as depth nodes write."""
     if "depth" in name:
@@ -284,7 +276,8 @@ def _vae(name: str):
     if "sdxl" in name:
         return PoolingVAE()
     assert "wan" in name, f"no stand-in for the VAE file {name!r}"
-    return FakeVAE()
+    torch.manual_seed(1)
+    return HostVAE(WanVAE(TINY_VAE).eval())  # the Wan2.1 model under ``first_stage_model``
 
 
 def _run_core_node(class_type: str, inputs: dict, api: dict) -> tuple:
