@@ -4,9 +4,10 @@ Data flow: artist settings → **here** → ``INSPATIO_CAMERA_PATH`` (a ``core.p
 OpenCV world-to-camera pose per output frame) → Render Condition and the world sampler.
 Every node is a declaration over one core call: presets ``core/path_presets.py``, keyframes and
 their JSON wire format ``core/keyframes.py`` (the value the future in-graph editor writes into the
-STRING widget). Camera files are read and written by ``nodes/camera_files.py``; paths are edited
-and previewed by ``nodes/camera_edit.py``; both build on :class:`CameraPathNode` and
-:func:`anchored_to_scene` here.
+STRING widget). Camera files are read and written by ``nodes/camera_files.py``, paths are edited
+and previewed by ``nodes/camera_edit.py``; their path outputs are declared by
+:class:`CameraPathNode` here, and a move anchored to a scene (a preset, a v1 keyframe file) gets
+its length, source poses and foreground depth from :func:`anchored_to_scene`.
 """
 
 from __future__ import annotations

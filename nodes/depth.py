@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import comfy as cf
 from .errors import check_choice, reported_as, written_as
-from .scene import CATEGORY, SCENE_TYPE, fps_input, resolution_inputs
+from .scene import CATEGORY, SCENE_TYPE, SceneNode, fps_input, resolution_inputs
 
 SCENE_KINDS = ("video", "images")
 DA3_WEIGHTS_FILE = "model.safetensors"  # core.da3.WEIGHTS_FILE; the core is imported lazily
@@ -51,13 +51,10 @@ def _da3_weight_files() -> list[str]:
     ]
 
 
-class InSpatioDA3Scene:
+class InSpatioDA3Scene(SceneNode):
     """Depth, intrinsics and source poses of every frame from Depth Anything 3, as the official pipeline."""
 
     NODE = "InSpatio DA3 Scene"
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (SCENE_TYPE,)
-    RETURN_NAMES = ("scene",)
     OUTPUT_TOOLTIPS = (
         "The frames with DA3 depth, intrinsics and first-frame-relative poses, at width x height.",
     )
@@ -174,13 +171,10 @@ class InSpatioSaveScene:
         return {"ui": {"text": (written,)}, "result": (written,)}
 
 
-class InSpatioLoadScene:
+class InSpatioLoadScene(SceneNode):
     """Read a scene written by InSpatio Save Scene."""
 
     NODE = "InSpatio Load Scene"
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (SCENE_TYPE,)
-    RETURN_NAMES = ("scene",)
     OUTPUT_TOOLTIPS = ("The stored scene: frames, depth, intrinsics, poses and fps as saved.",)
     FUNCTION = "load"
     DESCRIPTION = "Loads a .safetensors scene file written by InSpatio Save Scene."

@@ -45,6 +45,14 @@ DEFAULT_FOV_DEGREES = 60.0
 DEFAULT_NEAR, DEFAULT_FAR = 0.5, 10.0  # inverse / normalised depth range, scene units
 
 
+class SceneNode:
+    """The declarations every node with one ``INSPATIO_SCENE`` output shares."""
+
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (SCENE_TYPE,)
+    RETURN_NAMES = ("scene",)
+
+
 def depth_map_inputs(
     name: str, map_tooltip: str, default_encoding: str, default_far: float, scale_tooltip: str
 ) -> dict:
@@ -239,13 +247,10 @@ def _source_views(
     return frames, depth_maps, intrinsics, world_to_camera
 
 
-class InSpatioSceneFromVideo:
+class InSpatioSceneFromVideo(SceneNode):
     """A video scene: target frame f is rendered from source frame f."""
 
     NODE = "InSpatio Scene from Video"
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (SCENE_TYPE,)
-    RETURN_NAMES = ("scene",)
     OUTPUT_TOOLTIPS = (
         "The source video with depth, intrinsics and poses, at the model resolution.",
     )
@@ -322,13 +327,10 @@ class InSpatioSceneFromVideo:
         return (scene,)
 
 
-class InSpatioSceneFromImages:
+class InSpatioSceneFromImages(SceneNode):
     """A v1.5 image scene: one image, or four views fused into every target frame."""
 
     NODE = "InSpatio Scene from Images"
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (SCENE_TYPE,)
-    RETURN_NAMES = ("scene",)
     OUTPUT_TOOLTIPS = (
         "The 1 or 4 views with depth, intrinsics and poses, at the model resolution.",
     )
@@ -404,13 +406,10 @@ class InSpatioSceneFromImages:
         return (scene,)
 
 
-class InSpatioFreezeScene:
+class InSpatioFreezeScene(SceneNode):
     """Bullet time: time stops at one frame of the video while the camera keeps moving."""
 
     NODE = "InSpatio Freeze Scene Time"
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (SCENE_TYPE,)
-    RETURN_NAMES = ("scene",)
     OUTPUT_TOOLTIPS = ("The scene with the frozen frame repeated (frames, depth and poses alike).",)
     FUNCTION = "freeze"
     DESCRIPTION = "v1 freeze: insert copies of one frame after it, so the moment holds while the camera moves."
