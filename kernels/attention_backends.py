@@ -10,7 +10,7 @@
 5. ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention``, always available.
 
 Backends 2-5 only attend: RoPE (float64, as the official code), the concatenation with the cache
-and the cache write come from :func:`kernels.rope_attention.unfused_rope_cached_attention`.
+and the cache write come from :func:`kernels.rope_attention.rope_cached_attention_reference`.
 :func:`attend` runs plain attention (the cross-attention over the text) on the same backends;
 the fused kernel has RoPE built in, so there it falls back to the best of the others.
 The official code prefers SageAttention, then FA3, then FA2 (``wan/modules/attention.py``); here
@@ -38,7 +38,7 @@ from .rope_attention import (
     AttentionCallError,
     AttentionOutput,
     CacheBuffer,
-    unfused_rope_cached_attention,
+    rope_cached_attention_reference,
 )
 
 BACKEND_PREFERENCE = ("triton", "flash3", "flash2", "sage", "sdpa")
@@ -213,4 +213,5 @@ def dispatch(
         from .rope_attention_triton import rope_cached_attention_triton
 
         return rope_cached_attention_triton(q, k, v, call, cache_k, cache_v)
-    return unfused_rope_cached_attention(ATTEND_FUNCTIONS[backend], q, k, v, call, cache_k, cache_v)
+    attend_core = ATTEND_FUNCTIONS[backend]
+    return rope_cached_attention_reference(q, k, v, call, cache_k, cache_v, attend=attend_core)

@@ -12,9 +12,9 @@ in ``wan/modules/causal_model.py``):
 
 An :class:`AttentionCall` holds the placement and cache use of one call. The prefill of a block is
 ``read_len=0, write_offset=0`` (context attends to itself and fills the cache); the denoise steps
-are ``read_len=n_ctx, write_offset=None``. The Triton kernel
-(``rope_attention_triton.py``) computes the same function fused; the flash/sage/SDPA backends
-(``attention_backends.py``) reuse :func:`unfused_rope_cached_attention` with their own core.
+are ``read_len=n_ctx, write_offset=None``. The Triton kernel (``rope_attention_triton.py``)
+computes the same function fused; the flash/sage/SDPA backends (``attention_backends.py``) run
+:func:`rope_cached_attention_reference` with their own attention core.
 """
 
 from __future__ import annotations
@@ -122,32 +122,6 @@ def check_attention_call(
         )
 
 
-def unfused_rope_cached_attention(
-    attend: AttendFunction,
-    q: Queries,
-    k: Keys,
-    v: Values,
-    call: AttentionCall,
-    cache_k: CacheBuffer | None = None,
-    cache_v: CacheBuffer | None = None,
-) -> AttentionOutput:
-    """The contract step by step: float64 RoPE, concatenated keys, ``attend``, then the write."""
-    check_attention_call(q, k, v, call, cache_k, cache_v)
-    rotated_q = apply_rope(q, call.rope, call.grid, call.frame_offset)
-    rotated_k = apply_rope(k, call.rope, call.grid, call.frame_offset)
-    keys, values = rotated_k, v
-    if call.read_len > 0:
-        keys = torch.cat([cache_k[:, : call.read_len], rotated_k], dim=1)
-        values = torch.cat([cache_v[:, : call.read_len], v], dim=1)
-    output = attend(rotated_q, keys, values)
-    written = call.written_rows(q.shape[1])
-    if written is not None:
-        # After attending: the cache rows read above are the ones from before this call.
-        cache_k[:, written] = rotated_k
-        cache_v[:, written] = v
-    return output
-
-
 def attend_float32(q: Queries, k: Keys, v: Values) -> AttentionOutput:
     """Unmasked softmax attention, math in float32 whatever the input dtype; output in q's dtype."""
     scale = 1.0 / math.sqrt(q.shape[-1])
@@ -163,6 +137,25 @@ def rope_cached_attention_reference(
     call: AttentionCall,
     cache_k: CacheBuffer | None = None,
     cache_v: CacheBuffer | None = None,
+    *,
+    attend: AttendFunction = attend_float32,
 ) -> AttentionOutput:
-    """Plain PyTorch definition of the fused kernel: float64 RoPE, float32 softmax attention."""
-    return unfused_rope_cached_attention(attend_float32, q, k, v, call, cache_k, cache_v)
+    """The contract step by step: float64 RoPE, concatenated keys, ``attend``, then the write.
+
+    With the default float32 ``attend`` this is the plain PyTorch definition the fused kernel is
+    tested against; the flash/sage/SDPA backends pass their own attention core.
+    """
+    check_attention_call(q, k, v, call, cache_k, cache_v)
+    rotated_q = apply_rope(q, call.rope, call.grid, call.frame_offset)
+    rotated_k = apply_rope(k, call.rope, call.grid, call.frame_offset)
+    keys, values = rotated_k, v
+    if call.read_len > 0:
+        keys = torch.cat([cache_k[:, : call.read_len], rotated_k], dim=1)
+        values = torch.cat([cache_v[:, : call.read_len], v], dim=1)
+    output = attend(rotated_q, keys, values)
+    written = call.written_rows(q.shape[1])
+    if written is not None:
+        # After attending: the cache rows read above are the ones from before this call.
+        cache_k[:, written] = rotated_k
+        cache_v[:, written] = v
+    return output
