@@ -18,6 +18,7 @@ from . import (
     sampler,
     scene,
     worldfm,
+    worldfm_scene,
 )
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
@@ -33,6 +34,7 @@ for _module in (
     render,
     sampler,
     decode,
+    worldfm_scene,
     worldfm,
 ):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)

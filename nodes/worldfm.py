@@ -1,16 +1,12 @@
-"""WorldFM nodes: a panorama (or one image) with its distance map becomes frames along a camera path.
+"""WorldFM nodes: the frame model, its conditions and its frames along a camera path.
 
-Data flow (SPEC-worldfm.md §2): panorama IMAGE + distance map from any depth node → **Scene from
-Panorama** (``core/worldfm/bank.py``: one point per pixel, the 42-view reference bank, its
-condition database) → ``INSPATIO_WORLDFM_SCENE``; with an ``INSPATIO_CAMERA_PATH`` (any camera
-node, or Load Camera Path on a WorldFM ``meta.json``) → **Render** (hard z-buffer anchor renders
-and the chosen reference per frame, as previews) and **Sampler** (``core/worldfm/sampler.py``
-``iter_frames``: render, select, 1/2 distilled steps, decode) → IMAGE frames. **Load WorldFM
-Model** reads ``worldfm_1-step.pth`` / ``worldfm_2-step.pth`` (or a safetensors copy) from
+Data flow (SPEC-worldfm.md §2): ``INSPATIO_WORLDFM_SCENE`` (``nodes/worldfm_scene.py``: a panorama
+or one image with its distance map) with an ``INSPATIO_CAMERA_PATH`` (any camera node, or Load
+Camera Path on a WorldFM ``meta.json``) → **Render** (hard z-buffer anchor renders and the chosen
+reference per frame, as previews) and **Sampler** (``core/worldfm/sampler.py`` ``iter_frames``:
+render, select, 1/2 distilled steps, decode) → IMAGE frames. **Load WorldFM Model** reads
+``worldfm_1-step.pth`` / ``worldfm_2-step.pth`` (or a safetensors copy) from
 ``models/diffusion_models`` through ``core/worldfm/model.py``.
-
-This module is longer than 300 lines because of its five node declarations (widget tables with
-tooltips); the work is done by the core.
 
 The frame model's image VAE is the host's: core Load VAE with the SDXL VAE, reached through its
 public ``encode(IMAGE)`` / ``decode(latent)`` only (:func:`vae_image_codec`). Two facts of
@@ -31,14 +27,12 @@ from typing import TYPE_CHECKING, Any
 from . import comfy as cf
 from .errors import reported_as
 from .loaders import WEIGHT_DTYPES, resolve_weight_dtype
-from .scene import depth_map_inputs, read_depth_input
 
 if TYPE_CHECKING:
     import torch
 
-    from ..core.depth import DepthImage
     from ..core.paths import CameraPath
-    from ..core.types import DepthMaps, Intrinsics, MaskBatch
+    from ..core.types import Intrinsics
     from ..core.worldfm.model import WorldFMConfig
     from ..core.worldfm.sampler import ImageCodec
 
@@ -56,16 +50,8 @@ RELEASED_TARGET_FOCAL = 320.0
 RELEASED_TARGET_FOV_DEGREES = 2.0 * math.degrees(
     math.atan(RELEASED_RENDER_SIZE / 2.0 / RELEASED_TARGET_FOCAL)
 )
-#: HunyuanWorld places the input image over 80° of the panorama (SPEC-worldfm.md §2.2).
-PANORAMA_INPUT_FOV_DEGREES = 80.0
-DEFAULT_FAR_DISTANCE = 20.0  # metres: a room or a street around the panorama centre
-RENDER_SIZE_STEP = 8  # the VAE stride
-MAX_RENDER_SIZE = 4096
 SDXL_LATENT_CHANNELS = 4
 IMAGE_LATENT_NDIM = 4  # [B, C, h, w] and IMAGE [B, H, W, 3]; a video VAE adds a frame axis
-#: The input view of the WorldFM world frame: it looks along +x, its right is −z, its up −y
-#: (SPEC-worldfm.md §5), so single-image scenes and panoramas share every camera path.
-INPUT_VIEW_CAMERA_TO_WORLD_ROTATION = ((0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (-1.0, 0.0, 0.0))
 #: Working memory of a forward pass, in elements: attention scores per head and token pair (the
 #: math backend materialises them, with their softmax) and MLP activations per token and unit.
 ATTENTION_SCORE_COPIES = 2
@@ -89,29 +75,6 @@ class WorldFMModelHandle:
     def load(self) -> torch.device:
         """Put the model on the compute device (a no-op when it is there) and return the device."""
         return cf.load_to_device(self.managed, working_memory(self.config, self.dtype))
-
-
-# --- ComfyUI values -> core values ---------------------------------------------------------
-
-
-def _read_map(
-    node: str,
-    input_name: str,
-    image_or_mask: DepthImage | MaskBatch,
-    encoding: str,
-    near: float,
-    far: float,
-    scale: float,
-) -> DepthMaps:
-    """The ``[1, H, W]`` distances of one image, from a depth node's IMAGE or MASK."""
-    values = read_depth_input(node, input_name, image_or_mask, encoding, near, far, scale)
-    if values.shape[0] != 1:
-        raise cf.NodeInputError(
-            node,
-            input_name,
-            f"holds {values.shape[0]} maps; connect the one map of this image",
-        )
-    return values
 
 
 def target_intrinsics(path: CameraPath, render_size: int) -> Intrinsics:
@@ -189,65 +152,6 @@ def working_memory(config: WorldFMConfig, dtype: torch.dtype) -> int:
     return element * (scores + activations)
 
 
-# --- widgets shared by the scene nodes ---------------------------------------------------------
-
-
-def _map_inputs(name: str, what: str, default_encoding: str) -> dict:
-    return depth_map_inputs(
-        name,
-        f"{what} from any depth node (grayscale IMAGE or MASK).",
-        default_encoding=default_encoding,
-        default_far=DEFAULT_FAR_DISTANCE,
-        scale_tooltip="Multiplier of 'metric' values (the WorldFM pipeline stores MoGe distances / "
-        "100 and multiplies by 100).",
-    )
-
-
-def _render_size_input() -> dict:
-    return {
-        "render_size": (
-            "INT",
-            {
-                "default": RELEASED_RENDER_SIZE,
-                "min": RENDER_SIZE_STEP,
-                "max": MAX_RENDER_SIZE,
-                "step": RENDER_SIZE_STEP,
-                "tooltip": "Side of the square anchor renders and references (512 as released); "
-                "the sampler resizes them to the model's 512².",
-            },
-        )
-    }
-
-
-def _bank_inputs() -> dict:
-    from ..core.worldfm.bank import RELEASED_CROP_FOCAL, RELEASED_CROP_SIZE
-
-    return {
-        "reference_size": (
-            "INT",
-            {
-                "default": RELEASED_CROP_SIZE,
-                "min": RENDER_SIZE_STEP,
-                "max": MAX_RENDER_SIZE,
-                "tooltip": "Side of the 42 perspective reference crops (504 as released). Their depth "
-                "maps are drawn with this crop's K into the render_size canvas (an upstream quirk), "
-                "so keep it close to render_size.",
-            },
-        ),
-        "reference_focal": (
-            "FLOAT",
-            {
-                "default": RELEASED_CROP_FOCAL,
-                "min": 1.0,
-                "max": 100000.0,
-                "step": 0.1,
-                "tooltip": "Focal length of the reference crops in pixels (320 as released: "
-                "a 76° field of view at 504).",
-            },
-        ),
-    }
-
-
 # --- nodes ---------------------------------------------------------------------------------------
 
 
@@ -293,143 +197,6 @@ class InSpatioWorldFMModelLoader:
         with reported_as(self.NODE, "checkpoint"):
             model = load_worldfm(path).to(dtype)
         return (WorldFMModelHandle(cf.manage_model(model)),)
-
-
-class InSpatioWorldFMSceneFromPanorama:
-    NODE = "WorldFM Scene from Panorama"
-    CATEGORY = CATEGORY
-    DESCRIPTION = (
-        "Equirectangular panorama + ray-distance map -> point cloud, 42-view reference bank and "
-        "its condition database (the official step 2)."
-    )
-    RETURN_TYPES = (SCENE_TYPE,)
-    RETURN_NAMES = ("worldfm_scene",)
-    OUTPUT_TOOLTIPS = ("The scene, for WorldFM Render and WorldFM Sampler.",)
-    FUNCTION = "build"
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "panorama": (
-                    "IMAGE",
-                    {"tooltip": "A full 360x180 equirectangular panorama, 2:1 (e.g. 4096x2048)."},
-                ),
-                **_map_inputs(
-                    "distance",
-                    "Ray distance from the panorama centre (MoGe-style ||point||, not z-depth), "
-                    "2:1 at any resolution",
-                    "metric",
-                ),
-                **_render_size_input(),
-                **_bank_inputs(),
-            }
-        }
-
-    def build(
-        self,
-        panorama,
-        distance,
-        distance_encoding,
-        distance_near,
-        distance_far,
-        distance_scale,
-        render_size,
-        reference_size,
-        reference_focal,
-    ):
-        from ..core.worldfm.bank import fit_panorama, panorama_scene
-
-        node = self.NODE
-        with reported_as(node, "panorama"):
-            pixels = fit_panorama(cf.image_to_u8(node, "panorama", panorama))
-        distances = _read_map(
-            node,
-            "distance",
-            distance,
-            distance_encoding,
-            distance_near,
-            distance_far,
-            distance_scale,
-        )
-        with reported_as(node, "distance"):
-            scene = panorama_scene(
-                pixels, distances[0], render_size, crop_size=reference_size, focal=reference_focal
-            )
-        return (scene,)
-
-
-class InSpatioWorldFMSceneFromImage:
-    NODE = "WorldFM Scene from Image"
-    CATEGORY = CATEGORY
-    DESCRIPTION = (
-        "One perspective image + its depth -> a degraded WorldFM scene whose only reference is "
-        "the image (no panorama: views away from it have holes)."
-    )
-    RETURN_TYPES = (SCENE_TYPE,)
-    RETURN_NAMES = ("worldfm_scene",)
-    OUTPUT_TOOLTIPS = ("The scene, for WorldFM Render and WorldFM Sampler.",)
-    FUNCTION = "build"
-
-    @classmethod
-    def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "image": ("IMAGE", {"tooltip": "The perspective image; it looks along +x."}),
-                **_map_inputs(
-                    "depth", "z-depth of the image, at its size or the same aspect", "inverse"
-                ),
-                "fov_degrees": (
-                    "FLOAT",
-                    {
-                        "default": PANORAMA_INPUT_FOV_DEGREES,
-                        "min": 1.0,
-                        "max": 179.0,
-                        "step": 0.1,
-                        "tooltip": "Horizontal field of view of the image (80 is what the panorama "
-                        "pipeline assumes).",
-                    },
-                ),
-                **_render_size_input(),
-            }
-        }
-
-    def build(
-        self,
-        image,
-        depth,
-        depth_encoding,
-        depth_near,
-        depth_far,
-        depth_scale,
-        fov_degrees,
-        render_size,
-    ):
-        import torch
-
-        from ..core.camera import (
-            intrinsics_from_fov,
-            pose_from_rotation_translation,
-            world_to_camera_from_camera_to_world,
-        )
-        from ..core.depth import match_depth_size
-        from ..core.worldfm.bank import image_scene
-
-        node = self.NODE
-        pixels = cf.image_to_u8(node, "image", image)
-        height, width = pixels.shape[:2]
-        depths = _read_map(node, "depth", depth, depth_encoding, depth_near, depth_far, depth_scale)
-        with reported_as(node, "depth"):
-            depths = match_depth_size(depths, height, width)
-        with reported_as(node, "fov_degrees"):
-            intrinsics = intrinsics_from_fov(fov_degrees, width, height)
-        camera_to_world = pose_from_rotation_translation(
-            torch.tensor(INPUT_VIEW_CAMERA_TO_WORLD_ROTATION, dtype=torch.float64),
-            torch.zeros(3, dtype=torch.float64),
-        )
-        world_to_camera = world_to_camera_from_camera_to_world(camera_to_world)
-        with reported_as(node, "image"):
-            return (image_scene(pixels, depths[0], intrinsics, world_to_camera, render_size),)
 
 
 class InSpatioWorldFMRender:
@@ -582,8 +349,6 @@ class InSpatioWorldFMSampler:
 
 NODE_CLASSES = (
     InSpatioWorldFMModelLoader,
-    InSpatioWorldFMSceneFromPanorama,
-    InSpatioWorldFMSceneFromImage,
     InSpatioWorldFMRender,
     InSpatioWorldFMSampler,
 )

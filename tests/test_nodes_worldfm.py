@@ -1,4 +1,4 @@
-"""WorldFM nodes (``nodes/worldfm.py``) called outside ComfyUI.
+"""WorldFM nodes (``nodes/worldfm.py``, ``nodes/worldfm_scene.py``) called outside ComfyUI.
 
 A tiny random frame model with the real architecture is saved as safetensors with its config in
 the metadata (what ``load_worldfm`` reads), the VAE is a duck-typed stand-in with ComfyUI's
@@ -24,6 +24,7 @@ from inspatio_nodes.core.paths import CameraPath
 from inspatio_nodes.core.worldfm.model import CONFIG_METADATA_KEY, WorldFMConfig, WorldFMModel
 from inspatio_nodes.nodes import comfy as cf
 from inspatio_nodes.nodes import worldfm as nodes
+from inspatio_nodes.nodes import worldfm_scene as scene_nodes
 from inspatio_nodes.nodes.camera_files import InSpatioLoadCameraPath
 from safetensors.torch import load_file, save_file
 
@@ -141,7 +142,7 @@ def panorama_scene_node(
     reference_size=REFERENCE_SIZE,
     reference_focal=REFERENCE_FOCAL,
 ):
-    (scene,) = nodes.InSpatioWorldFMSceneFromPanorama().build(
+    (scene,) = scene_nodes.InSpatioWorldFMSceneFromPanorama().build(
         panorama,
         distance,
         encoding,
@@ -176,16 +177,20 @@ def sample(model, scene, path, seed=3, steps=2, vae=None):
 # --- declarations ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("node_id", sorted(nodes.NODE_CLASS_MAPPINGS))
+WORLDFM_NODES = {**nodes.NODE_CLASS_MAPPINGS, **scene_nodes.NODE_CLASS_MAPPINGS}
+WORLDFM_NAMES = {**nodes.NODE_DISPLAY_NAME_MAPPINGS, **scene_nodes.NODE_DISPLAY_NAME_MAPPINGS}
+
+
+@pytest.mark.parametrize("node_id", sorted(WORLDFM_NODES))
 def test_every_node_is_declared_with_tooltips_in_the_worldfm_category(node_id):
-    node_class = nodes.NODE_CLASS_MAPPINGS[node_id]
+    node_class = WORLDFM_NODES[node_id]
     assert node_id.startswith("InSpatio")
     assert node_class.CATEGORY == "InSpatio/WorldFM"
     assert len(node_class.OUTPUT_TOOLTIPS) == len(node_class.RETURN_TYPES)
     for section in node_class.INPUT_TYPES().values():
         for name, (_, *options) in section.items():
             assert options and options[0].get("tooltip"), f"{node_id}.{name} has no tooltip"
-    assert nodes.NODE_DISPLAY_NAME_MAPPINGS[node_id] == node_class.NODE
+    assert WORLDFM_NAMES[node_id] == node_class.NODE
 
 
 def test_sampler_seed_widget_has_control_after_generate():
@@ -268,7 +273,7 @@ def image_with_depth():
 def test_image_scene_looks_along_x_so_its_own_camera_sees_the_image_again():
     image, depth = image_with_depth()
     fov = 70.0
-    (scene,) = nodes.InSpatioWorldFMSceneFromImage().build(
+    (scene,) = scene_nodes.InSpatioWorldFMSceneFromImage().build(
         image, depth, "metric", 0.5, 20.0, 1.0, fov, IMAGE_SIZE
     )
     assert scene.bank.num_views == 1
@@ -287,7 +292,7 @@ def test_image_scene_looks_along_x_so_its_own_camera_sees_the_image_again():
 
 def test_camera_that_sees_no_point_is_reported_on_the_camera_path_input():
     image, depth = image_with_depth()
-    (scene,) = nodes.InSpatioWorldFMSceneFromImage().build(
+    (scene,) = scene_nodes.InSpatioWorldFMSceneFromImage().build(
         image, depth, "metric", 0.5, 20.0, 1.0, 60.0, IMAGE_SIZE
     )
     with pytest.raises(cf.NodeInputError, match="WorldFM Render: input 'camera_path'.*behind"):
@@ -370,7 +375,7 @@ def test_frames_are_independent_so_a_shorter_path_gives_the_same_first_frames(mo
 
 def test_single_image_scene_generates_frames_from_its_only_reference(model):
     image, depth = image_with_depth()
-    (scene,) = nodes.InSpatioWorldFMSceneFromImage().build(
+    (scene,) = scene_nodes.InSpatioWorldFMSceneFromImage().build(
         image, depth, "metric", 0.5, 20.0, 1.0, 60.0, IMAGE_SIZE
     )
     vae = PoolingVAE()
