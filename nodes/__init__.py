@@ -17,6 +17,7 @@ from . import (
     render,
     sampler,
     scene,
+    scene_time,
     worldfm,
     worldfm_scene,
 )
@@ -27,6 +28,7 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
 for _module in (
     loaders,
     scene,
+    scene_time,
     depth,
     camera,
     camera_files,

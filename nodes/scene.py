@@ -2,9 +2,11 @@
 
 Data flow: IMAGE frames (Load Video, Load Image) + a depth map from any depth node → **Scene from
 Video / Images** → ``core.scene.Scene`` → Render Condition, Camera Path Preview, the world sampler.
-Depth maps are read with ``core/depth.py`` (metric, inverse or normalised), the scene is built and
-fitted to the model resolution by ``core/scene.py``; source cameras come from any camera-path node
-(a v1.5 ``source_tcw.txt`` file, the JSON wire format) as an ``INSPATIO_CAMERA_PATH``.
+Depth maps are read with ``nodes/depth_maps.py`` (``core/depth.py``: metric, inverse or
+normalised), the scene is built and fitted to the model resolution by ``core/scene.py``; source
+cameras come from any camera-path node (a v1.5 ``source_tcw.txt`` file, the JSON wire format) as
+an ``INSPATIO_CAMERA_PATH``. The declarations every scene node shares (:class:`SceneNode`, the
+fps and resolution widgets) are here; the v1 re-timing nodes are in ``nodes/scene_time.py``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import comfy as cf
+from .depth_maps import depth_map_inputs, read_depth_input
 from .errors import check_choice, reported_as
 
 if TYPE_CHECKING:
@@ -33,8 +36,6 @@ CAMERA_PATH_TYPE = "INSPATIO_CAMERA_PATH"
 # v1.5 keeps every frame (the sampler pads to whole blocks and cuts the output back);
 # v1 truncates the video to whole blocks before anything else.
 FRAME_COUNT_POLICIES = ("pad_v1.5", "truncate_v1")
-# Keyframes for the v1 adaptive count: the official moves of core/path_presets.py, or a v1 file.
-V1_TRAJECTORY_SOURCES = ("x_y_circle_cycle", "zoom_out_in", "file")
 
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 832, 480  # the released checkpoints' resolution
 RESOLUTION_STEP = 16  # VAE stride 8 x DiT patch 2
@@ -42,7 +43,7 @@ MAX_RESOLUTION = 4096
 DEFAULT_FPS = 16.0
 MIN_FPS, MAX_FPS = 1.0, 240.0
 DEFAULT_FOV_DEGREES = 60.0
-DEFAULT_NEAR, DEFAULT_FAR = 0.5, 10.0  # inverse / normalised depth range, scene units
+DEFAULT_FAR = 10.0  # of inverse / normalised depth maps, scene units
 
 
 class SceneNode:
@@ -51,59 +52,6 @@ class SceneNode:
     CATEGORY = CATEGORY
     RETURN_TYPES = (SCENE_TYPE,)
     RETURN_NAMES = ("scene",)
-
-
-def depth_map_inputs(
-    name: str, map_tooltip: str, default_encoding: str, default_far: float, scale_tooltip: str
-) -> dict:
-    """A depth map input and the four widgets that say how to read it (``core/depth.py``
-    ``DepthReading``), named ``<name>``, ``<name>_encoding``, ``_near``, ``_far``, ``_scale``;
-    :func:`read_depth_input` reads them. The WorldFM scene nodes declare theirs here too."""
-    from ..core.depth import DEPTH_ENCODINGS
-
-    return {
-        name: ("IMAGE,MASK", {"tooltip": map_tooltip}),
-        f"{name}_encoding": (
-            list(DEPTH_ENCODINGS),
-            {
-                "default": default_encoding,
-                "tooltip": f"How the values read: 'metric' = distance x {name}_scale (DA3 metric, "
-                "MoGe, EXR); 'inverse' = white is near, linear in 1/distance (Depth Anything, "
-                "MiDaS); 'normalized' = black is near, linear in distance (Marigold).",
-            },
-        ),
-        f"{name}_near": (
-            "FLOAT",
-            {
-                "default": DEFAULT_NEAR,
-                "min": 0.001,
-                "max": 10000.0,
-                "step": 0.01,
-                "tooltip": "Distance of the nearest point, for 'inverse' and 'normalized' maps "
-                "(scene units, e.g. metres).",
-            },
-        ),
-        f"{name}_far": (
-            "FLOAT",
-            {
-                "default": default_far,
-                "min": 0.002,
-                "max": 100000.0,
-                "step": 0.1,
-                "tooltip": "Distance of the farthest point, for 'inverse' and 'normalized' maps.",
-            },
-        ),
-        f"{name}_scale": (
-            "FLOAT",
-            {
-                "default": 1.0,
-                "min": 1e-6,
-                "max": 1e6,
-                "step": 0.001,
-                "tooltip": scale_tooltip,
-            },
-        ),
-    }
 
 
 def _depth_inputs() -> dict:
@@ -177,28 +125,6 @@ def _camera_and_size_inputs() -> dict:
             "released model)."
         ),
     }
-
-
-def read_depth_input(
-    node: str,
-    input_name: str,
-    image_or_mask: DepthImage | MaskBatch,
-    encoding: str,
-    near: float,
-    far: float,
-    scale: float,
-) -> DepthMaps:
-    """Depth values ``[F, H, W]`` of a depth node's IMAGE or MASK, read with ``core/depth.py``.
-
-    Errors name ``<input_name>_encoding`` for a bad reading (near/far/scale) and ``input_name`` for
-    a map that cannot be read; the WorldFM scene nodes use the same widgets and reading.
-    """
-    from ..core.depth import DepthReading, depth_values_from_image, read_depth
-
-    with reported_as(node, f"{input_name}_encoding"):
-        reading = DepthReading(encoding, near=near, far=far, scale=scale)
-    with reported_as(node, input_name):
-        return read_depth(depth_values_from_image(image_or_mask), reading)
 
 
 def _source_views(
@@ -406,128 +332,6 @@ class InSpatioSceneFromImages(SceneNode):
         return (scene,)
 
 
-class InSpatioFreezeScene(SceneNode):
-    """Bullet time: time stops at one frame of the video while the camera keeps moving."""
-
-    NODE = "InSpatio Freeze Scene Time"
-    OUTPUT_TOOLTIPS = ("The scene with the frozen frame repeated (frames, depth and poses alike).",)
-    FUNCTION = "freeze"
-    DESCRIPTION = "v1 freeze: insert copies of one frame after it, so the moment holds while the camera moves."
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "scene": (SCENE_TYPE, {"tooltip": "A video scene."}),
-                "freeze_frame": (
-                    "INT",
-                    {
-                        "default": -1,
-                        "min": -1,
-                        "max": 100000,
-                        "tooltip": "The frame to hold; -1 = the middle frame (the official default).",
-                    },
-                ),
-                "freeze_repeat": (
-                    "INT",
-                    {
-                        "default": 48,
-                        "min": 0,
-                        "max": 100000,
-                        "tooltip": "How many extra copies of it to insert (frames of frozen time).",
-                    },
-                ),
-            },
-        }
-
-    def freeze(self, scene, freeze_frame, freeze_repeat):
-        from ..core.scene import freeze_indices
-
-        if scene.kind != "video":
-            raise cf.NodeInputError(
-                self.NODE,
-                "scene",
-                "is an image scene, which has no time to freeze: use Scene from Video",
-            )
-        if freeze_frame >= scene.num_frames:
-            raise cf.NodeInputError(
-                self.NODE,
-                "freeze_frame",
-                f"is {freeze_frame} but the scene has frames 0..{scene.num_frames - 1}",
-            )
-        with reported_as(self.NODE, "freeze_repeat"):
-            indices = freeze_indices(
-                scene.num_frames, freeze_repeat, None if freeze_frame < 0 else freeze_frame
-            )
-            return (scene.select_frames(indices),)
-
-
-class InSpatioAdaptSceneV1:
-    """v1's adaptive frame count: the video bounces or is subsampled to suit the camera move."""
-
-    NODE = "InSpatio Adapt Scene to v1 Trajectory"
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (SCENE_TYPE, "INT")
-    RETURN_NAMES = ("scene", "frames")
-    OUTPUT_TOOLTIPS = (
-        "The scene re-indexed in time (frames, depth and poses alike).",
-        "Its frame count: make the camera path this long (frames = 0 follows the scene).",
-    )
-    FUNCTION = "adapt"
-    DESCRIPTION = (
-        "v1 TestDataset: between 0.3 and 0.8 degrees of keyframe travel per frame and at least "
-        "121 frames; a short video plays back and forth, a long one is subsampled."
-    )
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "scene": (SCENE_TYPE, {"tooltip": "A video scene."}),
-                "trajectory": (
-                    list(V1_TRAJECTORY_SOURCES),
-                    {
-                        "default": V1_TRAJECTORY_SOURCES[0],
-                        "tooltip": "The v1 keyframes whose total angle sets the frame count: an "
-                        "official move, or 'file' to read the v1 three-line file below.",
-                    },
-                ),
-                "file": (
-                    "STRING",
-                    {
-                        "default": "trajectory.txt",
-                        "tooltip": "The v1 pitch / yaw / r file, when trajectory is 'file'.",
-                    },
-                ),
-            },
-        }
-
-    def adapt(self, scene, trajectory, file):
-        from ..core.path_files import read_v1_trajectory
-        from ..core.path_presets import PRESETS
-        from ..core.scene import adaptive_frame_indices
-        from ..core.trajectory_v1 import total_keyframe_angle
-
-        if scene.kind != "video":
-            raise cf.NodeInputError(
-                self.NODE, "scene", "is an image scene: the adaptive count re-times a video"
-            )
-        check_choice(self.NODE, "trajectory", trajectory, V1_TRAJECTORY_SOURCES)
-        with reported_as(self.NODE, "file"):
-            keys = (
-                read_v1_trajectory(cf.input_file(file))
-                if trajectory == "file"
-                else PRESETS[trajectory].official_keyframes
-            )
-        indices = adaptive_frame_indices(scene.num_frames, total_keyframe_angle(keys))
-        return (scene.select_frames(indices), len(indices))
-
-
-NODE_CLASSES = (
-    InSpatioSceneFromVideo,
-    InSpatioSceneFromImages,
-    InSpatioFreezeScene,
-    InSpatioAdaptSceneV1,
-)
+NODE_CLASSES = (InSpatioSceneFromVideo, InSpatioSceneFromImages)
 NODE_CLASS_MAPPINGS = {node.__name__: node for node in NODE_CLASSES}
 NODE_DISPLAY_NAME_MAPPINGS = {node.__name__: node.NODE for node in NODE_CLASSES}

@@ -5,7 +5,7 @@ Panorama** (``core/worldfm/bank.py``: one point per pixel, the 42-view reference
 condition database) → ``INSPATIO_WORLDFM_SCENE`` → WorldFM Render and WorldFM Sampler
 (``nodes/worldfm.py``). **Scene from Image** builds the degraded scene of one perspective image,
 whose only reference is the image itself. Distance and depth maps are read like every other depth
-map of the pack (``nodes/scene.py`` :func:`read_depth_input`, ``core/depth.py``).
+map of the pack (``nodes/depth_maps.py``, ``core/depth.py``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import comfy as cf
+from .depth_maps import depth_map_inputs, read_depth_input
 from .errors import reported_as
-from .scene import depth_map_inputs, read_depth_input
 from .worldfm import CATEGORY, RELEASED_RENDER_SIZE, SCENE_TYPE
 
 if TYPE_CHECKING:

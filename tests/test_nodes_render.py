@@ -13,6 +13,7 @@ from inspatio_nodes.nodes import camera_edit as camera_edit_nodes
 from inspatio_nodes.nodes import camera_files as camera_file_nodes
 from inspatio_nodes.nodes import render as render_nodes
 from inspatio_nodes.nodes import scene as scene_nodes
+from inspatio_nodes.nodes import scene_time as scene_time_nodes
 from inspatio_nodes.nodes.comfy import NodeInputError
 from inspatio_nodes.nodes.render import InSpatioRenderCondition
 
@@ -127,7 +128,14 @@ def test_unknown_semantics_names_the_input():
 
 @pytest.mark.parametrize(
     "module",
-    [scene_nodes, camera_nodes, camera_file_nodes, camera_edit_nodes, render_nodes],
+    [
+        scene_nodes,
+        scene_time_nodes,
+        camera_nodes,
+        camera_file_nodes,
+        camera_edit_nodes,
+        render_nodes,
+    ],
     ids=lambda m: m.__name__,
 )
 def test_scene_side_nodes_are_inspatio_nodes_with_custom_socket_types(module):

@@ -6,12 +6,8 @@ import pytest
 import torch
 from inspatio_nodes.core.paths import CameraPath
 from inspatio_nodes.nodes.comfy import NodeInputError
-from inspatio_nodes.nodes.scene import (
-    InSpatioAdaptSceneV1,
-    InSpatioFreezeScene,
-    InSpatioSceneFromImages,
-    InSpatioSceneFromVideo,
-)
+from inspatio_nodes.nodes.scene import InSpatioSceneFromImages, InSpatioSceneFromVideo
+from inspatio_nodes.nodes.scene_time import InSpatioAdaptSceneV1, InSpatioFreezeScene
 
 FRAMES, SOURCE_HEIGHT, SOURCE_WIDTH = 13, 36, 60
 MODEL_HEIGHT, MODEL_WIDTH = 32, 48
