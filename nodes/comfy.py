@@ -63,6 +63,7 @@ PREVIEW_SUFFIX_LENGTH = 5  # random suffix, as core PreviewImage does, so runs n
 PNG_COMPRESS_LEVEL = 1  # core PreviewImage's choice: previews are written often and read once
 PREVIEW_FORMAT = "JPEG"  # the binary preview format ComfyUI's progress hook sends
 UINT8_MAX = 255.0
+MAX_SEED = 0xFFFFFFFFFFFFFFFF  # the range of core KSampler's seed widget
 
 _registered_folders: set[str] = set()
 # Streaming codecs built from ComfyUI VAE objects, one per VAE object, dropped with it.

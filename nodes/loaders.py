@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import comfy as cf
-from .errors import reported_as
+from .errors import check_choice, reported_as
 
 if TYPE_CHECKING:
     import torch
@@ -56,14 +56,10 @@ def resolve_weight_dtype(node: str, choice: str, auto: torch.dtype | None = None
     what the model was trained and released in) and fp32 on the CPU."""
     import torch
 
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    check_choice(node, "weight_dtype", choice, WEIGHT_DTYPES)
     if choice == "auto":
         return fp32_on_cpu(auto or torch.bfloat16)
-    if choice not in dtypes:
-        raise cf.NodeInputError(
-            node, "weight_dtype", f"is {choice!r}; choose one of {', '.join(WEIGHT_DTYPES)}"
-        )
-    return dtypes[choice]
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
 
 
 class InSpatioWorldModelLoader:

@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from ..core.world import Session
 
 CATEGORY = "InSpatio/World"
-MAX_SEED = 0xFFFFFFFFFFFFFFFF
 # core.schedule's RELEASED_DENOISING_STEPS and RELEASED_SHIFT, repeated here because widget
 # defaults are read at start-up, before the core may be imported (a test keeps them equal).
 RELEASED_DENOISING_STEPS = "1000, 750, 500, 250"
@@ -221,7 +220,7 @@ class InSpatioWorldSampler:
                     {
                         "default": 0,
                         "min": 0,
-                        "max": MAX_SEED,
+                        "max": cf.MAX_SEED,
                         "control_after_generate": True,
                         "tooltip": "Seed of the noise; the same inputs and seed give the same video.",
                     },

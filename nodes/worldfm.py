@@ -300,7 +300,7 @@ class InSpatioWorldFMSampler:
                     {
                         "default": 0,
                         "min": 0,
-                        "max": 0xFFFFFFFFFFFFFFFF,
+                        "max": cf.MAX_SEED,
                         "control_after_generate": True,
                         "tooltip": "Noise seed; the same seed gives the same frames, so a fixed seed "
                         "avoids flicker from fresh noise per frame.",
@@ -342,7 +342,7 @@ class InSpatioWorldFMSampler:
             # the user can cancel between frames.
             for _, frame, _ in generated:
                 frames.append(frame.cpu())
-                bar.update(1, preview=frame[0].float() / cf.UINT8_MAX)
+                bar.update(1, preview=cf.u8_to_image(frame)[0])
                 cf.check_interrupted()
         return (cf.u8_to_image(torch.cat(frames)),)
 
