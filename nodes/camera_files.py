@@ -230,7 +230,7 @@ class InSpatioSaveCameraPath:
         with written_as(self.NODE, "file"):
             target = cf.output_file(file)
             writers[format](target)
-        return {"ui": {"text": (str(target),)}, "result": (str(target),)}
+        return cf.saved_file_output(target)
 
 
 NODE_CLASSES = (InSpatioLoadCameraPath, InSpatioSaveCameraPath)

@@ -217,6 +217,11 @@ def input_file(name: str) -> Path:
     return next((candidate for candidate in candidates if candidate.is_file()), candidates[0])
 
 
+def saved_file_output(path: Path) -> dict[str, Any]:
+    """What a save node returns: the written path as its STRING output and as text on the node."""
+    return {"ui": {"text": (str(path),)}, "result": (str(path),)}
+
+
 def input_file_fingerprint(name: str) -> float:
     """Modification time of the file a load node reads, for ``IS_CHANGED`` (as core LoadVideo
     fingerprints its file); NaN for a missing file, which never equals itself, so it is retried."""

@@ -167,8 +167,8 @@ class InSpatioSaveScene:
         from ..core.scene_files import save_scene
 
         with written_as(self.NODE, "file"):
-            written = str(save_scene(scene, cf.output_file(file)))
-        return {"ui": {"text": (written,)}, "result": (written,)}
+            written = save_scene(scene, cf.output_file(file))
+        return cf.saved_file_output(written)
 
 
 class InSpatioLoadScene(SceneNode):

@@ -31,6 +31,16 @@ MAX_RENDER_SIZE = 4096
 INPUT_VIEW_CAMERA_TO_WORLD_ROTATION = ((0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (-1.0, 0.0, 0.0))
 
 
+class WorldFMSceneNode:
+    """The declarations both WorldFM scene nodes share: one ``INSPATIO_WORLDFM_SCENE`` output."""
+
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (SCENE_TYPE,)
+    RETURN_NAMES = ("worldfm_scene",)
+    OUTPUT_TOOLTIPS = ("The scene, for WorldFM Render and WorldFM Sampler.",)
+    FUNCTION = "build"
+
+
 def _read_map(
     node: str,
     input_name: str,
@@ -107,17 +117,12 @@ def _bank_inputs() -> dict:
     }
 
 
-class InSpatioWorldFMSceneFromPanorama:
+class InSpatioWorldFMSceneFromPanorama(WorldFMSceneNode):
     NODE = "WorldFM Scene from Panorama"
-    CATEGORY = CATEGORY
     DESCRIPTION = (
         "Equirectangular panorama + ray-distance map -> point cloud, 42-view reference bank and "
         "its condition database (the official step 2)."
     )
-    RETURN_TYPES = (SCENE_TYPE,)
-    RETURN_NAMES = ("worldfm_scene",)
-    OUTPUT_TOOLTIPS = ("The scene, for WorldFM Render and WorldFM Sampler.",)
-    FUNCTION = "build"
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
@@ -171,17 +176,12 @@ class InSpatioWorldFMSceneFromPanorama:
         return (scene,)
 
 
-class InSpatioWorldFMSceneFromImage:
+class InSpatioWorldFMSceneFromImage(WorldFMSceneNode):
     NODE = "WorldFM Scene from Image"
-    CATEGORY = CATEGORY
     DESCRIPTION = (
         "One perspective image + its depth -> a degraded WorldFM scene whose only reference is "
         "the image (no panorama: views away from it have holes)."
     )
-    RETURN_TYPES = (SCENE_TYPE,)
-    RETURN_NAMES = ("worldfm_scene",)
-    OUTPUT_TOOLTIPS = ("The scene, for WorldFM Render and WorldFM Sampler.",)
-    FUNCTION = "build"
 
     @classmethod
     def INPUT_TYPES(cls) -> dict:
