@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT
-from inspatio_nodes.core.wan.dit import WanDiTConfig
+from test_nodes_model import TINY_DIT
 from test_nodes_worldfm import save_released_style
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
@@ -36,9 +36,6 @@ pytestmark = pytest.mark.skipif(
     not COMFYUI_DIR, reason="COMFYUI_DIR does not point to a ComfyUI checkout"
 )
 
-TINY_DIT = WanDiTConfig(
-    dim=32, ffn_dim=64, freq_dim=16, num_heads=2, num_layers=2, text_dim=8, text_len=6
-)
 SERVER_READY_LINE = "To see the GUI go to"
 PACK_FOLDER_NAME = "any-folder-name"  # ComfyUI users clone the pack into a folder of any name
 DIT_FILE = "tiny_world.safetensors"

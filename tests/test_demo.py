@@ -7,17 +7,14 @@ import pytest
 import torch
 from inspatio_nodes.__main__ import main
 from inspatio_nodes.core.wan.checkpoints import save_dit
-from inspatio_nodes.core.wan.dit import CausalWanDiT, WanDiTConfig
-from inspatio_nodes.core.wan.vae import WanVAE, WanVAEConfig
+from inspatio_nodes.core.wan.dit import CausalWanDiT
+from inspatio_nodes.core.wan.vae import WanVAE
 from inspatio_nodes.demo import DemoError, DemoOptions, run_demo
 from PIL import Image
 from safetensors.torch import save_file
+from test_nodes_model import TINY_DIT, TINY_VAE
 
 WIDTH, HEIGHT, FRAMES = 96, 64, 5
-TINY_DIT = WanDiTConfig(
-    dim=32, ffn_dim=64, freq_dim=16, num_heads=2, num_layers=2, text_dim=8, text_len=6
-)
-TINY_VAE = WanVAEConfig(base_dim=8)
 SAME_PIXEL_FRACTION = 0.99
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -38,6 +38,7 @@ from inspatio_nodes.nodes.sampler import (
 )
 from safetensors.torch import save_file
 
+#: The tiny models of every model-side test (the demo, workflow and server tests import them).
 TINY_DIT = WanDiTConfig(
     dim=32, ffn_dim=64, freq_dim=16, num_heads=2, num_layers=2, text_dim=8, text_len=6
 )

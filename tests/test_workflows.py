@@ -26,11 +26,12 @@ from pathlib import Path
 import pytest
 import torch
 from inspatio_nodes.core.wan.checkpoints import save_dit
-from inspatio_nodes.core.wan.dit import CausalWanDiT, WanDiTConfig
-from inspatio_nodes.core.wan.vae import WanVAE, WanVAEConfig
+from inspatio_nodes.core.wan.dit import CausalWanDiT
+from inspatio_nodes.core.wan.vae import WanVAE
 from inspatio_nodes.demo import HostVAE
 from inspatio_nodes.nodes import NODE_CLASS_MAPPINGS
 from safetensors.torch import save_file
+from test_nodes_model import TINY_DIT, TINY_VAE
 from test_nodes_worldfm import (
     LATENT_STRIDE,
     REFERENCE_FOCAL,
@@ -93,10 +94,6 @@ MODEL_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".sft")
 # Small stand-ins for the run: frames, model resolution and models.
 SOURCE_FRAMES, SOURCE_HEIGHT, SOURCE_WIDTH = 9, 40, 64
 MODEL_HEIGHT, MODEL_WIDTH = 32, 48
-TINY_DIT = WanDiTConfig(
-    dim=32, ffn_dim=64, freq_dim=16, num_heads=2, num_layers=2, text_dim=8, text_len=6
-)
-TINY_VAE = WanVAEConfig(base_dim=8)
 PROMPT_TOKENS = 4
 WORLD_CHECKPOINTS = ("InSpatio-World-1.3B.safetensors", "InSpatio-World-1.5-1.3B.safetensors")
 WORLDFM_CHECKPOINT = "worldfm_2-step.pth"
