@@ -4,7 +4,8 @@ Data flow: IMAGE frames → **InSpatio DA3 Scene** (depth, intrinsics and poses 
 ``core/da3.py``) → ``INSPATIO_SCENE`` → Render Condition, Camera Path Preview, the world sampler.
 Depth from any other depth node goes through Scene from Video / Images (``nodes/scene.py``).
 **Save Scene** / **Load Scene** (``core/scene_files.py``) keep a prepared scene on disk, so the slow
-estimation runs once per source.
+estimation runs once per source; relative file names are in ComfyUI's output folder (Load Scene
+looks in the input folder first), through ``nodes/comfy.py``.
 
 DA3 is an optional dependency, imported only when the DA3 node runs. Its weights are a local
 folder in the pack's model folder (``models/inspatio/`` or an ``inspatio:`` entry of
