@@ -20,7 +20,7 @@ from .errors import reported_as
 if TYPE_CHECKING:
     from ..core.paths import CameraPath
     from ..core.scene import Scene
-    from ..core.types import Poses
+    from ..core.types import WorldToCamera
 
 CATEGORY = "InSpatio/Camera"
 SCENE_TYPE = "INSPATIO_SCENE"
@@ -61,7 +61,7 @@ def path_output(path: CameraPath) -> tuple[CameraPath, int]:
 
 def anchored_to_scene(
     node: str, frames: int, scene: Scene | None
-) -> tuple[int, Poses | None, float]:
+) -> tuple[int, WorldToCamera | None, float]:
     """Frame count, source poses and foreground depth of a move anchored to an optional scene.
 
     ``frames`` 0 follows the scene's length, which needs a connected scene.
