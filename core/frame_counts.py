@@ -4,7 +4,9 @@ Place in the data flow: between the source video (``core/scene.py``), the camera
 sampler. Pure index arithmetic on frame counts, no tensors of pixels:
 
 - v1.5 pads to whole blocks of 3 latent frames (``pipeline/scene_schema.py``:
-  ``padded_frame_count``, ``latent_frame_groups``; ``datasets/utils.py``: ``iter_video_chunks``);
+  ``padded_frame_count``, ``latent_frame_groups``; ``datasets/utils.py``: ``iter_video_chunks``)
+  and the sampler takes the padded frames block by block (:func:`block_frame_indices`, the
+  grouping of ``pipeline/causal_inference.py``);
 - v1 truncates to whole blocks, and optionally adapts the count to the trajectory's angle
   (bounce / subsample) and freezes time (v1 ``datasets/test_dataset.py``,
   ``scripts/render_point_cloud.py``);
@@ -82,6 +84,34 @@ def chunk_frame_indices(
     return [source[0:1]] + [
         source[start : start + FRAMES_PER_LATENT]
         for start in range(1, padded_frames, FRAMES_PER_LATENT)
+    ]
+
+
+def padded_frame_indices(valid_frames: int) -> list[int]:
+    """v1.5: the source frame of every padded frame, in order (the last valid frame repeats).
+
+    Per-frame conditions that are not encoded (the pixel mask) are padded with these indices.
+    """
+    return [
+        index
+        for chunk in chunk_frame_indices(valid_frames, padded_frame_count(valid_frames))
+        for index in chunk
+    ]
+
+
+def block_frame_indices(valid_frames: int) -> list[list[int]]:
+    """v1.5: the source frame of every padded frame, one list per DiT block.
+
+    A block holds FRAMES_PER_BLOCK latent frames, so it gathers that many VAE chunks (1, 4, 4,
+    ...): block 0 starts with the single first frame and covers 1 + FRAMES_PER_LATENT ·
+    (FRAMES_PER_BLOCK − 1) frames, every later block FRAMES_PER_LATENT · FRAMES_PER_BLOCK. As
+    released: 0 | 1–4 | 5–8 (9 frames), then 12 frames a block. Each block is also a valid input
+    of one streaming-encoder call (1 + 4k frames first, multiples of 4 afterwards).
+    """
+    chunks = chunk_frame_indices(valid_frames, padded_frame_count(valid_frames))
+    return [
+        [index for chunk in chunks[start : start + FRAMES_PER_BLOCK] for index in chunk]
+        for start in range(0, len(chunks), FRAMES_PER_BLOCK)
     ]
 
 

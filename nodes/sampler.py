@@ -65,17 +65,6 @@ class WorldState:
         return int(self.reference.shape[1])
 
 
-def _block_frame_indices(codec_chunks: list[list[int]]) -> list[list[int]]:
-    """Group the codec's 1, 4, 4, ... frame chunks into one list per block of latent frames, so a
-    block is encoded in one call (the codec takes 1 + 4k frames first, then multiples of 4)."""
-    from ..core.scene import FRAMES_PER_BLOCK
-
-    return [
-        [index for chunk in codec_chunks[start : start + FRAMES_PER_BLOCK] for index in chunk]
-        for start in range(0, len(codec_chunks), FRAMES_PER_BLOCK)
-    ]
-
-
 def _encode_stream(
     codec: Any,
     frames: VideoFrames,
@@ -140,7 +129,7 @@ class InSpatioWorldCacheInit:
     ) -> tuple[WorldState]:
         import torch
 
-        from ..core.scene import chunk_frame_indices, padded_frame_count
+        from ..core.frame_counts import block_frame_indices, padded_frame_indices
         from ..core.splat import pack_mask_latents
 
         node = self.NODE
@@ -149,9 +138,7 @@ class InSpatioWorldCacheInit:
             node, "positive", positive, config.text_len, config.text_dim
         )
         valid_frames = condition.num_frames
-        blocks = _block_frame_indices(
-            chunk_frame_indices(valid_frames, padded_frame_count(valid_frames))
-        )
+        blocks = block_frame_indices(valid_frames)
         height, width = condition.render.shape[-2:]
         decoder = cf.vae_codec(node, "vae", vae)
         decoder_memory = cf.vae_working_memory(vae, height, width)
@@ -160,9 +147,7 @@ class InSpatioWorldCacheInit:
         with torch.inference_mode(), reported_as(node, "condition"):
             reference = _encode_stream(decoder.module, condition.source_frames, blocks, device, bar)
             render_latents = _encode_stream(decoder.module, condition.render, blocks, device, bar)
-            padded_mask = condition.mask[
-                torch.tensor([index for block in blocks for index in block]), 0
-            ]
+            padded_mask = condition.mask[torch.tensor(padded_frame_indices(valid_frames)), 0]
             mask_latents = pack_mask_latents(padded_mask * 2.0 - 1.0)  # known +1, hole -1
         state = WorldState(
             model=world_model,

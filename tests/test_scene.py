@@ -14,6 +14,7 @@ from inspatio_nodes.core.frame_counts import (
     FrameCountError,
     adaptive_frame_indices,
     align_frame_counts,
+    block_frame_indices,
     bounce_indices,
     chunk_frame_indices,
     freeze_indices,
@@ -21,6 +22,7 @@ from inspatio_nodes.core.frame_counts import (
     latent_frame_count,
     latent_frame_groups,
     padded_frame_count,
+    padded_frame_indices,
     trajectory_total_angle,
     truncated_frame_count,
 )
@@ -87,6 +89,42 @@ def test_padded_frame_count_invariants_for_1_to_1000_frames():
         assert latent_frame_count(padded) % FRAMES_PER_BLOCK == 0
     assert [padded_frame_count(n) for n in (1, 139, 247)] == [9, 141, 249]
     assert latent_frame_count(249) == 63
+
+
+def test_blocks_cover_frames_0_to_8_then_12_frames_each():
+    """SPEC §4: block 0 covers pixel frames 0 | 1–4 | 5–8 (9 frames); every later block 12."""
+    valid = 40  # padded to 45 frames: 9 + 12 + 12 + 12
+    blocks = block_frame_indices(valid)
+    assert blocks[0] == list(range(9))
+    assert [len(block) for block in blocks] == [9, 12, 12, 12]
+    assert blocks[1] == list(range(9, 21)) and blocks[2] == list(range(21, 33))
+    assert blocks[3] == list(range(33, 40)) + [valid - 1] * 5  # padding holds the last frame
+    assert [index for block in blocks for index in block] == padded_frame_indices(valid)
+
+
+def test_every_block_is_its_latent_frames_pixel_groups():
+    for valid in range(1, 100):
+        padded = padded_frame_count(valid)
+        groups = latent_frame_groups(padded)
+        expected = [
+            [
+                min(index, valid - 1)
+                for group in groups[start : start + FRAMES_PER_BLOCK]
+                for index in group
+            ]
+            for start in range(0, len(groups), FRAMES_PER_BLOCK)
+        ]
+        assert block_frame_indices(valid) == expected, valid
+        assert padded_frame_indices(valid) == [min(index, valid - 1) for index in range(padded)]
+
+
+@pytest.mark.parametrize("case_path", fixture_cases("scene_frames*.json"))
+def test_block_count_and_padded_length_match_official_schema(case_path):
+    record = load_json(require_fixture(case_path))
+    for index, valid in enumerate(record["valid_frames"]):
+        blocks = block_frame_indices(valid)
+        assert len(blocks) == record["blocks"][index], valid
+        assert sum(len(block) for block in blocks) == record["padded_frames"][index], valid
 
 
 def test_v1_truncates_to_whole_blocks():
