@@ -186,6 +186,10 @@ class InSpatioWorldFMModelLoader:
             }
         }
 
+    @classmethod
+    def IS_CHANGED(cls, checkpoint: str, **_widgets: object) -> str:
+        return cf.model_file_fingerprint(checkpoint, *WORLDFM_FOLDERS)
+
     def load(self, checkpoint: str, weight_dtype: str) -> tuple[WorldFMModelHandle]:
         import torch
 

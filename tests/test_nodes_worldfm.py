@@ -218,6 +218,15 @@ def test_loader_names_node_and_input_for_another_pixart_variant(tmp_path):
         nodes.InSpatioWorldFMModelLoader().load(str(other), "auto")
 
 
+def test_loader_fingerprint_changes_when_the_checkpoint_file_is_replaced(tmp_path):
+    loader = nodes.InSpatioWorldFMModelLoader
+    path = tiny_model_file(tmp_path)
+    first = loader.IS_CHANGED(checkpoint=str(path), weight_dtype="auto")
+    assert first and loader.IS_CHANGED(checkpoint=str(path), weight_dtype="fp16") == first
+    save_released_style(path)  # another model under the same name
+    assert loader.IS_CHANGED(checkpoint=str(path), weight_dtype="auto") != first
+
+
 # --- scenes ----------------------------------------------------------------------------------
 
 
