@@ -26,9 +26,6 @@ PANORAMA_INPUT_FOV_DEGREES = 80.0
 DEFAULT_FAR_DISTANCE = 20.0  # metres: a room or a street around the panorama centre
 RENDER_SIZE_STEP = 8  # the VAE stride
 MAX_RENDER_SIZE = 4096
-#: The input view of the WorldFM world frame: it looks along +x, its right is −z, its up −y
-#: (SPEC-worldfm.md §5), so single-image scenes and panoramas share every camera path.
-INPUT_VIEW_CAMERA_TO_WORLD_ROTATION = ((0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (-1.0, 0.0, 0.0))
 
 
 class WorldFMSceneNode:
@@ -217,15 +214,9 @@ class InSpatioWorldFMSceneFromImage(WorldFMSceneNode):
         fov_degrees,
         render_size,
     ):
-        import torch
-
-        from ..core.camera import (
-            intrinsics_from_fov,
-            pose_from_rotation_translation,
-            world_to_camera_from_camera_to_world,
-        )
+        from ..core.camera import intrinsics_from_fov
         from ..core.depth import match_depth_size
-        from ..core.worldfm.bank import image_scene
+        from ..core.worldfm.bank import image_scene, input_view_world_to_camera
 
         node = self.NODE
         pixels = cf.image_to_u8(node, "image", image)
@@ -235,13 +226,11 @@ class InSpatioWorldFMSceneFromImage(WorldFMSceneNode):
             depths = match_depth_size(depths, height, width)
         with reported_as(node, "fov_degrees"):
             intrinsics = intrinsics_from_fov(fov_degrees, width, height)
-        camera_to_world = pose_from_rotation_translation(
-            torch.tensor(INPUT_VIEW_CAMERA_TO_WORLD_ROTATION, dtype=torch.float64),
-            torch.zeros(3, dtype=torch.float64),
-        )
-        world_to_camera = world_to_camera_from_camera_to_world(camera_to_world)
         with reported_as(node, "image"):
-            return (image_scene(pixels, depths[0], intrinsics, world_to_camera, render_size),)
+            scene = image_scene(
+                pixels, depths[0], intrinsics, input_view_world_to_camera(), render_size
+            )
+        return (scene,)
 
 
 NODE_CLASSES = (InSpatioWorldFMSceneFromPanorama, InSpatioWorldFMSceneFromImage)

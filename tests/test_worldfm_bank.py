@@ -17,6 +17,7 @@ from inspatio_nodes.core.worldfm.bank import (
     bank_camera_to_world,
     bank_yaw_pitch,
     condition_database,
+    input_view_world_to_camera,
     panorama_bank,
     panorama_scene,
     reference_image,
@@ -170,6 +171,23 @@ def test_bank_views_look_along_the_documented_axes():
     )
     assert torch.all(torch.linalg.det(rotation) > 0)
     assert torch.all(camera_to_world[:, :3, 3] == 0)
+
+
+def test_input_view_looks_along_x_with_right_minus_z_and_up_minus_y():
+    """SPEC-worldfm.md §5: the input camera sits at the origin and looks along +x."""
+    world_to_camera = input_view_world_to_camera()
+    world_directions = torch.tensor(
+        [[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, -1.0, 0.0]], dtype=torch.float64
+    )  # forward, right, up
+    camera_directions = world_directions @ world_to_camera[:3, :3].T
+    opencv_forward_right_up = torch.tensor(
+        [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]], dtype=torch.float64
+    )
+    assert torch.equal(camera_directions, opencv_forward_right_up)
+    assert torch.all(world_to_camera[:3, 3] == 0)
+    # It is the panorama bank's front view (yaw 0, pitch 0), where upstream puts the input image.
+    front_view = bank_camera_to_world(bank_yaw_pitch())[0].to(torch.float64)
+    torch.testing.assert_close(torch.linalg.inv(world_to_camera), front_view, atol=1e-6, rtol=0)
 
 
 def _sphere_room(height: int = 32, radius: float = 4.0):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image as PILImage
 from torch import Tensor
 
+from ..camera import pose_from_rotation_translation, world_to_camera_from_camera_to_world
 from ..point_render import U8_MAX, HalfPointCloud, half_point_cloud, render_points_hard
 from ..types import CameraToWorld, Intrinsics, WorldToCamera
 from .panorama import (
@@ -49,6 +50,7 @@ __all__ = [
     "condition_database",
     "fit_panorama",
     "image_scene",
+    "input_view_world_to_camera",
     "panorama_bank",
     "panorama_scene",
     "reference_image",
@@ -79,6 +81,9 @@ DEGENERATE_RIGHT_NORM = 1e-8
 LAST_ROW_MARGIN = 1e-6
 #: Bank pixels are rounded half up (uint8(value + 0.5)), unlike torch.round.
 ROUND_HALF_UP = 0.5
+#: WorldFM's canonical input view (SPEC-worldfm.md §5), camera-to-world: it looks along +x, its
+#: right is −z and its up −y, so single-image scenes and panoramas share every camera path.
+INPUT_VIEW_CAMERA_TO_WORLD_ROTATION = ((0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (-1.0, 0.0, 0.0))
 
 
 @dataclass(frozen=True)
@@ -306,6 +311,15 @@ def panorama_scene(
     return WorldFMScene(cloud, bank, condition_database(bank, cloud, render_size), render_size)
 
 
+def input_view_world_to_camera() -> WorldToCamera:
+    """The canonical world-to-camera of WorldFM's input view, at the world origin."""
+    camera_to_world = pose_from_rotation_translation(
+        torch.tensor(INPUT_VIEW_CAMERA_TO_WORLD_ROTATION, dtype=torch.float64),
+        torch.zeros(3, dtype=torch.float64),
+    )
+    return world_to_camera_from_camera_to_world(camera_to_world)
+
+
 def image_scene(
     image: Annotated[Tensor, "H W 3 uint8 RGB"],
     depth: Annotated[Tensor, "H W z-depth"],
@@ -313,7 +327,11 @@ def image_scene(
     world_to_camera: WorldToCamera,
     render_size: int,
 ) -> WorldFMScene:
-    """The degraded scene of one perspective image with its own depth: one reference view."""
+    """The degraded scene of one perspective image with its own depth: one reference view.
+
+    The image's camera is usually :func:`input_view_world_to_camera`, where upstream puts the
+    input image, so that WorldFM camera paths apply unchanged.
+    """
     cloud = half_point_cloud(*image_points(image, depth, intrinsics, world_to_camera))
     bank = single_image_bank(image, intrinsics, world_to_camera)
     return WorldFMScene(cloud, bank, condition_database(bank, cloud, render_size), render_size)
