@@ -19,7 +19,7 @@ from typing import get_args
 
 import torch
 
-from .frame_counts import FrameCountPolicy, chunk_frame_indices, padded_frame_count
+from .frame_counts import FrameCountPolicy, padded_frame_indices
 from .paths import CameraPath
 from .scene import Scene, align_scene_to_path
 from .splat import V1_SPLAT, V15_SPLAT, render_image_scene, render_video_scene
@@ -89,9 +89,7 @@ def render_condition(
     # Source views are chosen per chunk of whole blocks, so the path is padded like v1.5 pads the
     # video (holding the last pose) and the extra frames are cut again afterwards.
     valid = path.num_frames
-    padded = [
-        index for chunk in chunk_frame_indices(valid, padded_frame_count(valid)) for index in chunk
-    ]
+    padded = padded_frame_indices(valid)
     result = render_image_scene(scene, poses[padded], path.intrinsics, config, FRAMES_PER_CALL)
     source_frames = scene.frames[result.source_view_of_frames().to(scene.frames.device)]
     return RenderCondition(

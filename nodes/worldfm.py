@@ -52,10 +52,6 @@ RELEASED_TARGET_FOV_DEGREES = 2.0 * math.degrees(
 )
 SDXL_LATENT_CHANNELS = 4
 IMAGE_LATENT_NDIM = 4  # [B, C, h, w] and IMAGE [B, H, W, 3]; a video VAE adds a frame axis
-#: Working memory of a forward pass, in elements: attention scores per head and token pair (the
-#: math backend materialises them, with their softmax) and MLP activations per token and unit.
-ATTENTION_SCORE_COPIES = 2
-MLP_ACTIVATION_COPIES = 4
 
 
 @dataclass(frozen=True)
@@ -74,7 +70,9 @@ class WorldFMModelHandle:
 
     def load(self) -> torch.device:
         """Put the model on the compute device (a no-op when it is there) and return the device."""
-        return cf.load_to_device(self.managed, working_memory(self.config, self.dtype))
+        from ..core.worldfm.model import forward_working_memory
+
+        return cf.load_to_device(self.managed, forward_working_memory(self.config, self.dtype))
 
 
 def target_intrinsics(path: CameraPath, render_size: int) -> Intrinsics:
@@ -137,19 +135,6 @@ def vae_image_codec(node: str, input_name: str, vae: Any, model: WorldFMModelHan
         return rearrange(images.float(), "b h w c -> b c h w") * 2.0 - 1.0
 
     return ImageCodec(encode=encode, decode=decode)
-
-
-def working_memory(config: WorldFMConfig, dtype: torch.dtype) -> int:
-    """Bytes a forward pass needs besides the weights: attention scores and MLP activations."""
-    import torch
-
-    from ..core.worldfm.model import PANELS
-
-    tokens = PANELS * config.base_size**2
-    element = torch.empty((), dtype=dtype).element_size()
-    scores = ATTENTION_SCORE_COPIES * config.num_heads * tokens**2
-    activations = MLP_ACTIVATION_COPIES * tokens * config.mlp_hidden
-    return element * (scores + activations)
 
 
 # --- nodes ---------------------------------------------------------------------------------------

@@ -36,6 +36,11 @@ PositionTable = Annotated[Tensor, "N D float32 fixed 2D sin-cos table"]
 
 #: The strip is [noisy target | point-cloud render | reference view] along the width.
 PANELS = 3
+#: Working memory of a forward pass, in elements: attention scores per head and token pair (the
+#: math attention backend materialises them, with their softmax) and MLP activations per token
+#: and hidden unit.
+ATTENTION_SCORE_COPIES = 2
+MLP_ACTIVATION_COPIES = 4
 #: Width of the sinusoidal timestep features, independent of the model width (PixArt).
 TIMESTEP_FREQUENCY_DIM = 256
 MAX_PERIOD = 10000.0
@@ -454,3 +459,13 @@ def _config_from(
         if "blocks.0.mlp.fc1.weight" in state
         else 0,
     )
+
+
+
+def forward_working_memory(config: WorldFMConfig, dtype: torch.dtype) -> int:
+    """Bytes one forward pass needs besides the weights: attention scores and MLP activations."""
+    tokens = PANELS * config.base_size**2
+    element = torch.empty((), dtype=dtype).element_size()
+    scores = ATTENTION_SCORE_COPIES * config.num_heads * tokens**2
+    activations = MLP_ACTIVATION_COPIES * tokens * config.mlp_hidden
+    return element * (scores + activations)
