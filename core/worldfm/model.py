@@ -461,7 +461,6 @@ def _config_from(
     )
 
 
-
 def forward_working_memory(config: WorldFMConfig, dtype: torch.dtype) -> int:
     """Bytes one forward pass needs besides the weights: attention scores and MLP activations."""
     tokens = PANELS * config.base_size**2
