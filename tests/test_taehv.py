@@ -80,24 +80,23 @@ def test_codec_decode_gives_the_wan_frame_layout_in_minus_one_one(case_path):
     torch.testing.assert_close(frames, io["decoded"] * 2 - 1, atol=2 * ATOL, rtol=0)
 
 
-def test_streamed_encode_holds_the_last_frame_for_each_chunks_look_ahead():
+def test_streamed_latents_inside_a_chunk_are_the_whole_encode_and_its_last_is_the_prefix_encode():
     model = _random_model()
-    video = _video(13)
+    video = _video(21)
     state = model.new_state()
-    chunk_ends = [5, 9, 13]
-    streamed, start = [], 0
-    for end in chunk_ends:
-        streamed.append(model.encode(video[:, start:end], state))
-        start = end
-    assert [piece.shape[1] for piece in streamed] == [2, 1, 1]
     whole = model.encode(video, model.new_state())
-    for end, piece in zip(chunk_ends, streamed):
-        # The last latent of a chunk is what a whole encode of the frames so far gives...
+    chunk_ends, start, latents_so_far = [9, 13, 21], 0, 0
+    for end in chunk_ends:
+        piece = model.encode(video[:, start:end], state)
         prefix = model.encode(video[:, :end], model.new_state())
+        assert latents_so_far + piece.shape[1] == prefix.shape[1]
+        # Latents whose look-ahead frames are all in the stream so far are the whole encode's...
+        inside = whole[:, latents_so_far : prefix.shape[1] - 1]
+        torch.testing.assert_close(piece[:, :-1], inside, atol=STREAM_ATOL, rtol=0)
+        # ...the chunk's last one reads its last frame held 4 times: the prefix encode's last.
         torch.testing.assert_close(piece[:, -1], prefix[:, -1], atol=STREAM_ATOL, rtol=0)
-    # ...and every other latent equals the whole-video encode.
-    torch.testing.assert_close(streamed[0][:, 0], whole[:, 0], atol=STREAM_ATOL, rtol=0)
-    torch.testing.assert_close(streamed[-1], whole[:, -1:], atol=STREAM_ATOL, rtol=0)
+        start, latents_so_far = end, prefix.shape[1]
+    assert latents_so_far == whole.shape[1]
 
 
 def test_a_single_first_frame_then_a_group_of_four_streams_like_the_whole_video():
@@ -113,7 +112,7 @@ def test_a_single_first_frame_then_a_group_of_four_streams_like_the_whole_video(
     torch.testing.assert_close(second, whole[:, 1:], atol=STREAM_ATOL, rtol=0)
 
 
-def test_streamed_decode_equals_the_whole_decode():
+def test_streamed_decode_equals_the_whole_decode_up_to_convolution_rounding():
     model = _random_model()
     latents = torch.randn(1, 4, 16, 2, 2, generator=torch.Generator().manual_seed(5))
     whole = model.decode(latents, model.new_state())
@@ -124,6 +123,7 @@ def test_streamed_decode_equals_the_whole_decode():
         model.decode(latents[:, 3:], state),
     ]
     assert [piece.shape[1] for piece in pieces] == [1, 8, 4]
+    # Not bit-identical: chunked convolutions round differently (about 3.5e-6 here).
     torch.testing.assert_close(torch.cat(pieces, dim=1), whole, atol=STREAM_ATOL, rtol=0)
 
 
