@@ -40,6 +40,8 @@ MAX_LINEAR_KEYFRAMES = 3
 #: Linear interpolation (``interp1d``) needs two keys; upstream fails on a one-value line.
 MIN_KEYS_PER_LINE = 2
 SPLINE_DEGREE = 3
+#: ``txt_interpolation`` modes: upstream's smoothing spline and ``interp1d``.
+SMOOTH_MODE, LINEAR_MODE = "smooth", "linear"
 
 
 TrajectoryStyle = Literal["test_dataset", "render_point_cloud"]
@@ -78,27 +80,52 @@ class KeyframeLines:
 
 
 KeyValues = tuple[float, ...] | list[float]
+InterpolationMode = Literal["smooth", "linear"]
 
 
-def interpolate_line(values: KeyValues, sample_positions: np.ndarray) -> np.ndarray:
+def interpolation_mode_for(values: KeyValues) -> InterpolationMode:
+    """The mode ``generate_traj_txt`` passes to ``txt_interpolation``: it goes by the key count."""
+    return SMOOTH_MODE if len(values) > MAX_LINEAR_KEYFRAMES else LINEAR_MODE
+
+
+def interpolate_line(
+    values: KeyValues, sample_positions: np.ndarray, mode: InterpolationMode | None = None
+) -> np.ndarray:
     """v1 ``txt_interpolation`` evaluated at ``sample_positions`` in [0, 1] (float64).
 
     ``sample_positions`` run from 0 to 1 (the first and last samples are the path's ends).
 
-    The keys sit at ``linspace(0, 1, len(values))``. More than 3 keys: ``UnivariateSpline(k=3)``
+    The keys sit at ``linspace(0, 1, len(values))``. ``"smooth"``: ``UnivariateSpline(k=3)``
     with scipy's default smoothing factor ``s = len(values)``, a smoothing spline that misses
-    the keys on purpose (upstream behaviour). Otherwise linear, as ``interp1d``.
+    the keys on purpose (upstream behaviour). ``"linear"``: as ``interp1d``. ``None`` picks the
+    mode as ``generate_traj_txt`` does (:func:`interpolation_mode_for`).
     """
+    mode = interpolation_mode_for(values) if mode is None else mode
     key_positions = np.linspace(0.0, 1.0, len(values))
     key_values = np.asarray(values, dtype=np.float64)
-    if len(values) > MAX_LINEAR_KEYFRAMES:
+    if mode == SMOOTH_MODE:
+        if len(values) <= SPLINE_DEGREE:
+            raise TrajectoryError(
+                f"smooth interpolation of {len(values)} keys: a cubic spline needs at least "
+                f"{SPLINE_DEGREE + 1}; use mode {LINEAR_MODE!r} or add keys"
+            )
         return UnivariateSpline(key_positions, key_values, k=SPLINE_DEGREE)(sample_positions)
-    return np.interp(sample_positions, key_positions, key_values)
+    if mode == LINEAR_MODE:
+        return np.interp(sample_positions, key_positions, key_values)
+    raise TrajectoryError(
+        f"interpolation mode {mode!r} is unknown; use {SMOOTH_MODE!r}, {LINEAR_MODE!r} or None "
+        "(by key count)"
+    )
 
 
-def interpolate_line_uniform(values: KeyValues, frames: int) -> np.ndarray:
-    """``txt_interpolation(values, frames)``: the line sampled at ``linspace(0, 1, frames)``."""
-    return interpolate_line(values, np.linspace(0.0, 1.0, frames))
+def interpolate_line_uniform(
+    values: KeyValues, frames: int, mode: InterpolationMode | None = None
+) -> np.ndarray:
+    """``txt_interpolation(values, frames, mode)``: the line sampled at ``linspace(0, 1, frames)``.
+
+    ``mode=None`` picks it by key count, as ``generate_traj_txt`` does.
+    """
+    return interpolate_line(values, np.linspace(0.0, 1.0, frames), mode)
 
 
 # --- poses -----------------------------------------------------------------------------------
@@ -180,7 +207,7 @@ def keyframe_camera_to_world(
     # Upstream resets the first and last radius samples to the end keys (the smoothing spline
     # misses them), but its angle reset is `a[0] = a[0]`, a no-op: the angles are left alone.
     for interpolated, keys in ((radii, radius), (radii_zoom, radius_zoom)):
-        if len(keys) > MAX_LINEAR_KEYFRAMES:
+        if interpolation_mode_for(keys) == SMOOTH_MODE:
             interpolated[0] = keys[0]
             interpolated[-1] = keys[-1]
     zoom = bool(np.all(pitch == 0) and np.all(yaw == 0))

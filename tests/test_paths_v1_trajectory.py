@@ -74,7 +74,7 @@ def _file_keyframes(path) -> KeyframeLines:
 @pytest.mark.parametrize("case_path", TRAJECTORY_FIXTURES)
 def test_keyframe_line_interpolation_matches_txt_interpolation(case_path):
     for case in _cases(case_path, "txt_interpolation"):
-        interpolated = interpolate_line_uniform(case["input"], case["n"])
+        interpolated = interpolate_line_uniform(case["input"], case["n"], case["mode"])
         expected = np.asarray(case["output"])
         assert interpolated.shape == expected.shape, case["name"]
         np.testing.assert_allclose(interpolated, expected, atol=INTERPOLATION_TOLERANCE, rtol=0)
@@ -184,3 +184,21 @@ def test_zoom_keys_move_the_camera_along_its_axis():
 def test_a_line_with_one_value_is_rejected():
     with pytest.raises(TrajectoryError, match="at least 2"):
         KeyframeLines((0.0,), (0.0, 1.0), (1.0, 1.0))
+
+
+def test_an_explicit_interpolation_mode_overrides_the_key_count_rule():
+    keys = [0.0, 3.0, 1.0, 4.0, 2.0]
+    linear = interpolate_line_uniform(keys, len(keys), "linear")
+    np.testing.assert_allclose(linear, keys, atol=INTERPOLATION_TOLERANCE, rtol=0)
+    by_count = interpolate_line_uniform(keys, len(keys))
+    np.testing.assert_allclose(
+        by_count, interpolate_line_uniform(keys, len(keys), "smooth"), atol=0, rtol=0
+    )
+    assert np.abs(by_count - linear).max() > INTERPOLATION_TOLERANCE  # the spline misses keys
+
+
+def test_an_unusable_interpolation_mode_is_refused_with_the_fix():
+    with pytest.raises(TrajectoryError, match="'linear'"):
+        interpolate_line_uniform([0.0, 1.0], 5, "cubic")
+    with pytest.raises(TrajectoryError, match="at least 4"):
+        interpolate_line_uniform([0.0, 1.0, 2.0], 5, "smooth")
