@@ -12,6 +12,11 @@ attention; SPEC-inspatio-world.md §3), computed in two launches:
    (flash-attention style, fp32 accumulation) over two key ranges, ``cache[0:read_len]`` and the
    own rotated keys, as one logical sequence: the concatenation is never materialised.
 
+Tiles span ``BLOCK_D`` channels, the head dim padded to a power of two of at least 16 (what
+``tl.arange`` and ``tl.dot`` need): masked loads read the padded channels as zeros, which add
+nothing to ``q·kᵀ`` and leave zero output channels, and the store skips them. Any even head dim
+runs (24, 40, 48 as well as the released model's 128).
+
 Rotated q and k are rounded to the input dtype before the dot products, as the official code
 casts the float64 RoPE result back (``type_as``) before attention, and the probabilities are
 rounded to the value dtype before ``p·v``, as flash attention does.
@@ -33,10 +38,15 @@ from .rope_attention import (
     CacheBuffer,
     check_attention_call,
 )
-from .rope_triton import program_tokens, rotated_tile, token_strides, write_rotated_keys
+from .rope_triton import (
+    padded_head_dim,
+    program_tokens,
+    rotated_tile,
+    token_strides,
+    write_rotated_keys,
+)
 
 LOG2_E = 1.4426950408889634  # softmax via exp2: e^x = 2^(x·log2 e)
-MIN_DOT_SIZE = 16  # tl.dot needs every dimension >= 16
 # The CPU interpreter pays per program and per loop step, so bigger tiles run faster there.
 INTERPRETER_TILE = 32
 TRITON_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32}
@@ -60,23 +70,28 @@ ATTENTION_CONFIGS = [
 @triton.jit
 def _attend_key_range(
     acc, row_max, row_sum, q, k_ptr, v_ptr, k_stride_n, v_stride_n, start, end, scale_log2,
-    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, DOT_DTYPE: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, MASKED: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    DOT_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr, MASKED: tl.constexpr,
 ):  # fmt: skip
     """Online-softmax update of (acc, row_max, row_sum) with keys/values [start, end).
 
     Unmasked (MASKED=False) the range must be whole tiles: the steady-state loop then has no
-    bounds checks. The masked variant handles the last, partial tile of a range.
+    bounds checks. The masked variant handles the last, partial tile of a range. Channels past
+    HEAD_DIM (padding up to BLOCK_D) are masked on every load.
     """
-    channel = tl.arange(0, HEAD_DIM)
+    channel = tl.arange(0, BLOCK_D)
+    channel_valid = channel < HEAD_DIM
     for tile_start in range(start, end, BLOCK_N):
         key_index = tile_start + tl.arange(0, BLOCK_N)
         key_offsets = key_index[None, :] * k_stride_n + channel[:, None]
         value_offsets = key_index[:, None] * v_stride_n + channel[None, :]
-        if MASKED:
+        # Both conditions are compile-time: an unpadded whole tile loads without any mask.
+        if MASKED or HEAD_DIM < BLOCK_D:
             key_valid = key_index < end
-            keys_t = tl.load(k_ptr + key_offsets, mask=key_valid[None, :], other=0.0)
-            values = tl.load(v_ptr + value_offsets, mask=key_valid[:, None], other=0.0)
+            key_mask = key_valid[None, :] & channel_valid[:, None]
+            value_mask = key_valid[:, None] & channel_valid[None, :]
+            keys_t = tl.load(k_ptr + key_offsets, mask=key_mask, other=0.0)
+            values = tl.load(v_ptr + value_offsets, mask=value_mask, other=0.0)
         else:
             keys_t = tl.load(k_ptr + key_offsets)
             values = tl.load(v_ptr + value_offsets)
@@ -102,18 +117,18 @@ def _attend_key_range(
 @triton.jit
 def _attend_keys(
     acc, row_max, row_sum, q, k_ptr, v_ptr, k_stride_n, v_stride_n, length, scale_log2,
-    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, DOT_DTYPE: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    DOT_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):  # fmt: skip
     """Keys/values [0, length): whole tiles unmasked, then the partial tail tile masked."""
     whole_tiles_end = (length // BLOCK_N) * BLOCK_N
     acc, row_max, row_sum = _attend_key_range(
         acc, row_max, row_sum, q, k_ptr, v_ptr, k_stride_n, v_stride_n, 0, whole_tiles_end,
-        scale_log2, HEAD_DIM, BLOCK_N, DOT_DTYPE, DOT_PRECISION, False,
+        scale_log2, HEAD_DIM, BLOCK_D, BLOCK_N, DOT_DTYPE, DOT_PRECISION, False,
     )  # fmt: skip
     return _attend_key_range(
         acc, row_max, row_sum, q, k_ptr, v_ptr, k_stride_n, v_stride_n, whole_tiles_end, length,
-        scale_log2, HEAD_DIM, BLOCK_N, DOT_DTYPE, DOT_PRECISION, True,
+        scale_log2, HEAD_DIM, BLOCK_D, BLOCK_N, DOT_DTYPE, DOT_PRECISION, True,
     )  # fmt: skip
 
 
@@ -126,18 +141,18 @@ def _rope_cached_attention_kernel(
     own_v_ptr, ov_stride_b, ov_stride_n, ov_stride_h,
     out_ptr, o_stride_b, o_stride_n, o_stride_h,
     cos_ptr, sin_ptr, heads, tokens, read_len, frame_offset, rows, cols, scale_log2,
-    HEAD_DIM: tl.constexpr, FRAME_PAIRS: tl.constexpr, ROW_PAIRS: tl.constexpr,
-    DOT_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, FRAME_PAIRS: tl.constexpr,
+    ROW_PAIRS: tl.constexpr, DOT_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     b, h, query_index, query_valid = program_tokens(heads, tokens, BLOCK_M)
 
     q = rotated_tile(
         q_ptr + b * q_stride_b + h * q_stride_h, q_stride_n, query_index, query_valid,
-        cos_ptr, sin_ptr, frame_offset, rows, cols, HEAD_DIM, FRAME_PAIRS, ROW_PAIRS,
+        cos_ptr, sin_ptr, frame_offset, rows, cols, HEAD_DIM, BLOCK_D, FRAME_PAIRS, ROW_PAIRS,
     ).to(q_ptr.dtype.element_ty)  # fmt: skip
 
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     row_max = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     row_sum = tl.zeros([BLOCK_M], dtype=tl.float32)
     # The cached context first, then the call's own keys: one logical key sequence.
@@ -146,20 +161,21 @@ def _rope_cached_attention_kernel(
         cache_k_ptr + b * ck_stride_b + h * ck_stride_h,
         cache_v_ptr + b * cv_stride_b + h * cv_stride_h,
         ck_stride_n, cv_stride_n, read_len, scale_log2,
-        HEAD_DIM, BLOCK_N, DOT_DTYPE, DOT_PRECISION,
+        HEAD_DIM, BLOCK_D, BLOCK_N, DOT_DTYPE, DOT_PRECISION,
     )  # fmt: skip
     acc, row_max, row_sum = _attend_keys(
         acc, row_max, row_sum, q,
         own_k_ptr + b * ok_stride_b + h * ok_stride_h,
         own_v_ptr + b * ov_stride_b + h * ov_stride_h,
         ok_stride_n, ov_stride_n, tokens, scale_log2,
-        HEAD_DIM, BLOCK_N, DOT_DTYPE, DOT_PRECISION,
+        HEAD_DIM, BLOCK_D, BLOCK_N, DOT_DTYPE, DOT_PRECISION,
     )  # fmt: skip
 
     output = acc / row_sum[:, None]
-    channel = tl.arange(0, HEAD_DIM)[None, :]
+    channel = tl.arange(0, BLOCK_D)[None, :]
     out = out_ptr + b * o_stride_b + h * o_stride_h + query_index[:, None] * o_stride_n + channel
-    tl.store(out, output.to(out_ptr.dtype.element_ty), mask=query_valid[:, None])
+    in_bounds = query_valid[:, None] & (channel < HEAD_DIM)
+    tl.store(out, output.to(out_ptr.dtype.element_ty), mask=in_bounds)
 
 
 _tuned_attention_kernel = triton.autotune(
@@ -168,9 +184,8 @@ _tuned_attention_kernel = triton.autotune(
 
 
 def kernel_supports(head_dim: int, dtype: torch.dtype) -> bool:
-    """Head dims the kernel tiles (powers of two from 16, as tl.dot needs) and its dtypes."""
-    power_of_two = head_dim & (head_dim - 1) == 0
-    return power_of_two and head_dim >= MIN_DOT_SIZE and dtype in FLOAT_DTYPES
+    """Head dims the kernel tiles (any positive even one: RoPE pairs channels) and its dtypes."""
+    return head_dim > 0 and head_dim % 2 == 0 and dtype in FLOAT_DTYPES
 
 
 def _dot_operand_dtype(dtype: torch.dtype, on_gpu: bool) -> tl.dtype:
@@ -202,8 +217,8 @@ def rope_cached_attention_triton(
     batch, tokens, heads, head_dim = q.shape
     if not kernel_supports(head_dim, q.dtype):
         raise AttentionCallError(
-            f"the Triton kernel takes fp16/bf16/fp32 and power-of-two head dims >= "
-            f"{MIN_DOT_SIZE}; got head_dim={head_dim}, {q.dtype}: use another backend"
+            f"the Triton kernel takes fp16/bf16/fp32 and positive even head dims; got "
+            f"head_dim={head_dim}, {q.dtype}: use another backend"
         )
     for name, cache in (("cache_k", cache_k), ("cache_v", cache_v)):
         if cache is not None and cache.stride(-1) != 1:
@@ -237,6 +252,7 @@ def rope_cached_attention_triton(
     )  # fmt: skip
     constants = {
         "HEAD_DIM": head_dim,
+        "BLOCK_D": padded_head_dim(head_dim),
         "FRAME_PAIRS": frame_pairs,
         "ROW_PAIRS": row_pairs,
         "DOT_DTYPE": dot_dtype,

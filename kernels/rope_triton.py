@@ -8,7 +8,10 @@ definition of the rotation is :func:`kernels.rope.apply_rope` (official ``causal
 
 Pairs of adjacent channels (2i, 2i+1) rotate as complex numbers. The kernel keeps the natural
 channel order and reads each channel's partner (``d ^ 1``) with a second load, so a rotated tile
-is ``x·cos + sign·partner·sin`` over the full head dim and feeds one ``tl.dot``. cos and sin are
+is ``x·cos + sign·partner·sin`` over the full head dim and feeds one ``tl.dot``. Tiles span
+``BLOCK_D`` channels, the head dim padded to a power of two (``tl.arange`` needs one); every load
+and store masks ``channel < HEAD_DIM``, so the padded channels read as zero and are never
+written, and they add nothing to a dot product. cos and sin are
 gathered from the :class:`RopeTable` (cast to float32) at the position of each (token, pair):
 ``frame_offset + f``, ``h`` or ``w`` by the pair's axis, computed from the raster token index.
 The rotation runs in float32 where the official one runs in float64; the difference is below
@@ -27,6 +30,7 @@ from ..core.types import Keys, Values
 from .rope import RopeTable, TokenGrid
 
 ROPE_TILE = 64  # tokens per program of the key pass (memory bound: any size works)
+MIN_DOT_SIZE = 16  # tl.dot needs every dimension >= 16, the padded head dim included
 
 
 @triton.jit
@@ -43,15 +47,20 @@ def program_tokens(heads, tokens, BLOCK: tl.constexpr):
 @triton.jit
 def rotated_tile(
     x_ptr, stride_token, token_index, token_valid, cos_ptr, sin_ptr, frame_offset, rows, cols,
-    HEAD_DIM: tl.constexpr, FRAME_PAIRS: tl.constexpr, ROW_PAIRS: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, FRAME_PAIRS: tl.constexpr,
+    ROW_PAIRS: tl.constexpr,
 ):  # fmt: skip
-    """[tile, HEAD_DIM] rows of x rotated by their (frame_offset + f, h, w) positions, fp32."""
-    channel = tl.arange(0, HEAD_DIM)
+    """[tile, BLOCK_D] rows of x rotated by their (frame_offset + f, h, w) positions, fp32.
+
+    Channels from HEAD_DIM to BLOCK_D (padding) are zero.
+    """
+    channel = tl.arange(0, BLOCK_D)
     pair = channel // 2
     # Even channel = real part: re·cos − im·sin; odd = imaginary part: im·cos + re·sin.
     partner_sign = tl.where(channel % 2 == 0, -1.0, 1.0)
     row_offsets = token_index[:, None] * stride_token
-    load_mask = token_valid[:, None]
+    # HEAD_DIM is even, so a real channel's partner (d ^ 1) is a real channel too.
+    load_mask = token_valid[:, None] & (channel < HEAD_DIM)[None, :]
     x = tl.load(x_ptr + row_offsets + channel[None, :], mask=load_mask, other=0.0)
     partner = tl.load(x_ptr + row_offsets + (channel ^ 1)[None, :], mask=load_mask, other=0.0)
 
@@ -76,23 +85,29 @@ def _rope_keys_kernel(
     k_out_ptr, ko_stride_b, ko_stride_n, ko_stride_h,
     v_out_ptr, vo_stride_b, vo_stride_n, vo_stride_h,
     cos_ptr, sin_ptr, heads, tokens, frame_offset, rows, cols,
-    HEAD_DIM: tl.constexpr, FRAME_PAIRS: tl.constexpr, ROW_PAIRS: tl.constexpr,
-    BLOCK: tl.constexpr, COPY_VALUES: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, FRAME_PAIRS: tl.constexpr,
+    ROW_PAIRS: tl.constexpr, BLOCK: tl.constexpr, COPY_VALUES: tl.constexpr,
 ):  # fmt: skip
     b, h, token_index, token_valid = program_tokens(heads, tokens, BLOCK)
     rows_out = token_index[:, None]
-    channel = tl.arange(0, HEAD_DIM)[None, :]
+    channel = tl.arange(0, BLOCK_D)[None, :]
+    in_bounds = token_valid[:, None] & (channel < HEAD_DIM)
 
     rotated = rotated_tile(
         k_ptr + b * k_stride_b + h * k_stride_h, k_stride_n, token_index, token_valid,
-        cos_ptr, sin_ptr, frame_offset, rows, cols, HEAD_DIM, FRAME_PAIRS, ROW_PAIRS,
+        cos_ptr, sin_ptr, frame_offset, rows, cols, HEAD_DIM, BLOCK_D, FRAME_PAIRS, ROW_PAIRS,
     )  # fmt: skip
     k_out = k_out_ptr + b * ko_stride_b + h * ko_stride_h + rows_out * ko_stride_n + channel
-    tl.store(k_out, rotated.to(k_out_ptr.dtype.element_ty), mask=token_valid[:, None])
+    tl.store(k_out, rotated.to(k_out_ptr.dtype.element_ty), mask=in_bounds)
     if COPY_VALUES:
         v_in = v_ptr + b * v_stride_b + h * v_stride_h + rows_out * v_stride_n + channel
         v_out = v_out_ptr + b * vo_stride_b + h * vo_stride_h + rows_out * vo_stride_n + channel
-        tl.store(v_out, tl.load(v_in, mask=token_valid[:, None]), mask=token_valid[:, None])
+        tl.store(v_out, tl.load(v_in, mask=in_bounds), mask=in_bounds)
+
+
+def padded_head_dim(head_dim: int) -> int:
+    """``BLOCK_D``: the head dim rounded up to a power of two, at least :data:`MIN_DOT_SIZE`."""
+    return max(MIN_DOT_SIZE, triton.next_power_of_2(head_dim))
 
 
 def token_strides(x: torch.Tensor) -> tuple[int, int, int]:
@@ -126,6 +141,6 @@ def write_rotated_keys(
         k, *token_strides(k), v, *token_strides(v),
         keys_out, *token_strides(keys_out), values_out, *token_strides(values_out),
         cos, sin, heads, tokens, frame_offset, rows, cols,
-        HEAD_DIM=head_dim, FRAME_PAIRS=frame_pairs, ROW_PAIRS=row_pairs, BLOCK=ROPE_TILE,
-        COPY_VALUES=copy_values,
+        HEAD_DIM=head_dim, BLOCK_D=padded_head_dim(head_dim), FRAME_PAIRS=frame_pairs,
+        ROW_PAIRS=row_pairs, BLOCK=ROPE_TILE, COPY_VALUES=copy_values,
     )  # fmt: skip

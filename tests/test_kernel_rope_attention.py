@@ -138,6 +138,9 @@ def test_apply_rope_equals_official_per_axis_complex_rotation(head_dim):
         (32, (3, 4, 6), 3),  # the fixture's 24 tokens per frame, block-0 denoise
         (32, (3, 4, 6), 6),  # later blocks: 6 cached frames
         (64, (2, 3, 3), 6),  # 18 tokens, cache of 54 rows: both ranges end inside a tile
+        (24, (2, 3, 3), 2),  # head dims that are not powers of two: channels padded to 32, 64
+        (40, (1, 3, 4), 3),
+        (8, (1, 2, 3), 1),  # below tl.dot's minimum of 16: padded to 16
     ],
 )
 def test_kernel_equals_reference(head_dim, grid, context_frames):
@@ -178,23 +181,25 @@ def test_kernel_equals_sdpa_with_explicit_rope():
     torch.testing.assert_close(actual, expected, atol=FP32_ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("head_dim", [32, 40])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_kernel_equals_reference(dtype):
-    call = random_call(32, (3, 4, 6), context_frames=3, dtype=dtype, seed=2)
+def test_half_precision_kernel_equals_reference(dtype, head_dim):
+    call = random_call(head_dim, (3, 4, 6), context_frames=3, dtype=dtype, seed=2)
     expected, *_ = run(rope_cached_attention_reference, call, DENOISE_FRAME_OFFSET, None)
     actual, *_ = run(rope_cached_attention_triton, call, DENOISE_FRAME_OFFSET, None)
     assert actual.dtype == dtype
     torch.testing.assert_close(actual.float(), expected.float(), atol=HALF_ATOL[dtype], rtol=0)
 
 
-def test_prefill_writes_rotated_keys_and_values_at_the_row_offset():
-    call = random_call(32, (3, 4, 6), context_frames=0, seed=3)
+@pytest.mark.parametrize("head_dim", [32, 24])
+def test_prefill_writes_rotated_keys_and_values_at_the_row_offset(head_dim):
+    call = random_call(head_dim, (3, 4, 6), context_frames=0, seed=3)
     tokens, write_offset = call["q"].shape[1], 10
     before_k, before_v = call["cache_k"], call["cache_v"]
     output, cache_k, cache_v = run(rope_cached_attention_triton, call, 0, write_offset)
 
     written = slice(write_offset, write_offset + tokens)
-    rotated_k = official_style_rope(call["k"], 32, call["grid"], frame_offset=0)
+    rotated_k = official_style_rope(call["k"], head_dim, call["grid"], frame_offset=0)
     torch.testing.assert_close(cache_k[:, written], rotated_k, atol=FP32_ATOL, rtol=0)
     assert torch.equal(cache_v[:, written], call["v"])
     untouched = torch.ones(cache_k.shape[1], dtype=torch.bool)
