@@ -148,6 +148,24 @@ def test_missing_keys_are_listed_by_prefix(tmp_path):
     assert str(path) in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "key, listed",
+    [
+        ("blocks.0.ffn.0.weight", "blocks.*.ffn.*.weight (1)"),
+        ("time_embedding.0.weight", "time_embedding.*.weight (1)"),
+        ("text_embedding.0.weight", "text_embedding.*.weight (1)"),
+    ],
+)
+def test_a_missing_tensor_the_config_is_inferred_from_is_named(tmp_path, key, listed):
+    state = prefixed(inferable_model(), "model.")
+    del state["model." + key]
+    path = write(state, tmp_path / "dit.safetensors")
+    with pytest.raises(CheckpointError, match="1 missing keys") as error:
+        load_dit(path)
+    assert listed in str(error.value)
+    assert str(path) in str(error.value)
+
+
 def test_unexpected_keys_are_listed_by_prefix(tmp_path):
     state = prefixed(inferable_model(), "model.")
     state["model.blocks.0.self_attn.lora_down.weight"] = torch.zeros(2, 2)

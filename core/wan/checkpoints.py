@@ -113,6 +113,9 @@ LOADABLE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 BASE_WAN_INPUT_CHANNELS = 16
 KEYS_SHOWN_PER_GROUP = 3
 LAYER_INDEX = re.compile(r"\.\d+\.")
+# Tensors whose shapes give the config when the file has no metadata (patch_embedding is
+# checked earlier, by the recognition of wrong files).
+CONFIG_SHAPE_KEYS = ("blocks.0.ffn.0.weight", "time_embedding.0.weight", "text_embedding.0.weight")
 
 # The port (julien-blanchon/inspatio-world-v1.5, scripts/convert_checkpoints.py) concatenates these
 # projections along the output dim and renames the rest; released names on the right.
@@ -182,6 +185,13 @@ def infer_dit_config(
             raise CheckpointError(
                 f"{path}: the {CONFIG_METADATA_KEY!r} metadata is not a valid DiT config ({error})"
             ) from error
+    missing = set(CONFIG_SHAPE_KEYS) - set(state)
+    if missing:
+        raise CheckpointError(
+            f"{path} lacks the tensors the DiT config is read from: {len(missing)} missing keys: "
+            f"{_grouped(missing)}. The file may be truncated or another model: use the released "
+            "InSpatio-World file, or a file saved with save_dit"
+        )
     dim, _, *patch_size = state["patch_embedding.weight"].shape
     if dim % RELEASED_HEAD_DIM:
         raise CheckpointError(
