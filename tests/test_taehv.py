@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from inspatio_nodes.core.codec import CodecInputError
 from inspatio_nodes.core.wan.checkpoints import CheckpointError
 from inspatio_nodes.core.wan.taehv import TAEHV, TAEHVConfig, load_taehv
 from inspatio_nodes.core.wan.vae import WanVAE, WanVAEConfig
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 TAEHV_CASES = fixture_cases("*taehv*_io*.safetensors")
@@ -23,9 +26,37 @@ def _fixture_weights(case_path):
     return load_file(str(require_fixture(sibling(case_path, "io", "weights"))))
 
 
+# TAEHVConfig fields, recorded under the same names in the fixture's info["config"].
+CONFIG_FIELDS = (
+    "latent_channels",
+    "encoder_time_downscale",
+    "decoder_time_upscale",
+    "decoder_space_upscale",
+    "patch_size",
+)
+
+
+def _fixture_config(case_path) -> TAEHVConfig:
+    with safe_open(str(require_fixture(case_path)), "pt") as tensors:
+        recorded = json.loads(tensors.metadata()["info"])["config"]
+    missing = [field for field in CONFIG_FIELDS if field not in recorded]
+    if missing:
+        pytest.fail(
+            f"{case_path.name}: info['config'] lacks {missing}; the fixture must record every "
+            f"TAEHV constructor option ({', '.join(CONFIG_FIELDS)})"
+        )
+    # JSON gives the per-stage flags as lists; the frozen config holds tuples.
+    return TAEHVConfig(
+        **{
+            field: tuple(recorded[field]) if isinstance(recorded[field], list) else recorded[field]
+            for field in CONFIG_FIELDS
+        }
+    )
+
+
 def _fixture_model(case_path):
     io = load_file(str(require_fixture(case_path)))
-    return load_taehv(_fixture_weights(case_path)), io
+    return load_taehv(_fixture_weights(case_path), config=_fixture_config(case_path)), io
 
 
 @functools.lru_cache(maxsize=1)
@@ -130,7 +161,10 @@ def test_streamed_decode_equals_the_whole_decode_up_to_convolution_rounding():
 @pytest.mark.parametrize("case_path", TAEHV_CASES)
 def test_a_tgrow_kernel_larger_in_the_file_keeps_its_last_rows(case_path):
     weights = _fixture_weights(case_path)
-    full, preview = TAEHVConfig(), TAEHVConfig(decoder_time_upscale=(False, False, True))
+    full = _fixture_config(case_path)
+    # A preview decoder: every temporal upscale but the last one switched off.
+    fewer = (False,) * (len(full.decoder_time_upscale) - 1) + full.decoder_time_upscale[-1:]
+    preview = dataclasses.replace(full, decoder_time_upscale=fewer)
     model = load_taehv(weights, config=preview)
     patched = 0
     for key, kept in model.state_dict().items():
@@ -141,7 +175,22 @@ def test_a_tgrow_kernel_larger_in_the_file_keeps_its_last_rows(case_path):
         ours != theirs
         for ours, theirs in zip(preview.decoder_time_upscale, full.decoder_time_upscale)
     )
-    assert model.decode(torch.zeros(1, 2, 16, 2, 2), model.new_state()).shape[1] == 2 * 2 - 1
+    latents = torch.zeros(1, 2, preview.latent_channels, 2, 2)
+    decoded = model.decode(latents, model.new_state())
+    assert decoded.shape[1] == 2 * preview.decoded_frames_per_latent - preview.frames_to_trim
+
+
+def test_patch_size_and_space_upscale_set_the_pixel_grid_as_upstream():
+    torch.manual_seed(0)
+    patched = TAEHV(TAEHVConfig(patch_size=2)).eval()
+    video = _video(5, size=32)
+    latents = patched.encode(video, patched.new_state())
+    assert latents.shape[-2:] == (2, 2)  # 8 pixels per cell from the convs, times the patch
+    assert patched.decode(latents, patched.new_state()).shape[-2:] == (32, 32)
+    with pytest.raises(CodecInputError, match="multiples of 16"):
+        patched.encode(_video(5, size=24), patched.new_state())
+    half = TAEHV(TAEHVConfig(decoder_space_upscale=(False, True, True))).eval()
+    assert half.decode(latents, half.new_state()).shape[-2:] == (8, 8)
 
 
 @pytest.mark.parametrize("case_path", TAEHV_CASES)
@@ -157,7 +206,7 @@ def test_every_accepted_file_layout_loads_the_same_model(case_path, tmp_path):
     comfy_file = tmp_path / "taew2_1.safetensors"
     save_file(comfy, str(comfy_file))
     for source in (pth, comfy_file, reference.state_dict()):
-        loaded = load_taehv(source)
+        loaded = load_taehv(source, config=reference.config)
         for key, value in reference.state_dict().items():
             assert torch.equal(loaded.state_dict()[key], value), key
 

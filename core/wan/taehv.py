@@ -5,8 +5,9 @@ side of the DiT, behind the same :class:`~core.codec.LatentCodec` interface. Its
 DiT's normalised Wan2.1 latents; upstream InSpatio-World v1 (``--use_tae``) feeds them to the DiT
 as they are.
 
-Follows the official v1 ``utils/taehv.py`` (``TAEHV`` with its default configuration: patch size
-1, 16 latent channels, encoder time downscale (T, T, F), decoder time upscale (F, T, T)). Both
+Follows the official v1 ``utils/taehv.py`` (``TAEHV``; :class:`TAEHVConfig` carries its
+constructor options, defaulting to taew2_1's: patch size 1, 16 latent channels, encoder time
+downscale (T, T, F), decoder time upscale (F, T, T), decoder space upscale (T, T, T)). Both
 halves are per-frame 2D convolutions with three kinds of temporal glue:
 
 - ``MemBlock(x, past)``: convs over ``cat(x_t, x_{t-1})`` (zeros before the first frame), plus x;
@@ -46,6 +47,8 @@ from ..codec import (
     FRAMES_PER_LATENT,
     LATENT_CHANNELS,
     RGB_CHANNELS,
+    SPATIAL_STRIDE,
+    CodecInputError,
     FrameBatch,
     StateDict,
     check_frames,
@@ -78,6 +81,10 @@ class TAEHVConfig:
     latent_channels: int = LATENT_CHANNELS
     encoder_time_downscale: tuple[bool, bool, bool] = (True, True, False)
     decoder_time_upscale: tuple[bool, bool, bool] = (False, True, True)
+    # False at a stage gives a smaller decoded frame (upstream's cheaper preview decoders).
+    decoder_space_upscale: tuple[bool, bool, bool] = (True, True, True)
+    # Pixels per side folded into channels before the encoder (pixel_unshuffle); 1 for taew2_1.
+    patch_size: int = 1
 
     @property
     def frames_per_latent(self) -> int:
@@ -92,7 +99,14 @@ class TAEHVConfig:
         """Raw start-up frames the decoder drops so latent j decodes to frames 4j-3..4j."""
         return self.decoded_frames_per_latent - 1
 
+    @property
+    def pixel_channels(self) -> int:
+        """Channels of one patch: what the encoder reads and the decoder writes."""
+        return RGB_CHANNELS * self.patch_size**2
+
     def __post_init__(self) -> None:
+        if self.patch_size < 1:
+            raise ValueError(f"patch_size is {self.patch_size}; it must be 1 or more")
         if self.frames_per_latent != FRAMES_PER_LATENT:
             raise ValueError(
                 f"encoder_time_downscale {self.encoder_time_downscale} gives {self.frames_per_latent} "
@@ -182,7 +196,7 @@ class TAEHV(nn.Module):
     def __init__(self, config: TAEHVConfig = TAEHVConfig()) -> None:
         super().__init__()
         self.config = config
-        encoder: list[nn.Module] = [conv3x3(RGB_CHANNELS, ENCODER_WIDTH), nn.ReLU()]
+        encoder: list[nn.Module] = [conv3x3(config.pixel_channels, ENCODER_WIDTH), nn.ReLU()]
         for pooled in config.encoder_time_downscale:
             encoder += [
                 TPool(ENCODER_WIDTH, 2 if pooled else 1),
@@ -197,15 +211,16 @@ class TAEHV(nn.Module):
             conv3x3(config.latent_channels, DECODER_WIDTHS[0]),
             nn.ReLU(),
         ]
-        for stage, grown in enumerate(config.decoder_time_upscale):
+        stages = zip(config.decoder_time_upscale, config.decoder_space_upscale)
+        for stage, (grown, upscaled) in enumerate(stages):
             width, next_width = DECODER_WIDTHS[stage], DECODER_WIDTHS[stage + 1]
             decoder += [MemBlock(width, width) for _ in range(MEMBLOCKS_PER_STAGE)]
             decoder += [
-                nn.Upsample(scale_factor=2),
+                nn.Upsample(scale_factor=2 if upscaled else 1),
                 TGrow(width, 2 if grown else 1),
                 conv3x3(width, next_width, bias=False),
             ]
-        decoder += [nn.ReLU(), conv3x3(DECODER_WIDTHS[-1], RGB_CHANNELS)]
+        decoder += [nn.ReLU(), conv3x3(DECODER_WIDTHS[-1], config.pixel_channels)]
         self.decoder = nn.Sequential(*decoder)
 
     @property
@@ -219,9 +234,13 @@ class TAEHV(nn.Module):
     # --- the network on whole groups, as upstream's parallel mode ------------------------------
     def encode_groups(self, frames: FramesInUnitRange, memory: StreamMemory) -> VideoLatents:
         """Latent j of frames 4j..4j+3 (``[B, 4n, 3, H, W]`` in [0, 1]), continuing ``memory``."""
-        batch = frames.shape[0]
+        batch, patch = frames.shape[0], self.config.patch_size
         frames = frames.to(self.device, self.dtype)
-        x = run_layers(self.encoder, rearrange(frames, "b t c h w -> (b t) c h w"), batch, memory)
+        # pixel_unshuffle's channel order: colour first, then the row and column inside a patch.
+        per_frame = rearrange(
+            frames, "b t c (h p1) (w p2) -> (b t) (c p1 p2) h w", p1=patch, p2=patch
+        )
+        x = run_layers(self.encoder, per_frame, batch, memory)
         return rearrange(x, "(b g) c h w -> b g c h w", b=batch).float()
 
     def decode_raw(self, latents: VideoLatents, memory: StreamMemory) -> FramesInUnitRange:
@@ -229,7 +248,11 @@ class TAEHV(nn.Module):
         batch = latents.shape[0]
         latents = latents.to(self.device, self.dtype)
         x = run_layers(self.decoder, rearrange(latents, "b g c h w -> (b g) c h w"), batch, memory)
-        return rearrange(x, "(b t) c h w -> b t c h w", b=batch).float().clamp(0, 1)
+        patch = self.config.patch_size
+        frames = rearrange(
+            x, "(b t) (c p1 p2) h w -> b t c (h p1) (w p2)", b=batch, p1=patch, p2=patch
+        )
+        return frames.float().clamp(0, 1)
 
     @torch.no_grad()
     def encode_video(self, frames: FramesInUnitRange) -> VideoLatents:
@@ -246,6 +269,13 @@ class TAEHV(nn.Module):
     def encode(self, frames: FrameBatch, state: TAEHVStream) -> VideoLatents:
         """Latents of the next frames of a stream (module docstring: the 3-frame look-ahead)."""
         check_frames(frames, first_chunk=state.held_frame is None, codec=self.name)
+        pixels_per_cell = SPATIAL_STRIDE * self.config.patch_size
+        if frames.shape[-2] % pixels_per_cell or frames.shape[-1] % pixels_per_cell:
+            raise CodecInputError(
+                f"{self.name} frames are {frames.shape[-2]}x{frames.shape[-1]}; with patch size "
+                f"{self.config.patch_size} height and width must be multiples of "
+                f"{pixels_per_cell}: crop or resize the video"
+            )
         # Upstream maps [-1, 1] to the network's [0, 1] this way.
         unit = (frames.to(self.device, torch.float32) * 0.5 + 0.5).clamp(0, 1)
         stream = unit if state.held_frame is None else torch.cat([state.held_frame, unit], dim=1)
@@ -307,10 +337,11 @@ def load_taehv(
     if not description.startswith("a TAEHV"):
         raise CheckpointError(f"{source_name(source)} is {description}; expected a TAEHV (taew2_1)")
     first_conv = weights.get("encoder.0.weight")
-    if first_conv is not None and first_conv.shape[1] != RGB_CHANNELS:
+    if first_conv is not None and first_conv.shape[1] != config.pixel_channels:
         raise CheckpointError(
             f"{source_name(source)}: the TAEHV encoder takes {first_conv.shape[1]} input channels "
-            "(pixel-shuffled patches): this is a TAEHV for another model (e.g. taew2_2 for "
+            f"(pixel-shuffled patches), patch size {config.patch_size} gives "
+            f"{config.pixel_channels}: this is a TAEHV for another model (e.g. taew2_2 for "
             "Wan2.2); use taew2_1 for Wan2.1"
         )
     latent_channels = weights["decoder.1.weight"].shape[1]
