@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 
@@ -233,10 +234,56 @@ def test_truncated_file_is_reported(tmp_path):
         load_dit(path)
 
 
-def test_pickle_that_is_not_weights_only_is_refused(tmp_path):
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_pickle_that_is_not_weights_only_is_refused(tmp_path, zip_format):
     path = tmp_path / "dit.pth"
-    torch.save({"patch_embedding.weight": torch.zeros(1), "extra": NotWeights()}, str(path))
-    with pytest.raises(CheckpointError, match="not weights-only"):
+    state = {"patch_embedding.weight": torch.zeros(1), "extra": NotWeights()}
+    torch.save(state, str(path), _use_new_zipfile_serialization=zip_format)
+    with pytest.raises(CheckpointError, match="not weights-only") as error:
+        load_dit(path)
+    assert "NotWeights" in str(error.value)
+
+
+def saved_bytes(zip_format: bool) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(
+        prefixed(inferable_model(), "model."), buffer, _use_new_zipfile_serialization=zip_format
+    )
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(lambda: saved_bytes(zip_format=True)[:-1000], id="truncated zip checkpoint"),
+        pytest.param(lambda: saved_bytes(zip_format=False)[:-1000], id="truncated legacy"),
+        pytest.param(lambda: b"<!DOCTYPE html><html><body>404 Not Found</body></html>", id="html"),
+        pytest.param(lambda: b'{"error": "Repository not found"}', id="json"),
+        pytest.param(lambda: b"Entry not found\n", id="text"),
+        pytest.param(
+            lambda: (
+                torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0))
+                .to(torch.uint8)
+                .numpy()
+                .tobytes()
+            ),
+            id="random bytes",
+        ),
+    ],
+)
+def test_a_pth_that_is_no_readable_checkpoint_asks_for_a_new_download(tmp_path, content):
+    path = tmp_path / "dit.pth"
+    path.write_bytes(content())
+    with pytest.raises(CheckpointError, match="not a readable checkpoint") as error:
+        load_dit(path)
+    assert "download it again" in str(error.value)
+    assert "weights-only" not in str(error.value)
+
+
+def test_an_empty_pth_is_reported_as_an_interrupted_download(tmp_path):
+    path = tmp_path / "dit.pth"
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="is empty"):
         load_dit(path)
 
 

@@ -30,12 +30,21 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import safe_open, save_file
 from torch import Tensor
+from torch.serialization import MAGIC_NUMBER
 
 if TYPE_CHECKING:
     from .dit import CausalWanDiT, WanDiTConfig
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+# torch's message when its weights-only unpickler refuses what the pickle asks for (torch 2.6+).
+WEIGHTS_ONLY_REFUSAL = "Weights only load failed"
+# A legacy (pre-zip) torch.save file starts with its magic number pickled by protocol 2: the
+# LONG1 opcode and the number's bytes follow the 2-byte protocol header.
+LEGACY_MAGIC = pickle.dumps(MAGIC_NUMBER, protocol=2)[2:-1]
+ZIP_MAGIC = b"PK\x03\x04"  # local file header: present even when the archive is truncated
+TORCH_HEADER_BYTES = 32
+REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+)")
 
 
 class CheckpointError(ValueError):
@@ -80,20 +89,46 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     return tensors, metadata
 
 
+def _is_torch_save_file(path: Path) -> bool:
+    """Whether the file starts as ``torch.save`` writes: a zip archive, or the legacy format.
+
+    Anything else (an HTML error page, JSON, random bytes) fails in torch's weights-only unpickler
+    with the same "Weights only load failed" as a pickle that really asks for code.
+    """
+    with path.open("rb") as handle:
+        header = handle.read(TORCH_HEADER_BYTES)
+    return header.startswith(ZIP_MAGIC) or LEGACY_MAGIC in header
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _unreadable(path: Path, detail: str) -> CheckpointError:
+    return CheckpointError(
+        f"{path} is not a readable checkpoint ({detail}); it may be truncated or not a "
+        "checkpoint at all: download it again"
+    )
+
+
 def _read_pickle(path: Path) -> dict[str, Tensor]:
+    if not _is_torch_save_file(path):
+        raise _unreadable(path, "it is neither a zip archive nor a legacy PyTorch file")
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"{path} is a pickle that is not weights-only (it would execute code to load): refusing "
-            f"it. Convert it to safetensors with a trusted tool, or use the official weights "
-            f"file. Detail: {str(error).splitlines()[0]}"
-        ) from error
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint ({str(error).splitlines()[0]}); it may be truncated: "
-            "download it again"
-        ) from error
+    # Damaged data makes the unpickler fail anywhere: KeyError, IndexError, struct.error,
+    # UnicodeDecodeError, EOFError, RuntimeError from the zip reader... all mean "unreadable".
+    except Exception as error:
+        if isinstance(error, pickle.UnpicklingError) and WEIGHTS_ONLY_REFUSAL in str(error):
+            refused = REFUSED_GLOBAL.search(str(error))
+            detail = f"it refers to {refused.group(1)}" if refused else _first_line(error)
+            raise CheckpointError(
+                f"{path} is a pickle that is not weights-only (it would execute code to load: "
+                f"{detail}): refusing it. Convert it to safetensors with a trusted tool, or use "
+                "the official weights file"
+            ) from error
+        raise _unreadable(path, _first_line(error)) from error
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):
