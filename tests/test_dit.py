@@ -12,6 +12,7 @@ from einops import rearrange
 from inspatio_nodes.core import attention
 from inspatio_nodes.core.attention import AttentionBackendError, RopeTable, apply_rope
 from inspatio_nodes.core.cache import CacheShape, SpatiotemporalCache
+from inspatio_nodes.core.codec import SPATIAL_STRIDE
 from inspatio_nodes.core.wan.dit import (
     CONDITION_CHANNELS,
     LATENT_CHANNELS,
@@ -227,6 +228,13 @@ def test_text_longer_than_the_model_text_len_is_refused():
 def test_latent_size_not_divisible_by_the_patch_is_refused():
     with pytest.raises(ValueError, match="not divisible by the patch"):
         tiny_config().tokens_per_frame(7, 6)
+
+
+def test_patch_error_gives_the_pixel_multiple_of_the_vae_stride_times_the_patch():
+    config = tiny_config(patch_size=(1, 2, 3))
+    _, patch_h, patch_w = config.patch_size
+    with pytest.raises(ValueError, match=f"{SPATIAL_STRIDE * patch_h}x{SPATIAL_STRIDE * patch_w}"):
+        config.tokens_per_frame(7, 6)
 
 
 def test_backend_choice_lists_auto_first_and_refuses_unknown_names():

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from ..attention import AttentionCall, attention, model_rope_table, rope_cached_attention
 from ..cache import SpatiotemporalCache
+from ..codec import SPATIAL_STRIDE  # pixels per latent cell: the error speaks in pixels
 from ..types import (
     FlowPrediction,
     Keys,
@@ -96,7 +97,8 @@ class WanDiTConfig:
         if latent_height % patch_h or latent_width % patch_w:
             raise ValueError(
                 f"latent size {latent_height}x{latent_width} is not divisible by the patch "
-                f"{patch_h}x{patch_w}: use a pixel size that is a multiple of {8 * patch_h}x{8 * patch_w}"
+                f"{patch_h}x{patch_w}: use a pixel size that is a multiple of "
+                f"{SPATIAL_STRIDE * patch_h}x{SPATIAL_STRIDE * patch_w}"
             )
         return (latent_height // patch_h) * (latent_width // patch_w)
 
