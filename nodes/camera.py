@@ -12,10 +12,11 @@ its length, source poses and foreground depth from :func:`anchored_to_scene`.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from . import comfy as cf
-from .errors import reported_as
+from .errors import check_choice, reported_as
 
 if TYPE_CHECKING:
     from ..core.paths import CameraPath
@@ -75,6 +76,12 @@ def anchored_to_scene(
     with reported_as(node, "scene"):
         depth = foreground_depth(scene.depth)
     return frames or scene.num_frames, scene.world_to_camera, depth
+
+
+def _check_finite(node: str, input_name: str, value: float) -> None:
+    """Refuse a NaN or infinite FLOAT widget (an API prompt is not checked against its range)."""
+    if not math.isfinite(value):
+        raise cf.NodeInputError(node, input_name, f"is {value}: use a finite number")
 
 
 class InSpatioCameraPreset(CameraPathNode):
@@ -174,7 +181,23 @@ class InSpatioCameraPreset(CameraPathNode):
         scene=None,
     ):
         from ..core.path_presets import PRESETS, preset_path
+        from ..core.paths import EASINGS
 
+        # Each widget is checked against its own name first, so an API prompt with a bad value
+        # is reported on the input that holds it (not on 'preset', which wraps the core call).
+        check_choice(self.NODE, "preset", preset, list(PRESETS))
+        check_choice(self.NODE, "easing", easing, list(EASINGS))
+        _check_finite(self.NODE, "strength", strength)
+        if not (math.isfinite(radius_ratio) and radius_ratio > 0):
+            raise cf.NodeInputError(
+                self.NODE,
+                "radius_ratio",
+                f"is {radius_ratio}: use a positive number (1 = foreground depth)",
+            )
+        if frames < 0:
+            raise cf.NodeInputError(
+                self.NODE, "frames", f"is {frames}: use 0 (follow the scene) or a positive count"
+            )
         frame_count, source, depth = anchored_to_scene(self.NODE, frames, scene)
         if relative_to_source and (scene is None or frames not in (0, scene.num_frames)):
             raise cf.NodeInputError(

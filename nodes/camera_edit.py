@@ -94,8 +94,11 @@ class InSpatioRetimeCameraPath(CameraPathNode):
         }
 
     def retime(self, camera_path, speed, frames, easing, interpolation):
-        from ..core.paths import resample, retime
+        from ..core.paths import EASINGS, resample, retime
+        from ..core.se3 import INTERPOLATIONS
 
+        check_choice(self.NODE, "easing", easing, list(EASINGS))
+        check_choice(self.NODE, "interpolation", interpolation, list(INTERPOLATIONS))
         with reported_as(self.NODE, "frames" if frames else "speed"):
             if frames:
                 return path_output(resample(camera_path, frames, interpolation, easing))

@@ -136,6 +136,38 @@ def test_bad_speed_names_the_speed_input():
         )
 
 
+def test_unknown_preset_names_the_preset_input_and_lists_the_valid_names():
+    with pytest.raises(
+        NodeInputError, match="input 'preset' is 'nonsense'.*orbit_left.*zoom_out_in"
+    ):
+        _preset(preset="nonsense")
+
+
+@pytest.mark.parametrize(
+    "override, input_name",
+    [
+        ({"easing": "wobbly"}, "easing"),
+        ({"strength": math.nan}, "strength"),
+        ({"frames": -3}, "frames"),
+        ({"radius_ratio": 0.0}, "radius_ratio"),
+    ],
+)
+def test_bad_preset_widget_names_its_own_input(override, input_name):
+    with pytest.raises(NodeInputError, match=f"Camera Path Preset: input '{input_name}'"):
+        _preset(**override)
+
+
+@pytest.mark.parametrize(
+    "override, input_name",
+    [({"easing": "wobbly"}, "easing"), ({"interpolation": "cubic"}, "interpolation")],
+)
+def test_bad_retime_choice_names_its_own_input(override, input_name):
+    arguments = {"speed": 1.0, "frames": 0, "easing": "linear", "interpolation": "smooth"}
+    arguments.update(override)
+    with pytest.raises(NodeInputError, match=f"Retime Camera Path: input '{input_name}'"):
+        InSpatioRetimeCameraPath().retime(_keyframes(9), **arguments)
+
+
 @pytest.mark.parametrize(
     "operation, expected_frames",
     [("reverse", 9), ("ping_pong", 17), ("loop", 27), ("hold_end", 12), ("hold_start", 12)],
