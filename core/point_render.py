@@ -9,7 +9,9 @@ upstream's serial CPU scatter leaves (its parallel scatter leaves it to chance).
 Follows ``render_batch`` in v1 ``scripts/render_point_cloud.py`` (points drawn as small squares
 at 2x resolution, then downsampled) and ``modules/point_renderer.py``
 (``TorchPointCloudRenderer``, mode "fast") of inspatio/worldfm, bit for bit on the CPU: a
-float16 point cache, a float16 camera transform, a float32 projection.
+float16 point cache, a float16 camera transform, a float32 projection. Frames are rendered
+together: each frame's pixels get their own block of one z-buffer (pixel + frame·H·W), in passes
+of at most ``MAX_FRAGMENTS_PER_ZBUFFER`` fragments, which changes no pixel.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import torch
-from einops import rearrange, reduce, repeat
+from einops import rearrange, reduce
 from torch import Tensor
 
 from .types import Intrinsics, Points, WorldToCamera
@@ -37,6 +39,9 @@ PLY_POINT_SIZE = 2  # official --point_size; at 2x it becomes an odd square (4 -
 PLY_NEAR_PLANE = 0.1  # points with z <= 0.1 are dropped
 NEAR_PLANE = 1e-3  # WorldFM: points at z <= this (float16 comparison) are dropped; no far plane
 TIE_TOLERANCE = 1e-4  # a point is drawn when its z is within this of the pixel's minimum z
+# Frames share one z-buffer pass until their fragments reach this many (about 1 GiB of
+# temporaries); a 480p v1 frame of 400k points, 25 fragments each, still gets a pass alone.
+MAX_FRAGMENTS_PER_ZBUFFER = 2**24
 
 
 class PointRenderError(ValueError):
@@ -77,51 +82,82 @@ def render_points_v1(
         raise PointRenderError(
             f"points {tuple(points.shape)} and colours {tuple(colours.shape)}: expected [P, 3] each"
         )
+    square = point_size * PLY_SUPERSAMPLING + (1 - point_size * PLY_SUPERSAMPLING % 2)
+    poses = world_to_camera.to(torch.float32)
+    step = _frames_per_zbuffer(points.shape[0] * square**2)
+    pieces = [
+        _render_v1_frames(
+            points, colours, poses[start : start + step], intrinsics, height, width, square
+        )
+        for start in range(0, poses.shape[0], step)
+    ]
+    rgb, mask = zip(*pieces)
+    return torch.cat(rgb), torch.cat(mask)
+
+
+def _frames_per_zbuffer(fragments_per_frame: int) -> int:
+    """How many frames one z-buffer pass takes, so its fragments stay within the budget."""
+    return max(1, MAX_FRAGMENTS_PER_ZBUFFER // max(1, fragments_per_frame))
+
+
+def _render_v1_frames(
+    points: Tensor,
+    colours: Tensor,
+    world_to_camera: Annotated[Tensor, "T 4 4 float32"],
+    intrinsics: Intrinsics,
+    height: int,
+    width: int,
+    square: int,
+) -> tuple[Bytes, MaskBytes]:
+    """:func:`render_points_v1` for a few poses at once: one z-buffer over all their pixels."""
+    device, frames = points.device, world_to_camera.shape[0]
     high_height, high_width = height * PLY_SUPERSAMPLING, width * PLY_SUPERSAMPLING
     high_k = intrinsics.to(torch.float32).clone()
     high_k[:2] *= PLY_SUPERSAMPLING
-    square = point_size * PLY_SUPERSAMPLING + (1 - point_size * PLY_SUPERSAMPLING % 2)
-    offsets = torch.arange(square, device=points.device) - square // 2
+    offsets = torch.arange(square, device=device) - square // 2
     row_offsets, col_offsets = (
         grid.flatten() for grid in torch.meshgrid(offsets, offsets, indexing="ij")
     )
     homogeneous = torch.cat([points.to(torch.float32), torch.ones_like(points[:, :1])], dim=1)
-    rgb_frames, mask_frames = [], []
-    for pose in world_to_camera.to(torch.float32):
-        camera = (homogeneous @ pose.T)[:, :3]
-        in_front = camera[:, 2] > PLY_NEAR_PLANE
-        camera, colour = camera[in_front], colours[in_front].to(torch.float32)
-        z = camera[:, 2]
-        cols = high_k[0, 0] * camera[:, 0] / z + high_k[0, 2]
-        rows = high_k[1, 1] * camera[:, 1] / z + high_k[1, 2]
-        cols = torch.round(cols[:, None] + col_offsets).long().flatten()
-        rows = torch.round(rows[:, None] + row_offsets).long().flatten()
-        z = repeat(z, "p -> (p s)", s=offsets.numel() ** 2)
-        colour = repeat(colour, "p c -> (p s) c", s=offsets.numel() ** 2)
-        inside = (cols >= 0) & (cols < high_width) & (rows >= 0) & (rows < high_height)
-        pixel = (rows * high_width + cols)[inside]
-        z, colour = z[inside], colour[inside]
-        fragment = torch.arange(pixel.numel(), device=points.device)
-        _, winner = _zbuffer(pixel, z, fragment, high_height * high_width)
-        covered = winner >= 0
-        canvas = torch.zeros(high_height * high_width, 3, device=points.device)
-        canvas[covered] = colour[winner[covered]]
-        mask = covered.to(torch.uint8) * int(U8_MAX)
-        high_bytes = (canvas * U8_MAX).to(torch.uint8).to(torch.int32)
-        block_sums = reduce(
-            high_bytes,
-            "(h a w b) c -> h w c",
-            "sum",
-            a=PLY_SUPERSAMPLING,
-            b=PLY_SUPERSAMPLING,
-            w=width,
-        )
-        area = PLY_SUPERSAMPLING**2
-        rgb_frames.append(((block_sums + area // 2) // area).to(torch.uint8))
-        mask_frames.append(
-            rearrange(mask, "(h w) -> h w", w=high_width)[::PLY_SUPERSAMPLING, ::PLY_SUPERSAMPLING]
-        )
-    return torch.stack(rgb_frames), torch.stack(mask_frames)
+    camera = (homogeneous @ world_to_camera.mT)[..., :3]  # [T, P, 3]
+    z = camera[..., 2]
+    # Points behind the near plane get garbage coordinates here; `drawn` drops them.
+    cols = high_k[0, 0] * camera[..., 0] / z + high_k[0, 2]
+    rows = high_k[1, 1] * camera[..., 1] / z + high_k[1, 2]
+    cols = torch.round(cols[..., None] + col_offsets)  # [T, P, S]: one fragment per square pixel
+    rows = torch.round(rows[..., None] + row_offsets)
+    drawn = (
+        (z > PLY_NEAR_PLANE)[..., None]
+        & (cols >= 0)
+        & (cols < high_width)
+        & (rows >= 0)
+        & (rows < high_height)
+    )
+    frame, point, _ = torch.nonzero(drawn, as_tuple=True)
+    # Each frame owns its own block of pixels, so one z-buffer serves every frame; fragments
+    # keep upstream's per-frame order (point, then square pixel), so the last one still wins.
+    pixel = (frame * high_height + rows[drawn].long()) * high_width + cols[drawn].long()
+    fragment_z = z[frame, point]
+    fragment = torch.arange(pixel.numel(), device=device)
+    _, winner = _zbuffer(pixel, fragment_z, fragment, frames * high_height * high_width)
+    covered = winner >= 0
+    canvas = torch.zeros(covered.numel(), 3, device=device)
+    canvas[covered] = colours.to(torch.float32)[point[winner[covered]]]
+    mask = covered.to(torch.uint8) * int(U8_MAX)
+    high_bytes = (canvas * U8_MAX).to(torch.uint8).to(torch.int32)
+    block_sums = reduce(
+        high_bytes,
+        "(t h a w b) c -> t h w c",
+        "sum",
+        t=frames,
+        a=PLY_SUPERSAMPLING,
+        b=PLY_SUPERSAMPLING,
+        w=width,
+    )
+    area = PLY_SUPERSAMPLING**2
+    rgb = ((block_sums + area // 2) // area).to(torch.uint8)
+    mask = rearrange(mask, "(t h w) -> t h w", t=frames, w=high_width)
+    return rgb, mask[:, ::PLY_SUPERSAMPLING, ::PLY_SUPERSAMPLING]
 
 
 @dataclass(frozen=True)
@@ -174,41 +210,63 @@ def render_points_hard(
     """
     poses = world_to_camera.reshape(-1, 4, 4)
     cameras = intrinsics.reshape(-1, 3, 3).expand(poses.shape[0], 3, 3)
-    frames = [_render_one(cloud, k, pose, height, width) for k, pose in zip(cameras, poses)]
-    images, depths = zip(*frames)
-    return torch.stack(images), torch.stack(depths)
+    # One small transfer for all poses: the float32 inversion must be the CPU's (see below).
+    rotations, translations = _upstream_world_to_camera(poses.cpu())
+    device = cloud.xyz.device
+    rotations, translations = rotations.to(device), translations.to(device)
+    step = _frames_per_zbuffer(cloud.num_points)
+    pieces = [
+        _render_frames(
+            cloud,
+            cameras[start : start + step],
+            rotations[start : start + step],
+            translations[start : start + step],
+            height,
+            width,
+        )
+        for start in range(0, poses.shape[0], step)
+    ]
+    images, depths = zip(*pieces)
+    return torch.cat(images), torch.cat(depths)
 
 
 def _upstream_world_to_camera(world_to_camera: Tensor) -> tuple[Tensor, Tensor]:
-    """float16 rotation and translation exactly as upstream forms them from a camera-to-world.
+    """float16 rotations and translations exactly as upstream forms them from camera-to-world.
 
     Upstream receives c2w and inverts it in float32; the canonical input here is Tcw, so it is
     inverted back in float64 (exact to far below a float32 ulp) and then inverted in float32 the
-    way upstream does, which keeps the float16 rotation identical bit for bit.
+    way upstream does, which keeps the float16 rotation identical bit for bit. Runs on the CPU,
+    whose LAPACK inversion is upstream's.
     """
     camera_to_world = torch.linalg.inv(world_to_camera.to(torch.float64)).to(torch.float32)
     upstream = torch.linalg.inv(camera_to_world)
-    return upstream[:3, :3].to(torch.float16), upstream[:3, 3].to(torch.float16)
+    return upstream[:, :3, :3].to(torch.float16), upstream[:, :3, 3].to(torch.float16)
 
 
-def _render_one(
-    cloud: HalfPointCloud, intrinsics: Tensor, world_to_camera: Tensor, height: int, width: int
-) -> tuple[Tensor, Tensor]:
-    device = cloud.xyz.device
-    rotation, translation = _upstream_world_to_camera(world_to_camera.cpu())
-    rotation, translation = rotation.to(device), translation.to(device)
+def _render_frames(
+    cloud: HalfPointCloud,
+    intrinsics: Annotated[Tensor, "T 3 3"],
+    rotations: Annotated[Tensor, "T 3 3 float16"],
+    translations: Annotated[Tensor, "T 3 float16"],
+    height: int,
+    width: int,
+) -> tuple[RenderedImageU8, RenderedDepth]:
+    """:func:`render_points_hard` for a few poses at once: one z-buffer over all their pixels."""
+    device, frames = cloud.xyz.device, rotations.shape[0]
     # Half matmul on the CPU: each 3-term dot product of float16 values is accumulated in
     # float32 (the products are exact) and rounded to float16 once; the translation is then
     # added in float16. Written out so every device gives the CPU result.
-    xyz32, rotation32 = cloud.xyz.to(torch.float32), rotation.to(torch.float32)
-    x_terms, y_terms, z_terms = (xyz32[:, axis, None] * rotation32[:, axis] for axis in range(3))
-    rotated = (x_terms + y_terms) + z_terms
-    camera_points = rotated.to(torch.float16) + translation
-    z16 = camera_points[:, 2]
+    xyz32, rotation32 = cloud.xyz.to(torch.float32), rotations.to(torch.float32)
+    x_terms, y_terms, z_terms = (
+        xyz32[None, :, axis, None] * rotation32[:, None, :, axis] for axis in range(3)
+    )
+    rotated = (x_terms + y_terms) + z_terms  # [T, P, 3]
+    camera_points = rotated.to(torch.float16) + translations[:, None]
+    z16 = camera_points[..., 2]
     # float16 comparison against the near plane, as upstream; far=1e6 is +inf in float16, so
     # only the finiteness test remains of the far plane.
     in_front = (z16 > NEAR_PLANE) & torch.isfinite(z16)
-    if not bool(in_front.any()):
+    if not bool(in_front.any(dim=1).all()):
         raise PointRenderError(
             "every point of the point cloud is behind the camera (or at z <= "
             f"{NEAR_PLANE}): check that the target pose is a world-to-camera matrix in OpenCV "
@@ -216,23 +274,24 @@ def _render_one(
         )
 
     k = intrinsics.to(device=device, dtype=torch.float32)
-    x, y, z = camera_points[in_front].to(torch.float32).unbind(-1)
+    x, y, z = camera_points.to(torch.float32).unbind(-1)
     inverse_z = 1.0 / z
-    u = torch.round(k[0, 0] * (x * inverse_z) + k[0, 2])  # torch.round: half to even
-    v = torch.round(k[1, 1] * (y * inverse_z) + k[1, 2])
-    on_canvas = (u >= 0) & (u < width) & (v >= 0) & (v < height)
-    pixel = (v[on_canvas] * width + u[on_canvas]).to(torch.int64)
-    depth = z[on_canvas]
-    point_index = torch.nonzero(in_front).squeeze(-1)[on_canvas]
-
-    nearest, winner = _zbuffer(pixel, depth, point_index, height * width)
+    # torch.round: half to even. Points behind the camera get garbage here; `drawn` drops them.
+    u = torch.round(k[:, None, 0, 0] * (x * inverse_z) + k[:, None, 0, 2])
+    v = torch.round(k[:, None, 1, 1] * (y * inverse_z) + k[:, None, 1, 2])
+    drawn = in_front & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    frame, point_index = torch.nonzero(drawn, as_tuple=True)
+    # Each frame owns its own block of pixels, so one z-buffer serves every frame; the order
+    # is the point index, so the last tied point still wins within each frame.
+    pixel = (frame * height + v[drawn].long()) * width + u[drawn].long()
+    nearest, winner = _zbuffer(pixel, z[drawn], point_index, frames * height * width)
     covered = winner >= 0
     # Colours are truncated, not rounded, from the float16 cache.
     colour_u8 = (cloud.rgb[winner[covered]].to(torch.float32) * U8_MAX).to(torch.uint8)
-    image = torch.zeros(height * width, 3, dtype=torch.uint8, device=device)
+    image = torch.zeros(covered.numel(), 3, dtype=torch.uint8, device=device)
     image[covered] = colour_u8
     depth_map = torch.where(covered, nearest, torch.zeros_like(nearest))
     return (
-        rearrange(image, "(h w) c -> h w c", h=height, w=width),
-        rearrange(depth_map, "(h w) -> h w", h=height, w=width),
+        rearrange(image, "(t h w) c -> t h w c", t=frames, h=height, w=width),
+        rearrange(depth_map, "(t h w) -> t h w", t=frames, h=height, w=width),
     )

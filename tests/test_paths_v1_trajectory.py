@@ -51,7 +51,8 @@ def _is_v1_render_warp(path) -> bool:
     if path is None or not path.is_file():
         return True
     with safe_open(str(path), "pt") as tensors:
-        return any(key.startswith(V1_WARP_PREFIX) for key in tensors.keys())
+        names = tensors.keys()  # a safetensors file handle is not iterable itself
+    return any(name.startswith(V1_WARP_PREFIX) for name in names)
 
 
 RENDER_WARP_FIXTURES = _v1_render_warp_cases()

@@ -7,10 +7,12 @@ import math
 import pytest
 import torch
 from conftest import fixture_cases, require_fixture, sibling
+from inspatio_nodes.core import point_render
 from inspatio_nodes.core.point_render import (
     PointRenderError,
     half_point_cloud,
     render_points_hard,
+    render_points_v1,
 )
 from safetensors.torch import load_file
 
@@ -114,3 +116,42 @@ def test_points_at_or_behind_the_near_plane_are_dropped_and_all_behind_is_an_err
 def test_point_colours_must_match_the_points():
     with pytest.raises(PointRenderError, match="one RGB triple per point"):
         half_point_cloud(torch.zeros(4, 3), torch.zeros(3, 3, dtype=torch.uint8))
+
+
+def _orbit_poses(count: int) -> torch.Tensor:
+    """World-to-camera poses turning about x and sliding along it, one per frame."""
+    poses = torch.eye(4).repeat(count, 1, 1)
+    angles = torch.linspace(0.0, 0.2, count)
+    poses[:, 1, 1], poses[:, 1, 2] = torch.cos(angles), -torch.sin(angles)
+    poses[:, 2, 1], poses[:, 2, 2] = torch.sin(angles), torch.cos(angles)
+    poses[:, 0, 3] = torch.linspace(0.0, 0.4, count)
+    return poses
+
+
+def _tied_cloud(count: int = 600) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points on a coarse grid in front of the camera: many share a pixel and a depth."""
+    generator = torch.Generator().manual_seed(7)
+    points = torch.randn(count, 3, generator=generator) * torch.tensor([1.5, 1.0, 0.5])
+    points = torch.round((points + torch.tensor([0.0, 0.0, 4.0])) * 8) / 8
+    return points, torch.rand(count, 3, generator=generator)
+
+
+def _render_both(points, colours, poses, intrinsics, height, width):
+    cloud = half_point_cloud(points, (colours * 255).to(torch.uint8))
+    hard = render_points_hard(cloud, intrinsics.double(), poses.double(), height, width)
+    return hard + render_points_v1(points, colours, poses, intrinsics, height, width)
+
+
+@pytest.mark.parametrize("fragment_budget", [None, 1])
+def test_frames_rendered_together_or_in_chunks_equal_frames_rendered_one_by_one(
+    fragment_budget, monkeypatch
+):
+    points, colours = _tied_cloud()
+    poses, intrinsics = _orbit_poses(4), _pinhole(20.0, 8.0).float()
+    alone = [_render_both(points, colours, pose[None], intrinsics, 16, 16) for pose in poses]
+    if fragment_budget is not None:  # the smallest budget: one frame per z-buffer pass
+        monkeypatch.setattr(point_render, "MAX_FRAGMENTS_PER_ZBUFFER", fragment_budget)
+    together = _render_both(points, colours, poses, intrinsics, 16, 16)
+    for output, frames in zip(together, zip(*alone)):
+        assert torch.equal(output, torch.cat(frames))
+    assert bool((together[1] > 0).any(dim=(1, 2)).all())  # every frame drew points
