@@ -28,6 +28,8 @@ from .types import MaskLatents, ModelInput, RenderLatents, TextEmbeddings, Video
 from .wan.dit import LATENT_CHANNELS, MASK_CHANNELS, CausalWanDiT, WanDiTConfig
 
 RELEASED_FRAMES_PER_BLOCK = 3
+TEXT_AXES = ("batch", "text tokens", "text dim")
+LATENT_AXES = ("batch", "latent frames", "channels", "latent height", "latent width")
 CONTEXT_FRAME_OFFSET = 0  # the reference block sits at RoPE frames 0.., the previous block after it
 CLEAN_TIMESTEP = 0.0
 
@@ -156,6 +158,7 @@ class Session:
         parameter = next(model.parameters())
         self.dtype, self.device = parameter.dtype, parameter.device
         self.latent_size = (latent_height, latent_width)
+        _check_layout("text embeddings", text, TEXT_AXES)
         self.batch = text.shape[0]
         _check_finite("text embeddings", text)
         shape = _cache_shape(
@@ -230,14 +233,28 @@ class Session:
         self.cache.mark_prefilled(context.shape[1] * self.tokens_per_frame)
 
     def _checked(self, name: str, latents: Tensor, channels: int) -> Tensor:
+        _check_layout(name, latents, LATENT_AXES)
         expected = (self.batch, self.sampler.frames_per_block, channels, *self.latent_size)
-        if latents.ndim != len(expected) or tuple(latents.shape) != expected:
+        if tuple(latents.shape) != expected:
             raise WorldInputError(
                 f"{name} have shape {tuple(latents.shape)}; one block must be {expected} "
-                "[batch, latent frames, channels, latent height, latent width]"
+                f"[{', '.join(LATENT_AXES)}]"
             )
         _check_finite(name, latents)
         return latents.to(device=self.device, dtype=self.dtype)
+
+
+def _check_layout(name: str, tensor: Tensor, axes: tuple[str, ...]) -> None:
+    """One dimension per axis of ``axes``: a missing batch axis is the usual mistake."""
+    if tensor.ndim == len(axes):
+        return
+    hint = (
+        " (a missing batch axis? add it with tensor[None])" if tensor.ndim == len(axes) - 1 else ""
+    )
+    raise WorldInputError(
+        f"{name} have {tensor.ndim} dimensions, shape {tuple(tensor.shape)}; expected "
+        f"{len(axes)}: [{', '.join(axes)}]{hint}"
+    )
 
 
 def _check_finite(name: str, tensor: Tensor) -> None:
@@ -259,7 +276,11 @@ def generate(
 ) -> VideoLatents:
     """The offline sampler: every block of ``[B, G, C, h, w]`` inputs through one :class:`Session`."""
     sampler = sampler or SamplerConfig()
-    lengths = {"reference": reference.shape[1], "render": render.shape[1], "mask": mask.shape[1]}
+    _check_layout("text embeddings", text, TEXT_AXES)
+    latents = {"reference": reference, "render": render, "mask": mask}
+    for name, tensor in latents.items():
+        _check_layout(f"{name} latents", tensor, LATENT_AXES)
+    lengths = {name: tensor.shape[1] for name, tensor in latents.items()}
     if len(set(lengths.values())) != 1:
         raise WorldInputError(
             f"latent frame counts differ ({lengths}): the reference, render and mask latents must "

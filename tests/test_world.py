@@ -316,6 +316,35 @@ def test_block_of_the_wrong_shape_is_refused():
         session.step(reference, render, mask[:, :, :2])
 
 
+def test_text_without_a_batch_axis_is_refused_with_the_layout():
+    model = tiny_dit()
+    text, reference, render, mask = tiny_inputs(blocks=1)
+    with pytest.raises(WorldInputError, match=r"text embeddings have 2 dimensions") as error:
+        generate(model, text[0], reference, render, mask, noise=SeededNoise(0))
+    assert "[batch, text tokens, text dim]" in str(error.value)
+    with pytest.raises(WorldInputError, match=r"text embeddings have 2 dimensions"):
+        tiny_session(model, text[0])
+
+
+@pytest.mark.parametrize("input_index, name", [(1, "reference"), (2, "render"), (3, "mask")])
+def test_latents_without_a_batch_axis_are_refused_by_name(input_index, name):
+    model = tiny_dit()
+    inputs = list(tiny_inputs(blocks=1))
+    inputs[input_index] = inputs[input_index][0]
+    with pytest.raises(WorldInputError, match=rf"{name} latents have 4 dimensions") as error:
+        generate(model, *inputs, noise=SeededNoise(0))
+    assert "[batch, latent frames, channels, latent height, latent width]" in str(error.value)
+    assert "missing batch axis" in str(error.value)
+
+
+def test_session_step_refuses_latents_of_the_wrong_rank():
+    model = tiny_dit()
+    text, reference, render, mask = tiny_inputs(blocks=1)
+    session = tiny_session(model, text)
+    with pytest.raises(WorldInputError, match="render latents have 6 dimensions"):
+        session.step(reference, render[None], mask)
+
+
 @pytest.mark.parametrize("input_index", [1, 2, 3])
 def test_nan_inputs_are_refused(input_index):
     model = tiny_dit()
