@@ -51,6 +51,10 @@ BACKEND_PACKAGES = {
 }
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 HOPPER_MAJOR = 9  # FA3 kernels exist for SM 9.x and newer
+# Compute capability the fused kernel needs: Triton's oldest target is Volta (7.0); bf16 tensor-core
+# dots need Ampere (8.0), where older GPUs fail to compile or emulate it slowly.
+TRITON_MIN_CAPABILITY = (7, 0)
+BF16_MIN_CAPABILITY = (8, 0)
 FLASH_MAX_HEAD_DIM = 256
 
 
@@ -71,7 +75,10 @@ def _check_name(name: str) -> None:
 
 
 def kernel_available(device: torch.device | str, dtype: torch.dtype) -> bool:
-    """Whether the fused Triton kernel can run here: CUDA, or Triton's CPU interpreter (tests)."""
+    """Whether the fused Triton kernel can run here: CUDA, or Triton's CPU interpreter (tests).
+
+    On CUDA the GPU must be Volta or newer, Ampere or newer for bf16.
+    """
     device = torch.device(device)
     interpreting = os.environ.get("TRITON_INTERPRET") == "1"
     if not (device.type == "cuda" or (interpreting and device.type == "cpu")):
@@ -80,7 +87,12 @@ def kernel_available(device: torch.device | str, dtype: torch.dtype) -> bool:
         return False
     from .rope_attention_triton import FLOAT_DTYPES
 
-    return dtype in FLOAT_DTYPES
+    if dtype not in FLOAT_DTYPES:
+        return False
+    if device.type == "cpu":
+        return True
+    needed = BF16_MIN_CAPABILITY if dtype == torch.bfloat16 else TRITON_MIN_CAPABILITY
+    return torch.cuda.get_device_capability(device) >= needed
 
 
 def _is_hopper_or_newer(device: torch.device) -> bool:

@@ -324,3 +324,18 @@ def test_kernel_is_unavailable_on_cpu_without_the_interpreter(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET")
     assert not backend_usable("triton", "cpu", torch.float32, 32)
     assert not kernel_available("cpu", torch.float32)
+
+
+@pytest.mark.parametrize(
+    "capability, dtype, offered",
+    [
+        ((7, 5), torch.bfloat16, False),  # Turing: no bf16 tensor cores
+        ((7, 5), torch.float16, True),
+        ((8, 0), torch.bfloat16, True),  # Ampere
+        ((9, 0), torch.bfloat16, True),
+        ((6, 1), torch.float16, False),  # Pascal: older than Triton's oldest target
+    ],
+)
+def test_kernel_needs_ampere_for_bf16_and_volta_otherwise(monkeypatch, capability, dtype, offered):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert kernel_available("cuda", dtype) is offered
