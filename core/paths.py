@@ -10,7 +10,8 @@ Operations: :func:`concatenate`, :func:`reverse`, :func:`ping_pong`, :func:`loop
 :func:`retime` (speed and easing), :func:`resample` (SE(3)-correct, ``core/se3.py``), the
 frame-count policy :func:`fit_to_frames`, and anchoring of relative motions to the source cameras
 (:func:`path_from_relative_motion`, :func:`follow_source`) exactly as v1
-``scripts/render_point_cloud.py generate_target_c2ws`` does.
+``scripts/render_point_cloud.py generate_target_c2ws`` does, or to any one camera
+(:func:`anchored_at`, e.g. WorldFM's input view).
 """
 
 from __future__ import annotations
@@ -137,6 +138,21 @@ def follow_source(path: CameraPath, source_world_to_camera: WorldToCamera) -> Ca
         )
     source_motion = source @ invert_rigid(source[0])
     return path.with_poses(path.world_to_camera.double() @ source_motion)
+
+
+def anchored_at(path: CameraPath, anchor_world_to_camera: WorldToCamera) -> CameraPath:
+    """The path moved into a world where its identity pose is the camera ``anchor`` ``[4, 4]``.
+
+    A path whose poses are relative to a starting camera (presets and keyframes start at the
+    identity) becomes ``Tcw[i] = Tcw_rel[i] @ Tcw_anchor``: frame i sees the world as the anchor
+    camera moved by the relative motion i, so an identity frame is exactly the anchor camera.
+    Unlike :func:`path_from_relative_motion` (which keeps upstream's ``inv(c2w_src0)`` form),
+    the anchor is used as the geometric camera it is, whatever its pose.
+    """
+    anchor = check_rigid(anchor_world_to_camera, "anchor_world_to_camera").double()
+    if anchor.shape != (4, 4):
+        raise PathError(f"anchor_world_to_camera must be one [4, 4] pose, got {list(anchor.shape)}")
+    return path.with_poses(path.world_to_camera.double() @ anchor)
 
 
 # --- operations ------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ Camera Path on a WorldFM ``meta.json``) → **Render** (hard z-buffer anchor ren
 reference per frame, as previews) and **Sampler** (``core/worldfm/sampler.py`` ``iter_frames``:
 render, select, 1/2 distilled steps, decode) → IMAGE frames. **Load WorldFM Model** reads
 ``worldfm_1-step.pth`` / ``worldfm_2-step.pth`` (or a safetensors copy) from
-``models/diffusion_models`` through ``core/worldfm/model.py``.
+``models/diffusion_models`` through ``core/worldfm/model.py``. **Path from Input View** moves a
+path relative to the input view (a preset, keyframes) into the WorldFM world (``core/paths.py``
+``anchored_at``); a camera of the path that sees no point of the scene is an error naming its frame.
 
 The frame model's image VAE is the host's: core Load VAE with the SDXL VAE, reached through its
 public ``encode(IMAGE)`` / ``decode(latent)`` only (:func:`vae_image_codec`). Two facts of
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import comfy as cf
+from .camera import CameraPathNode, path_output
 from .errors import reported_as
 from .loaders import WEIGHT_DTYPES, resolve_weight_dtype
 
@@ -32,7 +35,8 @@ if TYPE_CHECKING:
     import torch
 
     from ..core.paths import CameraPath
-    from ..core.types import Intrinsics
+    from ..core.types import Intrinsics, WorldToCamera
+    from ..core.worldfm.bank import WorldFMScene
     from ..core.worldfm.model import WorldFMConfig
     from ..core.worldfm.sampler import ImageCodec
 
@@ -49,6 +53,12 @@ RELEASED_TARGET_FOCAL = 320.0
 #: The demo's field of view, used for camera paths that carry no K (about 77.3°).
 RELEASED_TARGET_FOV_DEGREES = 2.0 * math.degrees(
     math.atan(RELEASED_RENDER_SIZE / 2.0 / RELEASED_TARGET_FOCAL)
+)
+#: How to fix a path that misses the scene: the two worlds' conventions differ (SPEC-worldfm.md §5).
+INPUT_VIEW_HINT = (
+    "the WorldFM world has the input view at the origin looking along +x (y down), while camera "
+    "presets and keyframes start at the identity looking along +z: pass such a path through "
+    "'WorldFM Path from Input View', or turn the camera towards the scene"
 )
 SDXL_LATENT_CHANNELS = 4
 IMAGE_LATENT_NDIM = 4  # [B, C, h, w] and IMAGE [B, H, W, 3]; a video VAE adds a frame axis
@@ -82,6 +92,36 @@ def target_intrinsics(path: CameraPath, render_size: int) -> Intrinsics:
     if path.intrinsics is not None:
         return path.intrinsics
     return intrinsics_from_fov(RELEASED_TARGET_FOV_DEGREES, render_size, render_size)
+
+
+def anchor_render(
+    node: str, scene: WorldFMScene, intrinsics: Intrinsics, pose: WorldToCamera, frame_index: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hard z-buffer render (RGB uint8, z-depth) of one target camera of the path.
+
+    A camera that sees no point would silently give a black anchor render (and a frame generated
+    from nothing), so it is an error on ``camera_path`` naming the frame, as is the core's
+    all-points-behind-the-camera error, which does not know the frame index.
+    """
+    from ..core.splat import render_points_hard
+
+    size = scene.render_size
+    try:
+        render, depth = render_points_hard(scene.cloud, intrinsics, pose, size, size)
+    except ValueError as error:
+        raise cf.NodeInputError(
+            node,
+            "camera_path",
+            f"frame {frame_index} cannot be rendered: {error}; {INPUT_VIEW_HINT}",
+        ) from error
+    if not bool((depth > 0).any()):
+        raise cf.NodeInputError(
+            node,
+            "camera_path",
+            f"frame {frame_index} sees no point of the scene (its anchor render is black); "
+            + INPUT_VIEW_HINT,
+        )
+    return render, depth
 
 
 def vae_image_codec(node: str, input_name: str, vae: Any, model: WorldFMModelHandle) -> ImageCodec:
@@ -213,7 +253,8 @@ class InSpatioWorldFMRender:
                     {
                         "tooltip": "Target cameras in the WorldFM world (origin at the panorama centre, "
                         "input view along +x, y down), e.g. Load Camera Path on a meta.json. "
-                        "Its K is used as given; without one, the release's 512² demo FOV.",
+                        "Its K is used as given; without one, the release's 512² demo FOV. A preset or keyframe path "
+                        "goes through WorldFM Path from Input View first.",
                     },
                 ),
             }
@@ -222,7 +263,6 @@ class InSpatioWorldFMRender:
     def render(self, worldfm_scene, camera_path):
         import torch
 
-        from ..core.splat import render_points_hard
         from ..core.worldfm.bank import reference_image, select_reference
 
         node = self.NODE
@@ -231,10 +271,10 @@ class InSpatioWorldFMRender:
         intrinsics = target_intrinsics(camera_path, size)
         renders, references = [], []
         bar = cf.progress_bar(camera_path.num_frames)
-        for pose in camera_path.world_to_camera:
+        for frame_index, pose in enumerate(camera_path.world_to_camera):
             cf.check_interrupted()
+            render, depth = anchor_render(node, scene, intrinsics, pose, frame_index)
             with reported_as(node, "camera_path"):
-                render, depth = render_points_hard(scene.cloud, intrinsics, pose, size, size)
                 chosen = select_reference(scene.database, depth[0], intrinsics, pose)
             renders.append(render[0].cpu())
             references.append(reference_image(scene.bank, chosen.best, size))
@@ -314,6 +354,12 @@ class InSpatioWorldFMSampler:
         codec = vae_image_codec(node, "vae", vae, handle)
         scene = worldfm_scene.to(handle.load())
         intrinsics = target_intrinsics(camera_path, scene.render_size)
+        # Every camera is checked before any model time is spent: a path that misses the scene
+        # (usually a preset not moved into the WorldFM world) fails at once, naming the frame,
+        # instead of after minutes of frames generated from black renders. The hard render is
+        # cheap next to a frame of the model and the VAE.
+        for frame_index, pose in enumerate(camera_path.world_to_camera):
+            anchor_render(node, scene, intrinsics, pose, frame_index)
         bar = cf.progress_bar(camera_path.num_frames)
         frames = []
         with reported_as(node, "camera_path"):
@@ -336,10 +382,45 @@ class InSpatioWorldFMSampler:
         return (cf.u8_to_image(torch.cat(frames)),)
 
 
+class InSpatioWorldFMPathFromInputView(CameraPathNode):
+    """A camera path relative to the input view, moved into the WorldFM world."""
+
+    NODE = "WorldFM Path from Input View"
+    CATEGORY = CATEGORY
+    FUNCTION = "anchor"
+    DESCRIPTION = (
+        "Any camera path whose identity pose means 'the input view' (presets, keyframes, v1 "
+        "files) becomes the same move in the WorldFM world, where the input view sits at the "
+        "origin looking along +x: Tcw_world = Tcw_path @ Tcw_input_view."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        return {
+            "required": {
+                "camera_path": (
+                    CAMERA_PATH_TYPE,
+                    {
+                        "tooltip": "A move relative to the input view (its first camera is usually "
+                        "the identity), e.g. from Camera Path Preset without a scene.",
+                    },
+                ),
+            }
+        }
+
+    def anchor(self, camera_path):
+        from ..core.paths import anchored_at
+        from ..core.worldfm.bank import input_view_world_to_camera
+
+        with reported_as(self.NODE, "camera_path"):
+            return path_output(anchored_at(camera_path, input_view_world_to_camera()))
+
+
 NODE_CLASSES = (
     InSpatioWorldFMModelLoader,
     InSpatioWorldFMRender,
     InSpatioWorldFMSampler,
+    InSpatioWorldFMPathFromInputView,
 )
 NODE_CLASS_MAPPINGS = {node.__name__: node for node in NODE_CLASSES}
 NODE_DISPLAY_NAME_MAPPINGS = {node.__name__: node.NODE for node in NODE_CLASSES}

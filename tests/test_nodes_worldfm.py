@@ -25,6 +25,7 @@ from inspatio_nodes.core.worldfm.model import CONFIG_METADATA_KEY, WorldFMConfig
 from inspatio_nodes.nodes import comfy as cf
 from inspatio_nodes.nodes import worldfm as nodes
 from inspatio_nodes.nodes import worldfm_scene as scene_nodes
+from inspatio_nodes.nodes.camera import InSpatioCameraPreset
 from inspatio_nodes.nodes.camera_files import InSpatioLoadCameraPath
 from safetensors.torch import load_file, save_file
 
@@ -306,6 +307,53 @@ def test_camera_that_sees_no_point_is_reported_on_the_camera_path_input():
     )
     with pytest.raises(cf.NodeInputError, match="WorldFM Render: input 'camera_path'.*behind"):
         nodes.InSpatioWorldFMRender().render(scene, look_along(180.0))
+
+
+def test_camera_that_sees_no_point_names_the_frame_and_the_input_view_node():
+    image, depth = image_with_depth()
+    (scene,) = scene_nodes.InSpatioWorldFMSceneFromImage().build(
+        image, depth, "metric", 0.5, 20.0, 1.0, 60.0, IMAGE_SIZE
+    )
+    seeing, blind = look_along(0.0), look_along(180.0)
+    path = CameraPath(torch.cat([seeing.world_to_camera, blind.world_to_camera]))
+    with pytest.raises(
+        cf.NodeInputError, match="input 'camera_path' frame 1 .*WorldFM Path from Input View"
+    ):
+        nodes.InSpatioWorldFMRender().render(scene, path)
+
+
+def test_camera_whose_render_is_empty_names_the_frame_in_render_and_sampler(model):
+    image, depth = image_with_depth()
+    (scene,) = scene_nodes.InSpatioWorldFMSceneFromImage().build(
+        image, depth, "metric", 0.5, 20.0, 1.0, 60.0, IMAGE_SIZE
+    )
+    # Turned 90° away, the wall is in front of the camera plane but outside the image.
+    path = CameraPath(
+        torch.cat([look_along(0.0).world_to_camera, look_along(-90.0).world_to_camera])
+    )
+    with pytest.raises(
+        cf.NodeInputError, match="WorldFM Render: input 'camera_path' frame 1 sees no point"
+    ):
+        nodes.InSpatioWorldFMRender().render(scene, path)
+    with pytest.raises(
+        cf.NodeInputError, match="WorldFM Sampler: input 'camera_path' frame 1 sees no point"
+    ):
+        sample(model, scene, path)
+
+
+def test_preset_moved_to_the_input_view_renders_the_image_scene():
+    image, depth = image_with_depth()
+    (scene,) = scene_nodes.InSpatioWorldFMSceneFromImage().build(
+        image, depth, "metric", 0.5, 20.0, 1.0, 60.0, IMAGE_SIZE
+    )
+    preset, _ = InSpatioCameraPreset().build("orbit_left", 5, 1.0, "linear", 1.0, False, False)
+    with pytest.raises(cf.NodeInputError, match="frame 0"):
+        nodes.InSpatioWorldFMRender().render(scene, preset)
+    moved, frames = nodes.InSpatioWorldFMPathFromInputView().anchor(preset)
+    assert frames == preset.num_frames
+    torch.testing.assert_close(moved.world_to_camera[0], look_along(0.0).world_to_camera[0])
+    renders, _ = nodes.InSpatioWorldFMRender().render(scene, moved)
+    assert bool((renders.flatten(1).amax(dim=1) > 0).all())
 
 
 def test_a_worldfm_meta_json_loaded_by_load_camera_path_drives_the_render(room_scene, tmp_path):
