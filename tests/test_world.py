@@ -27,6 +27,13 @@ DIT_ATOL = 1e-4  # fixtures/README.md: float32 official vs float64 re-implementa
 SAMPLER_CASES = fixture_cases("*dit_sampler*_io*.safetensors")
 
 
+def weights_path(io_path, config: dict):
+    """The weights the fixture config names (``weights_file``), else the ``_weights`` sibling."""
+    if "weights_file" in config:
+        return io_path.with_name(config["weights_file"])
+    return sibling(io_path, "io", "weights")
+
+
 class SamplerCase:
     """One parity case: the model, the sampler settings and every recorded tensor."""
 
@@ -37,7 +44,7 @@ class SamplerCase:
         self.model_config = WanDiTConfig(
             **{k: v for k, v in config["model_config"].items() if k in model_fields}
         )
-        self.model = load_dit(sibling(io_path, "io", "weights"), config=self.model_config)
+        self.model = load_dit(weights_path(io_path, config), config=self.model_config)
         self.io = load_file(str(io_path))
         debug_path = sibling(io_path, "io", "debug")
         self.debug = load_file(str(debug_path)) if debug_path.is_file() else {}
