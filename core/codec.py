@@ -36,11 +36,14 @@ from .wan.checkpoints import CheckpointError, read_weights
 
 FrameBatch = Annotated[Tensor, "B F 3 H W float in [-1, 1]"]
 StateDict = Mapping[str, Tensor]
+FrameSize = tuple[int, int]  # (height, width) of a stream's frames or latents
 
 LATENT_CHANNELS = 16
 FRAMES_PER_LATENT = 4  # pixel frames per latent after the first (temporal stride)
 SPATIAL_STRIDE = 8  # pixels per latent cell along H and W
 RGB_CHANNELS = 3
+# Slack around [-1, 1] for rounding (bytes / 127.5 - 1, resampling); a [0, 255] or 1.5 is refused.
+PIXEL_RANGE_TOLERANCE = 1e-3
 
 # Wan2.1 latent normalisation tables (wan/modules/vae.py, WanVAE; ComfyUI latent_formats.Wan21).
 WAN21_LATENT_MEAN = (
@@ -129,6 +132,30 @@ def check_frames(frames: FrameBatch, first_chunk: bool, codec: str) -> None:
             f"hold a positive multiple of {FRAMES_PER_LATENT} frames"
         )
     _check_finite(frames, f"{codec} frames")
+    low, high = (float(bound) for bound in frames.float().aminmax())
+    if low < -1 - PIXEL_RANGE_TOLERANCE or high > 1 + PIXEL_RANGE_TOLERANCE:
+        raise CodecInputError(
+            f"{codec} frames range over [{low:.4g}, {high:.4g}]; they must be in [-1, 1]: map a "
+            "ComfyUI IMAGE in [0, 1] with x * 2 - 1, bytes in [0, 255] with x / 127.5 - 1"
+        )
+
+
+def check_stream_size(
+    expected: FrameSize | None, chunk: Tensor, what: str, codec: str
+) -> FrameSize:
+    """The height×width of a stream's chunk, refused when it differs from its earlier chunks.
+
+    The codecs' causal memories hold the earlier chunks' features, whose size a new chunk must
+    match; ``expected`` is None for a stream's first chunk.
+    """
+    height, width = chunk.shape[-2:]
+    if expected is not None and (height, width) != expected:
+        raise CodecInputError(
+            f"{codec} {what} stream started at {expected[0]}x{expected[1]} but this chunk is "
+            f"{height}x{width}: a stream keeps one size; resize the chunk to {expected[0]}x"
+            f"{expected[1]} or start a new stream (new_state()) for the new size"
+        )
+    return (height, width)
 
 
 def check_latents(latents: VideoLatents, codec: str) -> None:

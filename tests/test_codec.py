@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import fixture_cases, require_fixture
 from inspatio_nodes.core.codec import (
+    PIXEL_RANGE_TOLERANCE,
     WAN21_LATENT_MEAN,
     WAN21_LATENT_STD,
     CodecInputError,
@@ -92,3 +93,38 @@ def test_both_codecs_run_in_bfloat16_and_return_float32():
         decoded = codec.decode(latents, codec.new_state())
         assert (latents.dtype, decoded.dtype) == (torch.float32, torch.float32), codec.name
         assert torch.isfinite(decoded).all() and decoded.shape == frames.shape, codec.name
+
+
+def _tiny_codecs():
+    torch.manual_seed(0)
+    return (WanVAE(WanVAEConfig(base_dim=4)).eval(), TAEHV().eval())
+
+
+def test_frames_outside_minus_one_one_are_refused_with_the_conversion_to_use():
+    in_range = torch.rand(1, 1, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    for codec in _tiny_codecs():
+        for bad_value in (1.5, 255.0, -1 - 2 * PIXEL_RANGE_TOLERANCE):
+            frames = in_range.clone()
+            frames[..., 0, 0] = bad_value
+            with pytest.raises(CodecInputError, match=r"must be in \[-1, 1\].*x \* 2 - 1"):
+                codec.encode(frames, codec.new_state())
+        # Rounding slack, such as bytes / 127.5 - 1 computed in float32, is accepted.
+        rounded = in_range.clone()
+        rounded[..., 0, 0] = 1 + PIXEL_RANGE_TOLERANCE / 2
+        assert codec.encode(rounded, codec.new_state()).shape[1] == 1, codec.name
+
+
+def test_a_stream_that_changes_size_midway_is_refused_naming_both_sizes():
+    for codec in _tiny_codecs():
+        state = codec.new_state()
+        codec.encode(torch.zeros(1, 1, 3, 16, 16), state)
+        with pytest.raises(CodecInputError, match="started at 16x16 but this chunk is 16x24"):
+            codec.encode(torch.zeros(1, 4, 3, 16, 24), state)
+        codec.encode(torch.zeros(1, 4, 3, 16, 16), state)  # the stream itself is unharmed
+
+        state = codec.new_state()
+        codec.decode(torch.zeros(1, 1, 16, 2, 2), state)
+        with pytest.raises(
+            CodecInputError, match="latent stream started at 2x2 but this chunk is 3x2"
+        ):
+            codec.decode(torch.zeros(1, 1, 16, 3, 2), state)

@@ -50,9 +50,11 @@ from ..codec import (
     SPATIAL_STRIDE,
     CodecInputError,
     FrameBatch,
+    FrameSize,
     StateDict,
     check_frames,
     check_latents,
+    check_stream_size,
     describe_weights,
     load_exact_weights,
     source_name,
@@ -127,6 +129,8 @@ class TAEHVStream:
     decoder_memory: StreamMemory = field(default_factory=dict)
     held_frame: FramesInUnitRange | None = None
     raw_frames_decoded: int = 0
+    frame_size: FrameSize | None = None  # H×W the encoder memory was built at
+    latent_size: FrameSize | None = None  # h×w the decoder memory was built at
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1, bias: bool = True) -> nn.Conv2d:
@@ -269,6 +273,7 @@ class TAEHV(nn.Module):
     def encode(self, frames: FrameBatch, state: TAEHVStream) -> VideoLatents:
         """Latents of the next frames of a stream (module docstring: the 3-frame look-ahead)."""
         check_frames(frames, first_chunk=state.held_frame is None, codec=self.name)
+        state.frame_size = check_stream_size(state.frame_size, frames, "frame", self.name)
         pixels_per_cell = SPATIAL_STRIDE * self.config.patch_size
         if frames.shape[-2] % pixels_per_cell or frames.shape[-1] % pixels_per_cell:
             raise CodecInputError(
@@ -298,6 +303,7 @@ class TAEHV(nn.Module):
     def decode(self, latents: VideoLatents, state: TAEHVStream) -> FrameBatch:
         """Frames in [-1, 1] of the next latents; the stream's first 3 raw frames are dropped."""
         check_latents(latents, self.name)
+        state.latent_size = check_stream_size(state.latent_size, latents, "latent", self.name)
         raw = self.decode_raw(latents, state.decoder_memory)
         trimmed = max(0, self.config.frames_to_trim - state.raw_frames_decoded)
         state.raw_frames_decoded += raw.shape[1]

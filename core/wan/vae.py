@@ -38,9 +38,11 @@ from ..codec import (
     WAN21_LATENT_MEAN,
     WAN21_LATENT_STD,
     FrameBatch,
+    FrameSize,
     StateDict,
     check_frames,
     check_latents,
+    check_stream_size,
     describe_weights,
     load_exact_weights,
     source_name,
@@ -93,6 +95,8 @@ class WanVAEStream:
     encoder_memory: StreamMemory = field(default_factory=dict)
     decoder_memory: StreamMemory = field(default_factory=dict)
     frames_encoded: int = 0
+    frame_size: FrameSize | None = None  # H×W the encoder memory was built at
+    latent_size: FrameSize | None = None  # h×w the decoder memory was built at
 
 
 class CausalConv3d(nn.Conv3d):
@@ -369,6 +373,7 @@ class WanVAE(nn.Module):
     def encode(self, frames: FrameBatch, state: WanVAEStream) -> VideoLatents:
         """Normalised latents of the next frames of a stream (1 + 4k first, then 4k frames)."""
         check_frames(frames, first_chunk=state.frames_encoded == 0, codec=self.name)
+        state.frame_size = check_stream_size(state.frame_size, frames, "frame", self.name)
         video = rearrange(frames.to(self.latent_mean.device, self.dtype), "b f c h w -> b c f h w")
         # Frame 0 is a chunk of its own; every later chunk is 4 frames, as in WanVAE_.encode.
         first = 1 if state.frames_encoded == 0 else 0
@@ -388,6 +393,7 @@ class WanVAE(nn.Module):
     def decode(self, latents: VideoLatents, state: WanVAEStream) -> FrameBatch:
         """Frames in [-1, 1] of the next latents of a stream, decoded one latent at a time."""
         check_latents(latents, self.name)
+        state.latent_size = check_stream_size(state.latent_size, latents, "latent", self.name)
         z = (
             rearrange(latents.to(self.latent_mean.device, torch.float32), "b g c h w -> b c g h w")
             / self.latent_inverse_std
