@@ -168,14 +168,22 @@ def read_pose_text(path: FileLike, kind: PoseKind = "world_to_camera") -> WorldT
     return parse_pose_text(_read_text(path), path, kind)
 
 
-def format_pose_text(world_to_camera: WorldToCamera) -> str:
-    """One row-major Tcw per line, with full float64 precision (reads back exactly)."""
-    poses = check_rigid(world_to_camera, "world_to_camera").double().reshape(-1, NUMBERS_PER_POSE)
-    return "".join(" ".join(repr(value) for value in row) + "\n" for row in poses.tolist())
+def format_pose_text(world_to_camera: WorldToCamera, kind: PoseKind = "world_to_camera") -> str:
+    """One row-major pose per line (Tcw, or its camera-to-world inverse for ``kind=
+    "camera_to_world"``), with full float64 precision (reading rounds to float32, as upstream)."""
+    if kind not in ("world_to_camera", "camera_to_world"):
+        raise PathFileError(f"kind must be 'world_to_camera' or 'camera_to_world', got {kind!r}")
+    poses = check_rigid(world_to_camera, "world_to_camera").double()
+    if kind == "camera_to_world":
+        poses = camera_to_world_from_world_to_camera(poses)
+    rows = poses.reshape(-1, NUMBERS_PER_POSE)
+    return "".join(" ".join(repr(value) for value in row) + "\n" for row in rows.tolist())
 
 
-def write_pose_text(path: FileLike, world_to_camera: WorldToCamera) -> None:
-    Path(path).write_text(format_pose_text(world_to_camera))
+def write_pose_text(
+    path: FileLike, world_to_camera: WorldToCamera, kind: PoseKind = "world_to_camera"
+) -> None:
+    Path(path).write_text(format_pose_text(world_to_camera, kind))
 
 
 # --- the pack's JSON wire format -------------------------------------------------------------

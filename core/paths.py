@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
@@ -27,6 +27,10 @@ from torch import Tensor
 from .camera import check_intrinsics, check_rigid, invert_rigid
 from .se3 import Interpolation, interpolate_poses
 from .types import CameraToWorld, Intrinsics, WorldToCamera
+
+if TYPE_CHECKING:
+    # core/trajectory_v1.py builds CameraPaths itself, so the keyframe type is for annotations only.
+    from .trajectory_v1 import KeyframeLines
 
 FramePolicy = Literal["error", "hold", "loop", "resample"]
 FRAME_POLICIES = ("error", "hold", "loop", "resample")
@@ -44,11 +48,15 @@ class CameraPath:
     world_to_camera: [T, 4, 4] OpenCV Tcw (float64)
     intrinsics:      [3, 3] target K, or None to use the scene's first K (the official default)
     fps:             playback rate, or None to follow the scene
+    v1_keyframes:    the v1 pitch / yaw / r keyframe lines the poses were interpolated from (a v1
+                     trajectory file, an official v1 preset), so the path can be written back as
+                     a v1 file; None for any other path. Changing the poses drops them.
     """
 
     world_to_camera: WorldToCamera
     intrinsics: Intrinsics | None = None
     fps: float | None = None
+    v1_keyframes: KeyframeLines | None = None
 
     def __post_init__(self) -> None:
         poses = self.world_to_camera
@@ -70,8 +78,8 @@ class CameraPath:
         return int(self.world_to_camera.shape[0])
 
     def with_poses(self, world_to_camera: WorldToCamera) -> CameraPath:
-        """The same settings (K, fps) with other poses."""
-        return replace(self, world_to_camera=world_to_camera)
+        """The same settings (K, fps) with other poses; the v1 keyframes no longer describe them."""
+        return replace(self, world_to_camera=world_to_camera, v1_keyframes=None)
 
 
 # --- easing ----------------------------------------------------------------------------------

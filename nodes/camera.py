@@ -19,6 +19,7 @@ from . import comfy as cf
 from .errors import check_choice, reported_as
 
 if TYPE_CHECKING:
+    from ..core.path_presets import Preset
     from ..core.paths import CameraPath
     from ..core.scene import Scene
     from ..core.types import WorldToCamera
@@ -82,6 +83,23 @@ def _check_finite(node: str, input_name: str, value: float) -> None:
     """Refuse a NaN or infinite FLOAT widget (an API prompt is not checked against its range)."""
     if not math.isfinite(value):
         raise cf.NodeInputError(node, input_name, f"is {value}: use a finite number")
+
+
+def _with_official_keyframes(path: CameraPath, preset: Preset, amplitude: float) -> CameraPath:
+    """An official v1 preset's path carries its keyframe lines, so it can be saved as a v1 file.
+
+    The r line is scaled by the amplitude, as ``core/path_presets.py`` ``preset_motion`` does
+    before interpolating, so the saved lines are the ones this path was built from.
+    """
+    from dataclasses import replace
+
+    from ..core.trajectory_v1 import KeyframeLines
+
+    keys = preset.official_keyframes
+    if keys is None:
+        return path
+    radius = tuple(amplitude * value for value in keys.radius)
+    return replace(path, v1_keyframes=KeyframeLines(keys.pitch_degrees, keys.yaw_degrees, radius))
 
 
 class InSpatioCameraPreset(CameraPathNode):
@@ -205,19 +223,22 @@ class InSpatioCameraPreset(CameraPathNode):
                 "relative_to_source",
                 "needs a connected scene and as many frames as it has (set frames to 0)",
             )
+        amplitude = strength * PRESETS[preset].default_amplitude
         with reported_as(self.NODE, "preset"):
             path = preset_path(
                 preset,
                 frame_count,
                 source,
-                amplitude=strength * PRESETS[preset].default_amplitude,
+                amplitude=amplitude,
                 easing=easing,
                 scene_depth=depth,
                 radius_ratio=radius_ratio,
                 rotation_only=rotation_only,
                 relative_to_source=relative_to_source,
             )
-        return path_output(path)
+        if relative_to_source:  # the poses follow the source camera, not the keyframe lines
+            return path_output(path)
+        return path_output(_with_official_keyframes(path, PRESETS[preset], amplitude))
 
 
 class InSpatioCameraKeyframes(CameraPathNode):

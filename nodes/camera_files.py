@@ -31,7 +31,15 @@ LOAD_FORMATS = (
     "transforms_json",
     "worldfm_meta",
 )
-SAVE_FORMATS = ("tcw_text", "inspatio_json", "transforms_json", "worldfm_meta")
+# New formats go at the end: saved workflows keep their choice by name, the default by position.
+SAVE_FORMATS = (
+    "tcw_text",
+    "inspatio_json",
+    "transforms_json",
+    "worldfm_meta",
+    "v1_trajectory",
+    "c2w_text",
+)
 
 
 class InSpatioLoadCameraPath(CameraPathNode):
@@ -139,13 +147,15 @@ class InSpatioLoadCameraPath(CameraPathNode):
             return path_output(readers[format]())
 
     def _v1_path(self, file, frames, v1_style, radius_ratio, rotation_only, scene):
+        from dataclasses import replace
+
         from ..core.path_files import read_v1_trajectory
         from ..core.trajectory_v1 import trajectory_path
 
         frame_count, source, depth = anchored_to_scene(self.NODE, frames, scene)
         keys = read_v1_trajectory(file)
         with reported_as(self.NODE, "v1_style"):
-            return trajectory_path(
+            path = trajectory_path(
                 keys,
                 frame_count,
                 source,
@@ -154,6 +164,8 @@ class InSpatioLoadCameraPath(CameraPathNode):
                 radius_ratio=radius_ratio,
                 rotation_only=rotation_only,
             )
+        # The keyframe lines travel with the path so Save Camera Path can write the file back.
+        return replace(path, v1_keyframes=keys)
 
 
 class InSpatioSaveCameraPath:
@@ -167,7 +179,8 @@ class InSpatioSaveCameraPath:
     FUNCTION = "save"
     OUTPUT_NODE = True
     DESCRIPTION = (
-        "tcw_text (v1.5 target_tcw.txt), inspatio_json, transforms_json (NeRF) or worldfm_meta."
+        "tcw_text (v1.5 target_tcw.txt), inspatio_json, transforms_json (NeRF), worldfm_meta, "
+        "v1_trajectory (the v1 keyframe file a path was built from) or c2w_text."
     )
 
     @classmethod
@@ -189,7 +202,9 @@ class InSpatioSaveCameraPath:
                         "default": "inspatio_json",
                         "tooltip": "tcw_text: one row-major world-to-camera per line (v1.5 target_tcw.txt); inspatio_json: "
                         "the wire format; transforms_json: NeRF style (OpenGL axes); worldfm_meta: WorldFM meta.json "
-                        "(needs intrinsics on the path).",
+                        "(needs intrinsics on the path); v1_trajectory: the three pitch / yaw / r keyframe lines, only "
+                        "for a path built from them (Load Camera Path v1_trajectory, the x_y_circle_cycle / zoom_out_in "
+                        "presets) and not changed since; c2w_text: one row-major camera-to-world per line.",
                     },
                 ),
                 "image_width": (
@@ -217,9 +232,24 @@ class InSpatioSaveCameraPath:
         from ..core import path_files
 
         check_choice(self.NODE, "format", format, SAVE_FORMATS)
+        if format == "v1_trajectory" and camera_path.v1_keyframes is None:
+            raise cf.NodeInputError(
+                self.NODE,
+                "format",
+                "is 'v1_trajectory' but this camera path was not built from v1 keyframe lines: "
+                "only a path from Load Camera Path (v1_trajectory) or the x_y_circle_cycle / "
+                "zoom_out_in presets, not retimed, modified, concatenated or composed since, can "
+                "be saved as a v1 file; save this one as tcw_text or c2w_text",
+            )
         writers = {
             "tcw_text": lambda target: path_files.write_pose_text(
                 target, camera_path.world_to_camera
+            ),
+            "c2w_text": lambda target: path_files.write_pose_text(
+                target, camera_path.world_to_camera, "camera_to_world"
+            ),
+            "v1_trajectory": lambda target: path_files.write_v1_trajectory(
+                target, camera_path.v1_keyframes
             ),
             "inspatio_json": lambda target: path_files.write_path_json(target, camera_path),
             "transforms_json": lambda target: path_files.write_transforms_json(

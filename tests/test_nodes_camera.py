@@ -9,6 +9,7 @@ import os
 import pytest
 import torch
 from inspatio_nodes.core.camera import camera_centres, intrinsics_from_fov
+from inspatio_nodes.core.path_files import read_v1_trajectory
 from inspatio_nodes.core.path_presets import PRESETS
 from inspatio_nodes.core.scene import scene_from_video
 from inspatio_nodes.nodes.camera import (
@@ -234,7 +235,7 @@ def _load(file, format, frames=0, scene=None, **overrides):
     return InSpatioLoadCameraPath().load(**arguments, scene=scene)
 
 
-@pytest.mark.parametrize("format", ["tcw_text", "inspatio_json", "transforms_json"])
+@pytest.mark.parametrize("format", ["tcw_text", "inspatio_json", "transforms_json", "c2w_text"])
 def test_saved_paths_load_back_with_the_same_poses(tmp_path, format):
     path = _keyframes(9)
     file = tmp_path / f"path.{format}"
@@ -253,6 +254,38 @@ def test_v1_trajectory_file_follows_the_scene_length(tmp_path):
     path, frames = _load(file, "v1_trajectory", scene=_scene())
     assert frames == SCENE_FRAMES
     assert not torch.allclose(path.world_to_camera[0], path.world_to_camera[-1])
+
+
+def test_v1_file_loaded_and_saved_as_v1_keeps_its_keyframes(tmp_path):
+    original = tmp_path / "original.txt"
+    original.write_text("0 -5 10 0\n0 15 30\n1 0.8 1.2 1\n")
+    path, _ = _load(original, "v1_trajectory", scene=_scene())
+    saved = tmp_path / "saved.txt"
+    InSpatioSaveCameraPath().save(path, str(saved), "v1_trajectory", WIDTH, HEIGHT)
+    assert read_v1_trajectory(saved) == read_v1_trajectory(original)
+    reloaded, _ = _load(saved, "v1_trajectory", scene=_scene())
+    torch.testing.assert_close(reloaded.world_to_camera, path.world_to_camera, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "preset", [name for name, value in PRESETS.items() if value.official_keyframes]
+)
+def test_official_v1_preset_saves_its_keyframe_lines(tmp_path, preset):
+    file = tmp_path / f"{preset}.txt"
+    InSpatioSaveCameraPath().save(_preset(preset)[0], str(file), "v1_trajectory", WIDTH, HEIGHT)
+    assert read_v1_trajectory(file) == PRESETS[preset].official_keyframes
+
+
+def test_path_not_built_from_v1_keyframes_cannot_be_saved_as_v1(tmp_path):
+    file = tmp_path / "keys.txt"
+    file.write_text("0 0 0\n0 10 20\n1 1 1\n")
+    loaded, _ = _load(file, "v1_trajectory", scene=_scene())
+    (reversed_path, _) = InSpatioModifyCameraPath().modify(loaded, "reverse", 0)
+    for path in (_keyframes(5), _preset("orbit_left")[0], reversed_path):
+        with pytest.raises(
+            NodeInputError, match="Save Camera Path: input 'format' is 'v1_trajectory'.*x_y_circle"
+        ):
+            InSpatioSaveCameraPath().save(path, str(tmp_path / "out.txt"), "v1_trajectory", 8, 8)
 
 
 def test_malformed_camera_file_names_the_file_input(tmp_path):

@@ -18,6 +18,7 @@ from inspatio_nodes.core.path_presets import PRESETS, PresetError, preset_motion
 from inspatio_nodes.core.paths import (
     CameraPath,
     PathError,
+    anchored_at,
     concatenate,
     fit_to_frames,
     follow_source,
@@ -30,6 +31,7 @@ from inspatio_nodes.core.paths import (
     reverse,
 )
 from inspatio_nodes.core.se3 import interpolate_poses, interpolate_rotations
+from inspatio_nodes.core.trajectory_v1 import KeyframeLines
 
 TOLERANCE = 1e-9
 
@@ -249,6 +251,35 @@ def test_relative_to_source_needs_one_source_pose_per_frame():
     static = CameraPath(torch.eye(4, dtype=torch.float64).repeat(3, 1, 1))
     with pytest.raises(PathError, match="one source pose per target frame"):
         follow_source(static, torch.eye(4, dtype=torch.float64).repeat(2, 1, 1))
+
+
+def test_anchored_path_starts_at_the_anchor_camera_and_keeps_the_relative_motion():
+    relative = camera_path([[0, 0, 0], [0.3, 0, 0.1]], [0, 20])
+    anchor = camera_path([[1.0, -0.5, 2.0]], [90]).world_to_camera[0]
+    anchored = anchored_at(relative, anchor)
+    torch.testing.assert_close(anchored.world_to_camera[0], anchor, atol=TOLERANCE, rtol=0)
+
+    # Camera i relative to camera 0 is the same motion in either world.
+    def motion(path):
+        return path.world_to_camera[1] @ invert_rigid(path.world_to_camera[0])
+
+    torch.testing.assert_close(motion(anchored), motion(relative), atol=TOLERANCE, rtol=0)
+
+
+def test_anchoring_needs_one_anchor_pose():
+    path = camera_path([[0, 0, 0]], [0])
+    with pytest.raises(PathError, match=r"one \[4, 4\] pose"):
+        anchored_at(path, torch.eye(4, dtype=torch.float64).repeat(2, 1, 1))
+
+
+def test_changing_the_poses_drops_the_v1_keyframes_they_came_from():
+    keys = KeyframeLines((0.0, 10.0), (0.0, 0.0), (1.0, 1.0))
+    path = CameraPath(
+        camera_path([[0, 0, 0], [0.1, 0, 0]], [0, 5]).world_to_camera, v1_keyframes=keys
+    )
+    assert path.v1_keyframes == keys
+    changed = [reverse(path), resample(path, 3), anchored_at(path, torch.eye(4).double())]
+    assert all(other.v1_keyframes is None for other in changed)
 
 
 # --- presets ---------------------------------------------------------------------------------
