@@ -58,9 +58,17 @@ WEIGHTS_FILE = "model.safetensors"
 CHECKPOINT_PREFIX = "model."  # the HF wrapper keeps the network as its ``model`` attribute
 REFERENCE_VIEW_STRATEGY = "saddle_balanced"  # the default of DepthAnything3.inference
 SAMPLING_SEED = 0  # seeds the nested model's quantile sampling (see run_da3)
+#: Where the weights go (the folder layout load_da3 reads), said together with the install step
+#: so one message gets a user from nothing to a working depth node.
+WEIGHTS_HINT = (
+    "the weights are the Hugging Face folder depth-anything/DA3NESTED-GIANT-LARGE as published: "
+    f"put DA3NESTED-GIANT-LARGE/ with its {CONFIG_FILE} and {WEIGHTS_FILE} under "
+    "ComfyUI/models/inspatio/ (or an 'inspatio:' entry of extra_model_paths.yaml)"
+)
 INSTALL_HINT = (
     "install the network code without its heavy extras: "
-    "`pip install --no-deps depth-anything-3==0.1.1 evo` then `pip install omegaconf addict`"
+    "`pip install --no-deps depth-anything-3==0.1.1 evo` then `pip install omegaconf addict`; "
+    + WEIGHTS_HINT
 )
 
 

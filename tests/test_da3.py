@@ -186,6 +186,17 @@ def test_missing_package_is_reported_with_the_install_command(monkeypatch):
         da3.build_da3(SMALL_MODEL)
 
 
+def test_missing_package_message_also_says_where_the_weights_go(monkeypatch):
+    monkeypatch.setitem(sys.modules, "depth_anything_3", None)
+    monkeypatch.setitem(sys.modules, "depth_anything_3.cfg", None)
+    with pytest.raises(
+        da3.DA3Error,
+        match="DA3NESTED-GIANT-LARGE/ with its config.json and model.safetensors under "
+        "ComfyUI/models/inspatio/",
+    ):
+        da3.build_da3(SMALL_MODEL)
+
+
 def test_model_folder_without_config_names_the_files(tmp_path):
     with pytest.raises(da3.DA3Error, match="config.json and model.safetensors"):
         da3.load_da3(tmp_path)
