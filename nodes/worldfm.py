@@ -115,11 +115,15 @@ def anchor_render(
             f"frame {frame_index} cannot be rendered: {error}; {INPUT_VIEW_HINT}",
         ) from error
     if not bool((depth > 0).any()):
+        # The other usual cause: a K made for another canvas (the demo's c = 256 on a smaller
+        # render puts the whole scene off the image), so the canvas and K are part of the message.
+        centre_x, centre_y = float(intrinsics[0, 2]), float(intrinsics[1, 2])
         raise cf.NodeInputError(
             node,
             "camera_path",
             f"frame {frame_index} sees no point of the scene (its anchor render is black); "
-            + INPUT_VIEW_HINT,
+            f"{INPUT_VIEW_HINT}. If the path has its own K, it must fit the {size}×{size} render "
+            f"(its principal point is at ({centre_x:g}, {centre_y:g}))",
         )
     return render, depth
 
