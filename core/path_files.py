@@ -11,7 +11,7 @@ Formats:
 - pose text (v1.5 ``target_tcw.txt`` / ``source_tcw.txt``): one pose per line, 16 numbers,
   row-major; read as upstream does with ``np.loadtxt(...).astype(float32)`` (values rounded to
   float32, blank lines and ``#`` comments skipped). The same layout with camera-to-world poses
-  is read with ``kind="camera_to_world"``;
+  is read and written with ``kind="camera_to_world"``;
 - the pack's JSON wire format (``core/keyframes.py``);
 - ``transforms.json``: NeRF style (``frames[].transform_matrix``, OpenGL camera axes,
   ``fl_x``/``fl_y``/``cx``/``cy`` or ``camera_angle_x`` with ``w``/``h``) or WorldFM style
