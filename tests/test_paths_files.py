@@ -73,6 +73,17 @@ def test_pose_text_round_trips_to_float32_precision_then_exactly(tmp_path):
     torch.testing.assert_close(read_pose_text(tmp_path / "again.txt"), restored, atol=0, rtol=0)
 
 
+def test_camera_to_world_text_holds_the_inverse_poses_and_reads_back(tmp_path):
+    poses = orbiting_path().world_to_camera
+    file = tmp_path / "c2w.txt"
+    write_pose_text(file, poses, "camera_to_world")
+    written = parse_pose_text(file.read_text())  # the raw matrices, read as if they were Tcw
+    expected_camera_to_world = invert_rigid(poses).float().double()
+    torch.testing.assert_close(written, expected_camera_to_world, atol=0, rtol=0)
+    restored = read_pose_text(file, "camera_to_world")
+    torch.testing.assert_close(restored, poses, atol=1e-6, rtol=0)
+
+
 def test_pose_text_is_read_as_float32_like_upstream():
     poses = orbiting_path().world_to_camera
     text = format_pose_text(poses) + "# trailing comment\n\n"
