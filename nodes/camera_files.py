@@ -31,7 +31,7 @@ LOAD_FORMATS = (
     "transforms_json",
     "worldfm_meta",
 )
-# New formats go at the end: saved workflows keep their choice by name, the default by position.
+# New formats are appended, so the existing choices, their order and the default stay as they were.
 SAVE_FORMATS = (
     "tcw_text",
     "inspatio_json",
