@@ -19,6 +19,8 @@ is a smaller model resolution (scene width/height, the WorldFM render and refere
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import json
 from graphlib import TopologicalSorter
 from pathlib import Path
@@ -87,6 +89,8 @@ CORE_NODES = {
     ),
 }
 CORE_OUTPUT_NODES = {"PreviewImage", "SaveImage", "SaveVideo"}
+# Pack nodes that render the WorldFM scene along a camera path (their path K is shrunk with it).
+WORLDFM_PATH_CONSUMERS = ("InSpatioWorldFMRender", "InSpatioWorldFMSampler")
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 SEED_CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 MODEL_FILE_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".sft")
@@ -303,9 +307,20 @@ def _run_core_node(class_type: str, inputs: dict, api: dict) -> tuple:
     raise AssertionError(f"no stand-in for core node {class_type}")
 
 
-def _run_pack_node(class_type: str, inputs: dict):
+def _shrunk_worldfm_path(path, template_render_size: int):
+    """The template's path K is for its render size; the shrunk WorldFM scene renders smaller."""
+    if path.intrinsics is None:
+        return path
+    intrinsics = path.intrinsics.clone()
+    intrinsics[:2] *= RENDER_SIZE / template_render_size
+    return replace(path, intrinsics=intrinsics)
+
+
+def _run_pack_node(class_type: str, inputs: dict, worldfm_render_size: int | None = None):
     node_class = NODE_CLASS_MAPPINGS[class_type]
     inputs = {**inputs, **SHRUNK_SCENE_INPUTS.get(class_type, {})}
+    if class_type in WORLDFM_PATH_CONSUMERS and worldfm_render_size is not None:
+        inputs["camera_path"] = _shrunk_worldfm_path(inputs["camera_path"], worldfm_render_size)
     result = getattr(node_class(), node_class.FUNCTION)(**inputs)
     outputs = result["result"] if isinstance(result, dict) else result
     assert len(outputs) == len(node_class.RETURN_TYPES)
@@ -333,6 +348,14 @@ def _run_workflow(api: dict) -> dict[str, tuple[dict, tuple]]:
         node_id: {value[0] for value in node["inputs"].values() if _is_link(value)}
         for node_id, node in api.items()
     }
+    worldfm_render_size = next(
+        (
+            node["inputs"]["render_size"]
+            for node in api.values()
+            if node["class_type"] == "InSpatioWorldFMSceneFromPanorama"
+        ),
+        None,
+    )
     ran: dict[str, tuple[dict, tuple]] = {}
     with torch.inference_mode():
         for node_id in TopologicalSorter(dependencies).static_order():
@@ -342,7 +365,7 @@ def _run_workflow(api: dict) -> dict[str, tuple[dict, tuple]]:
                 for name, value in node["inputs"].items()
             }
             if node["class_type"] in NODE_CLASS_MAPPINGS:
-                outputs = _run_pack_node(node["class_type"], inputs)
+                outputs = _run_pack_node(node["class_type"], inputs, worldfm_render_size)
             else:
                 outputs = _run_core_node(node["class_type"], inputs, api)
             ran[node_id] = (inputs, outputs)
