@@ -120,29 +120,25 @@ def _render_v1_frames(
     )
     homogeneous = torch.cat([points.to(torch.float32), torch.ones_like(points[:, :1])], dim=1)
     camera = (homogeneous @ world_to_camera.mT)[..., :3]  # [T, P, 3]
-    z = camera[..., 2]
-    # Points behind the near plane get garbage coordinates here; `drawn` drops them.
-    cols = high_k[0, 0] * camera[..., 0] / z + high_k[0, 2]
-    rows = high_k[1, 1] * camera[..., 1] / z + high_k[1, 2]
-    cols = torch.round(cols[..., None] + col_offsets)  # [T, P, S]: one fragment per square pixel
-    rows = torch.round(rows[..., None] + row_offsets)
-    drawn = (
-        (z > PLY_NEAR_PLANE)[..., None]
-        & (cols >= 0)
-        & (cols < high_width)
-        & (rows >= 0)
-        & (rows < high_height)
-    )
-    frame, point, _ = torch.nonzero(drawn, as_tuple=True)
-    # Each frame owns its own block of pixels, so one z-buffer serves every frame; fragments
-    # keep upstream's per-frame order (point, then square pixel), so the last one still wins.
-    pixel = (frame * high_height + rows[drawn].long()) * high_width + cols[drawn].long()
-    fragment_z = z[frame, point]
-    fragment = torch.arange(pixel.numel(), device=device)
-    _, winner = _zbuffer(pixel, fragment_z, fragment, frames * high_height * high_width)
+    frame_of, point_of = torch.nonzero(camera[..., 2] > PLY_NEAR_PLANE, as_tuple=True)
+    camera = camera[frame_of, point_of]  # [N, 3]: the points in front, frame by frame
+    z = camera[:, 2]
+    cols = high_k[0, 0] * camera[:, 0] / z + high_k[0, 2]
+    rows = high_k[1, 1] * camera[:, 1] / z + high_k[1, 2]
+    cols = torch.round(cols[:, None] + col_offsets)  # [N, S]: one fragment per square pixel
+    rows = torch.round(rows[:, None] + row_offsets)
+    inside = (cols >= 0) & (cols < high_width) & (rows >= 0) & (rows < high_height)
+    # A fragment is named by its flat index into [N, S]: increasing in upstream's per-frame
+    # order (point, then square pixel), so the largest tied one is the last drawn.
+    fragment = torch.nonzero(inside.flatten()).squeeze(1)
+    source = fragment // square**2
+    # Each frame owns its own block of pixels, so one z-buffer serves every frame.
+    pixel = (frame_of[source] * high_height + rows.flatten()[fragment].long()) * high_width
+    pixel = pixel + cols.flatten()[fragment].long()
+    _, winner = _zbuffer(pixel, z[source], fragment, frames * high_height * high_width)
     covered = winner >= 0
     canvas = torch.zeros(covered.numel(), 3, device=device)
-    canvas[covered] = colours.to(torch.float32)[point[winner[covered]]]
+    canvas[covered] = colours.to(torch.float32)[point_of[winner[covered] // square**2]]
     mask = covered.to(torch.uint8) * int(U8_MAX)
     high_bytes = (canvas * U8_MAX).to(torch.uint8).to(torch.int32)
     block_sums = reduce(
@@ -280,11 +276,12 @@ def _render_frames(
     u = torch.round(k[:, None, 0, 0] * (x * inverse_z) + k[:, None, 0, 2])
     v = torch.round(k[:, None, 1, 1] * (y * inverse_z) + k[:, None, 1, 2])
     drawn = in_front & (u >= 0) & (u < width) & (v >= 0) & (v < height)
-    frame, point_index = torch.nonzero(drawn, as_tuple=True)
+    kept = torch.nonzero(drawn.flatten()).squeeze(1)
+    frame, point_index = kept // cloud.num_points, kept % cloud.num_points
     # Each frame owns its own block of pixels, so one z-buffer serves every frame; the order
     # is the point index, so the last tied point still wins within each frame.
-    pixel = (frame * height + v[drawn].long()) * width + u[drawn].long()
-    nearest, winner = _zbuffer(pixel, z[drawn], point_index, frames * height * width)
+    pixel = (frame * height + v.flatten()[kept].long()) * width + u.flatten()[kept].long()
+    nearest, winner = _zbuffer(pixel, z.flatten()[kept], point_index, frames * height * width)
     covered = winner >= 0
     # Colours are truncated, not rounded, from the float16 cache.
     colour_u8 = (cloud.rgb[winner[covered]].to(torch.float32) * U8_MAX).to(torch.uint8)
