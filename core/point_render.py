@@ -39,9 +39,11 @@ PLY_POINT_SIZE = 2  # official --point_size; at 2x it becomes an odd square (4 -
 PLY_NEAR_PLANE = 0.1  # points with z <= 0.1 are dropped
 NEAR_PLANE = 1e-3  # WorldFM: points at z <= this (float16 comparison) are dropped; no far plane
 TIE_TOLERANCE = 1e-4  # a point is drawn when its z is within this of the pixel's minimum z
-# Frames share one z-buffer pass until their fragments reach this many (about 1 GiB of
-# temporaries); a 480p v1 frame of 400k points, 25 fragments each, still gets a pass alone.
-MAX_FRAGMENTS_PER_ZBUFFER = 2**24
+# Frames share one z-buffer pass until their fragments reach this many: it bounds the
+# temporaries (~100 bytes a fragment) and, on the CPU, larger passes run slower per frame
+# (bench/point_render.py: 2**24 took 1.7x as long as 2**22 for v1 frames of 200k points).
+# A frame with more fragments than this still gets a pass of its own.
+MAX_FRAGMENTS_PER_ZBUFFER = 2**22
 
 
 class PointRenderError(ValueError):
@@ -252,13 +254,13 @@ def _render_frames(
     # Half matmul on the CPU: each 3-term dot product of float16 values is accumulated in
     # float32 (the products are exact) and rounded to float16 once; the translation is then
     # added in float16. Written out so every device gives the CPU result.
-    xyz32, rotation32 = cloud.xyz.to(torch.float32), rotations.to(torch.float32)
-    x_terms, y_terms, z_terms = (
-        xyz32[None, :, axis, None] * rotation32[:, None, :, axis] for axis in range(3)
-    )
-    rotated = (x_terms + y_terms) + z_terms  # [T, P, 3]
-    camera_points = rotated.to(torch.float16) + translations[:, None]
-    z16 = camera_points[..., 2]
+    # Laid out [T, 3, P] (one contiguous row per output axis), which runs faster than [T, P, 3].
+    coordinates = rearrange(cloud.xyz.to(torch.float32), "p xyz -> xyz p").contiguous()
+    columns = rotations.to(torch.float32)[..., None]  # [T, 3, 3, 1]: R[:, :, axis] per axis
+    x_terms, y_terms, z_terms = (columns[:, :, axis] * coordinates[axis] for axis in range(3))
+    rotated = (x_terms + y_terms) + z_terms
+    camera_points = rotated.to(torch.float16) + translations[..., None]
+    z16 = camera_points[:, 2]
     # float16 comparison against the near plane, as upstream; far=1e6 is +inf in float16, so
     # only the finiteness test remains of the far plane.
     in_front = (z16 > NEAR_PLANE) & torch.isfinite(z16)
@@ -270,7 +272,7 @@ def _render_frames(
         )
 
     k = intrinsics.to(device=device, dtype=torch.float32)
-    x, y, z = camera_points.to(torch.float32).unbind(-1)
+    x, y, z = camera_points.to(torch.float32).unbind(1)
     inverse_z = 1.0 / z
     # torch.round: half to even. Points behind the camera get garbage here; `drawn` drops them.
     u = torch.round(k[:, None, 0, 0] * (x * inverse_z) + k[:, None, 0, 2])
