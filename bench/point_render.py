@@ -1,10 +1,10 @@
 """Hard z-buffer speed: every frame in one call against one call per frame, side by side.
 
 Both point renderers of ``core/point_render.py`` (WorldFM's ``render_points_hard`` and v1's
-"ply" ``render_points_v1``) batch the frames of a call into one z-buffer. The per-frame loop,
-which is how they worked before and how a caller without batching would use them, runs here on
-the same inputs, alternately with the batched call (best of ``--repeats`` each). The script
-prints frames per second of both and their ratio, and checks that the outputs are identical.
+"ply" ``render_points_v1``) batch the frames of a call into z-buffer passes of a bounded size.
+One call per frame (a single-frame pass each) runs here on the same inputs, alternately with
+the one call for all frames (best of ``--repeats`` each). The script prints frames per second of
+both and their ratio (> 1: the batched call is faster), and checks that the outputs are identical.
 
 Usage: ``python bench/point_render.py [--points 200000] [--frames 8] [--size 256]
 [--repeats 3] [--device cpu|cuda]``

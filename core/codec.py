@@ -11,7 +11,8 @@ Frame layout (both codecs): latent 0 stands for frame 0 and latent g >= 1 for fr
 so F = 1 + 4(G - 1). A stream therefore starts with 1 + 4k frames and continues with multiples
 of 4; any other count is refused with the fix (pad or trim with a frame-count policy of
 ``core/frame_counts.py``) instead of dropping frames silently as upstream ``WanVAE_.encode``
-does.
+does. Frames outside [-1, 1] (a [0, 1] or [0, 255] image passed unconverted) and a stream whose
+height×width changes from one chunk to the next are refused too, naming what to change.
 
 ComfyUI's LATENT holds *raw* VAE latents ``[B, 16, G, h, w]``; :func:`to_comfy_latent` and
 :func:`from_comfy_latent` match ``comfy.latent_formats.Wan21.process_out`` / ``process_in``
