@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 from test_nodes_model import TINY_DIT
-from test_nodes_worldfm import save_released_style
+from test_nodes_worldfm import inverse_distance_image, room_panorama, save_released_style
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 pytestmark = pytest.mark.skipif(
@@ -322,11 +322,26 @@ def write_inputs(root: Path, python: str) -> None:
     loaded = [(node["class_type"], node["inputs"]) for node in _workflow_nodes()]
     images = {INPUT_IMAGE} | {inputs["image"] for kind, inputs in loaded if kind == "LoadImage"}
     for name in images:
-        Image.fromarray(np.stack([grey] * 3, axis=-1)).save(root / "input" / name)
+        picture = _panorama_input(name) if "panorama" in name else np.stack([grey] * 3, axis=-1)
+        Image.fromarray(picture).save(root / "input" / name)
     for name in {inputs["file"] for kind, inputs in loaded if kind == "LoadVideo"}:
         size = (VIDEO_FRAMES, IMAGE_HEIGHT, IMAGE_WIDTH, VIDEO_FPS)
         command = [python, "-c", VIDEO_WRITER, str(root / "input" / name), *map(str, size)]
         subprocess.run(command, check=True, capture_output=True)
+
+
+def _panorama_input(name: str):
+    """A 2:1 room panorama, or (for a distance file) its grey inverse-distance map written with the
+    near/far of the shipped panorama scene node, so that node reads back the room's distances."""
+    panorama, distance = room_panorama()
+    if "distance" in name:
+        scene = next(
+            node["inputs"]
+            for node in _workflow_nodes()
+            if node["class_type"] == "InSpatioWorldFMSceneFromPanorama"
+        )
+        panorama = inverse_distance_image(distance, scene["distance_near"], scene["distance_far"])
+    return (panorama[0].clamp(0, 1) * 255).round().byte().numpy()
 
 
 def _workflow_nodes() -> list[dict]:
@@ -338,6 +353,15 @@ def at_test_size(workflow: dict) -> dict:
     files, and the umT5 text encoder (no tiny version loads in ComfyUI) replaced by prompt
     embeddings feeding the same CONDITIONING sockets."""
     prompt = copy.deepcopy(workflow)
+    # A path K made for the template's WorldFM render size shrinks with the render.
+    intrinsics_scale = next(
+        (
+            WORLDFM_RENDER_SIZE / node["inputs"]["render_size"]
+            for node in workflow.values()
+            if node["class_type"] == "InSpatioWorldFMSceneFromPanorama"
+        ),
+        1.0,
+    )
     for node_id, node in list(prompt.items()):
         inputs = node["inputs"]
         for name, value in inputs.items():
@@ -354,6 +378,9 @@ def at_test_size(workflow: dict) -> dict:
             for keyframe in path["keyframes"]:
                 keyframe["frame"] = round(keyframe["frame"] * (PATH_FRAMES - 1) / last)
             path["frames"] = PATH_FRAMES
+            if "intrinsics" in path:
+                for row in path["intrinsics"][:2]:
+                    row[:] = [value * intrinsics_scale for value in row]
             inputs["path_json"] = json.dumps(path)
         if node["class_type"] == "CLIPTextEncode":
             prompt[node_id] = {
