@@ -179,3 +179,26 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def fixture_cases_holding(pattern: str, tensor_prefix: str) -> list:
+    """``fixture_cases(pattern)`` narrowed to the safetensors files holding a tensor whose name
+    starts with ``tensor_prefix``: several fixture kinds share a file-name pattern and are told
+    apart by their keys (e.g. the v1 render-warp case holds ``warp_in.*``). When none does, one
+    skipped param says so; a missing directory stays a case so that require_fixture() fails."""
+    cases = fixture_cases(pattern)
+    kept = [case for case in cases if _holds_tensor(case.values[0], tensor_prefix)]
+    if kept:
+        return kept
+    reason = f"no {pattern} fixture holds {tensor_prefix}* tensors"
+    return [pytest.param(None, marks=pytest.mark.skip(reason=reason), id="no-such-case")]
+
+
+def _holds_tensor(path: Path | None, tensor_prefix: str) -> bool:
+    if path is None or not path.is_file():
+        return True
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as tensors:
+        names = tensors.keys()  # a safetensors file handle is not iterable itself
+    return any(name.startswith(tensor_prefix) for name in names)

@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import fixture_cases, load_json, require_fixture
+from conftest import fixture_cases, fixture_cases_holding, load_json, require_fixture
 from inspatio_nodes.core.camera import world_to_camera_from_camera_to_world
 from inspatio_nodes.core.frame_counts import adaptive_frame_indices
 from inspatio_nodes.core.trajectory_v1 import (
@@ -28,34 +28,8 @@ from safetensors import safe_open
 POSE_TOLERANCE = 1e-6
 INTERPOLATION_TOLERANCE = 1e-6
 TRAJECTORY_FIXTURES = fixture_cases("traj_*.json")
-RENDER_WARP_PATTERN = "render_warp*_io*.safetensors"
-V1_WARP_PREFIX = "warp_in."  # the v1 renderer's inputs; other kinds have none
-
-
-def _v1_render_warp_cases() -> list:
-    """The ``render_warp*_io*`` files of the v1 renderer: those holding ``warp_in.*`` tensors.
-
-    Other render-warp kinds (v1.5 single and multi-view: ``warp.z``, ``overlap_pixels``) share
-    the pattern and are simply not this test's cases.
-    """
-    cases = fixture_cases(RENDER_WARP_PATTERN)
-    kept = [case for case in cases if _is_v1_render_warp(case.values[0])]
-    if kept:
-        return kept
-    reason = f"no {RENDER_WARP_PATTERN} fixture is a v1 case (none holds warp_in.* tensors)"
-    return [pytest.param(None, marks=pytest.mark.skip(reason=reason), id="no-v1-case")]
-
-
-def _is_v1_render_warp(path) -> bool:
-    # A missing directory or file stays a case: require_fixture() in the test says why.
-    if path is None or not path.is_file():
-        return True
-    with safe_open(str(path), "pt") as tensors:
-        names = tensors.keys()  # a safetensors file handle is not iterable itself
-    return any(name.startswith(V1_WARP_PREFIX) for name in names)
-
-
-RENDER_WARP_FIXTURES = _v1_render_warp_cases()
+# The v1 renderer's case among the render-warp fixtures: it holds the warp_in.* inputs.
+RENDER_WARP_FIXTURES = fixture_cases_holding("render_warp*_io*.safetensors", "warp_in.")
 
 
 def _cases(path, kind: str) -> list[dict]:
