@@ -5,9 +5,9 @@ holes black) and its validity mask (MASK), plus an ``INSPATIO_RENDER`` bundle fo
 sampler: the render, the mask and the source video aligned frame by frame with the path.
 
 The core does the work (``core/render.py`` :func:`render_condition`: frame alignment, the official
-soft z-buffer splat, the v1.5 choice of source views for 4-view image scenes); the splat runs on
-the compute device and the bundle comes back on ComfyUI's intermediate device, so no node output
-holds GPU memory (COMFYUI.md §13.5).
+soft z-buffer splat or v1's point-cloud backend, the v1.5 choice of source views for 4-view image
+scenes); the render runs on the compute device and the bundle comes back on ComfyUI's intermediate
+device, so no node output holds GPU memory (COMFYUI.md §13.5).
 """
 
 from __future__ import annotations
@@ -34,11 +34,14 @@ class InSpatioRenderCondition:
         "Render, mask and aligned source video for Initialize World Cache.",
     )
     FUNCTION = "render"
-    DESCRIPTION = "Forward-splat the scene into every camera of the path (official soft z-buffer)."
+    DESCRIPTION = (
+        "Forward-splat the scene into every camera of the path (official soft z-buffer, or v1's "
+        "point-cloud backend)."
+    )
 
     @classmethod
     def INPUT_TYPES(cls):
-        from ..core.render import ALIGNMENT_POLICIES, SPLAT_SEMANTICS
+        from ..core.render import ALIGNMENT_POLICIES, RENDER_SEMANTICS
 
         return {
             "required": {
@@ -57,21 +60,29 @@ class InSpatioRenderCondition:
                     },
                 ),
                 "splat_semantics": (
-                    list(SPLAT_SEMANTICS),
+                    list(RENDER_SEMANTICS),
                     {
                         "default": "v1.5",
                         "tooltip": "'v1.5': depth weights normalised per frame (default); 'v1': over the whole video, "
-                        "as the v1 release renders.",
+                        "as the v1 release renders; 'v1_ply': v1's point-cloud backend, frame 0 of the video "
+                        "drawn as 5-px points with a hard z-buffer into every pose (video scenes only).",
                     },
                 ),
             },
         }
 
     def render(self, scene, camera_path, frame_alignment, splat_semantics):
-        from ..core.render import ALIGNMENT_POLICIES, SPLAT_SEMANTICS, render_condition
+        from ..core.render import (
+            ALIGNMENT_POLICIES,
+            RENDER_SEMANTICS,
+            check_semantics,
+            render_condition,
+        )
 
         check_choice(self.NODE, "frame_alignment", frame_alignment, ALIGNMENT_POLICIES)
-        check_choice(self.NODE, "splat_semantics", splat_semantics, tuple(SPLAT_SEMANTICS))
+        check_choice(self.NODE, "splat_semantics", splat_semantics, RENDER_SEMANTICS)
+        with reported_as(self.NODE, "splat_semantics"):
+            check_semantics(scene, splat_semantics)
         with reported_as(self.NODE, "camera_path"):
             condition = render_condition(
                 scene, camera_path, frame_alignment, splat_semantics, cf.compute_device()

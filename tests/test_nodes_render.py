@@ -150,3 +150,62 @@ def test_scene_side_nodes_are_inspatio_nodes_with_custom_socket_types(module):
 def test_render_condition_outside_the_node_names_unknown_semantics():
     with pytest.raises(RenderConditionError, match="'v2'.*v1.5, v1"):
         render_condition(_video_scene(2), _still_path(2), semantics="v2")
+
+
+# --- v1's point-cloud backend ("v1_ply") ----------------------------------------------------
+
+BYTE_STEP = 1 / 255  # the ply backend truncates colours to bytes
+
+
+def test_v1_ply_is_the_last_semantics_and_v15_stays_the_default():
+    choices, options = InSpatioRenderCondition.INPUT_TYPES()["required"]["splat_semantics"]
+    assert choices == ["v1.5", "v1", "v1_ply"] and options["default"] == "v1.5"
+
+
+def test_v1_ply_identity_path_shows_the_first_frame_one_pixel_up_left_with_holes_where_no_depth():
+    # On a fronto-parallel plane every 5-px square ties in z, and the last point drawn (the next
+    # row and column) wins: the official backend shows pixel (y+1, x+1) at (y, x).
+    depth = torch.full((3, HEIGHT, WIDTH), 3.0)
+    hole_rows, hole_cols = slice(10, 20), slice(15, 30)
+    depth[0, hole_rows, hole_cols] = 0.0
+    frames = _frames(3, seed=7)
+    with pytest.warns(UserWarning, match="no depth"):
+        scene = scene_from_video(
+            frames, depth, intrinsics_from_fov(60.0, WIDTH, HEIGHT), fps=10.0, resolution=None
+        )
+    image, mask, condition = _render(scene, _still_path(3), semantics="v1_ply")
+
+    source = (frames[0].permute(1, 2, 0) + 1) / 2
+    has_depth = depth[0] > 0
+    shifted_error = (image[:, :-1, :-1] - source[1:, 1:]).abs()
+    assert float(shifted_error[:, has_depth[1:, 1:]].max()) < BYTE_STEP
+    # Every pose is the same camera, so every frame draws frame 0 the same way.
+    assert torch.equal(image[0], image[-1]) and torch.equal(mask[0], mask[-1])
+    assert torch.all(mask[:, has_depth] == 1)
+    # The points around the hole reach one pixel into it; the rest is a black, masked hole.
+    inner = (slice(None), slice(11, 19), slice(16, 29))
+    assert torch.all(mask[inner] == 0) and torch.all(image[inner] == 0)
+    assert int((mask[0] == 0).sum()) == 8 * 13
+    torch.testing.assert_close(condition.source_frames, frames)
+    assert condition.render.min() >= -1 and condition.render.max() <= 1
+
+
+def test_v1_ply_follows_the_frame_alignment_policy():
+    scene = _video_scene(4)
+    _, _, condition = _render(scene, _still_path(7), alignment="hold_last", semantics="v1_ply")
+    assert condition.num_frames == 7 and condition.mask.shape == (7, 1, HEIGHT, WIDTH)
+    torch.testing.assert_close(condition.source_frames[6], scene.frames[3])
+
+
+def test_v1_ply_on_an_image_scene_names_the_semantics_input():
+    scene = scene_from_images(
+        _frames(1, seed=3),
+        torch.full((1, HEIGHT, WIDTH), 2.0),
+        intrinsics_from_fov(60.0, WIDTH, HEIGHT),
+        torch.eye(4)[None],
+        resolution=(HEIGHT, WIDTH),
+    )
+    with pytest.raises(NodeInputError, match="input 'splat_semantics'.*video scenes only.*'v1.5'"):
+        _render(scene, _still_path(2), semantics="v1_ply")
+    with pytest.raises(RenderConditionError, match="'v1_ply' renders video scenes only"):
+        render_condition(scene, _still_path(2), semantics="v1_ply")
