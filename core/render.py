@@ -131,7 +131,8 @@ def _render_point_cloud(
     aligned = align_scene_to_path(scene, path.num_frames, alignment)
     height, width = scene.depth.shape[1:]
     # Every pixel of frame 0 with depth, in row-major order: the last point drawn wins a z-tie,
-    # so the order is part of the result.
+    # so the order is part of the result. Upstream clips missing depth to 1e-4 instead, which
+    # puts those points at the source camera's centre, behind its 0.1 near plane.
     points, colours = scene_point_cloud(scene.select_frames([0]), max_points=height * width)
     device = scene.frames.device
     intrinsics = scene.intrinsics[0] if path.intrinsics is None else path.intrinsics
