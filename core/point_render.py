@@ -120,7 +120,8 @@ def _render_v1_frames(
     row_offsets, col_offsets = (
         grid.flatten() for grid in torch.meshgrid(offsets, offsets, indexing="ij")
     )
-    homogeneous = torch.cat([points.to(torch.float32), torch.ones_like(points[:, :1])], dim=1)
+    points = points.to(torch.float32)  # upstream's float32 points, whatever the caller passes
+    homogeneous = torch.cat([points, torch.ones_like(points[:, :1])], dim=1)
     camera = (homogeneous @ world_to_camera.mT)[..., :3]  # [T, P, 3]
     frame_of, point_of = torch.nonzero(camera[..., 2] > PLY_NEAR_PLANE, as_tuple=True)
     camera = camera[frame_of, point_of]  # [N, 3]: the points in front, frame by frame
