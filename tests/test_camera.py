@@ -31,7 +31,7 @@ from safetensors import safe_open
 
 FLOAT64_TOLERANCE = 1e-12
 # The v1 renderer's case among the render-warp fixtures: it holds the warp_in.* inputs.
-RENDER_WARP_FIXTURES = fixture_cases_holding("render_warp*_io*.safetensors", "warp_in.")
+RENDER_WARP_FIXTURES = fixture_cases_holding("*render_warp*_io*.safetensors", "warp_in.")
 
 
 def random_rigid_poses(count: int, seed: int = 0) -> torch.Tensor:

@@ -17,7 +17,7 @@ from inspatio_nodes.core.splat import mask_u8
 from safetensors.torch import load_file
 
 
-@pytest.mark.parametrize("case_path", fixture_cases("mask_latent*.safetensors"))
+@pytest.mark.parametrize("case_path", fixture_cases("*mask_latent*.safetensors"))
 def test_packed_mask_latents_equal_convert_mask_video(case_path):
     tensors = load_file(str(require_fixture(case_path)))
     mask_video, expected = (
@@ -36,7 +36,7 @@ def _mask_cases(case_path):
         yield case, torch.stack(channels, dim=1)  # [T, 3, H, W] uint8
 
 
-@pytest.mark.parametrize("case_path", fixture_cases("scene_frames*.json"))
+@pytest.mark.parametrize("case_path", fixture_cases("*scene_frames*.json"))
 def test_streamed_mask_latents_equal_official(case_path):
     for case, frames in _mask_cases(case_path):
         chunks = iter_video_chunks(frames, case["padded"])
@@ -46,7 +46,7 @@ def test_streamed_mask_latents_equal_official(case_path):
         ]
 
 
-@pytest.mark.parametrize("case_path", fixture_cases("scene_frames*.json"))
+@pytest.mark.parametrize("case_path", fixture_cases("*scene_frames*.json"))
 def test_streamed_mask_latents_equal_whole_video_packing(case_path):
     for case, frames in _mask_cases(case_path):
         padded = torch.cat(list(iter_video_chunks(frames, case["padded"])))

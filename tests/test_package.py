@@ -18,8 +18,16 @@ def test_package_imports_as_inspatio_nodes_from_the_repository_root():
 
 
 def test_core_never_imports_comfyui():
-    forbidden = ("import comfy", "from comfy", "import folder_paths", "from folder_paths",
-                 "import server", "from server", "import nodes", "from nodes")
+    forbidden = (
+        "import comfy",
+        "from comfy",
+        "import folder_paths",
+        "from folder_paths",
+        "import server",
+        "from server",
+        "import nodes",
+        "from nodes",
+    )
     offenders = [
         f"{path.relative_to(REPO_ROOT)}: {line.strip()}"
         for folder in ("core", "kernels")
@@ -32,9 +40,8 @@ def test_core_never_imports_comfyui():
 
 def test_importing_the_pack_does_no_heavy_work():
     heavy = ["inspatio_nodes.core.wan.dit", "triton", "kornia", "scipy", "cv2"]
-    code = (
-        "import sys, inspatio_nodes; "
-        f"print([m for m in {heavy!r} if m in sys.modules])"
+    code = f"import sys, inspatio_nodes; print([m for m in {heavy!r} if m in sys.modules])"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -27,9 +27,9 @@ from safetensors import safe_open
 
 POSE_TOLERANCE = 1e-6
 INTERPOLATION_TOLERANCE = 1e-6
-TRAJECTORY_FIXTURES = fixture_cases("traj_*.json")
+TRAJECTORY_FIXTURES = fixture_cases("*traj_*.json")
 # The v1 renderer's case among the render-warp fixtures: it holds the warp_in.* inputs.
-RENDER_WARP_FIXTURES = fixture_cases_holding("render_warp*_io*.safetensors", "warp_in.")
+RENDER_WARP_FIXTURES = fixture_cases_holding("*render_warp*_io*.safetensors", "warp_in.")
 
 
 def _cases(path, kind: str) -> list[dict]:
@@ -118,7 +118,7 @@ def test_dataset_target_extrinsics_match_test_dataset(case_path):
 
 @pytest.mark.parametrize("warp_path", RENDER_WARP_FIXTURES)
 def test_renderer_target_poses_match_generate_target_c2ws(warp_path):
-    # The v1 renderer fixture names its trajectory file; its keys are in the traj_*.json whose
+    # The v1 renderer fixture names its trajectory file; its keys are in the *traj_*.json whose
     # keyframes come from that file (raw r, composed with the first source pose).
     with safe_open(str(require_fixture(warp_path)), "pt") as tensors:
         case = json.loads(json.loads(tensors.metadata()["info"])["case"])
@@ -126,11 +126,11 @@ def test_renderer_target_poses_match_generate_target_c2ws(warp_path):
         expected = tensors.get_tensor("warp_in.target_tcw").double()
     trajectories = [
         path
-        for path in warp_path.parent.glob("traj_*.json")
+        for path in warp_path.parent.glob("*traj_*.json")
         if load_json(path)["keyframes"]["file"] == case["traj"]
     ]
     if not trajectories:
-        pytest.skip(f"no traj_*.json holds the keyframes of {case['traj']}")
+        pytest.skip(f"no *traj_*.json holds the keyframes of {case['traj']}")
     path = trajectory_path(
         _file_keyframes(trajectories[0]),
         len(expected),

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 
 @pytest.mark.parametrize(
-    "case_path", fixture_cases_holding("render_warp*_io.safetensors", "ply_out.")
+    "case_path", fixture_cases_holding("*render_warp*_io*.safetensors", "ply_out.")
 )
 def test_v1_ply_semantics_reproduce_the_official_point_cloud_render(case_path):
     tensors = load_file(str(require_fixture(case_path)))

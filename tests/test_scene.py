@@ -48,7 +48,7 @@ def _inputs(frames: int = 3, height: int = HEIGHT, width: int = WIDTH):
 # --- v1.5 frame padding (fixture §7) -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case_path", fixture_cases("scene_frames*.json"))
+@pytest.mark.parametrize("case_path", fixture_cases("*scene_frames*.json"))
 def test_frame_padding_matches_official_schema(case_path):
     record = load_json(require_fixture(case_path))
     assert record["constants"]["FRAMES_PER_BLOCK"] == FRAMES_PER_BLOCK
@@ -68,7 +68,7 @@ def test_frame_padding_matches_official_schema(case_path):
         padded_frame_count(0)
 
 
-@pytest.mark.parametrize("case_path", fixture_cases("scene_frames*.json"))
+@pytest.mark.parametrize("case_path", fixture_cases("*scene_frames*.json"))
 def test_video_chunks_match_official_iter_video_chunks(case_path):
     examples = load_json(require_fixture(case_path))["iter_video_chunks"]["examples"]
     for example in examples:
@@ -118,7 +118,7 @@ def test_every_block_is_its_latent_frames_pixel_groups():
         assert padded_frame_indices(valid) == [min(index, valid - 1) for index in range(padded)]
 
 
-@pytest.mark.parametrize("case_path", fixture_cases("scene_frames*.json"))
+@pytest.mark.parametrize("case_path", fixture_cases("*scene_frames*.json"))
 def test_block_count_and_padded_length_match_official_schema(case_path):
     record = load_json(require_fixture(case_path))
     for index, valid in enumerate(record["valid_frames"]):
@@ -143,7 +143,7 @@ def test_bounce_plays_forward_then_backward():
     assert bounce_indices(1, 3) == [0, 0, 0]
 
 
-@pytest.mark.parametrize("case_path", fixture_cases("traj_*.json"))
+@pytest.mark.parametrize("case_path", fixture_cases("*traj_*.json"))
 def test_adaptive_frame_count_matches_official_test_dataset(case_path):
     record = load_json(require_fixture(case_path))
     keyframes = record["keyframes"]

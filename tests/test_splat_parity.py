@@ -67,7 +67,7 @@ def _max_abs_off_fragile(
     return float(((actual - expected).abs() * steady).max())
 
 
-@pytest.mark.parametrize("case_path", fixture_cases("render_warp*_io.safetensors"))
+@pytest.mark.parametrize("case_path", fixture_cases("*render_warp*_io*.safetensors"))
 def test_render_matches_official_splat(case_path):
     tensors = _load(case_path)
     kind = _kind(tensors)

@@ -28,9 +28,11 @@ SAMPLER_CASES = fixture_cases("*dit_sampler*_io*.safetensors")
 
 
 def weights_path(io_path, config: dict):
-    """The weights the fixture config names (``weights_file``), else the ``_weights`` sibling."""
-    if "weights_file" in config:
-        return io_path.with_name(config["weights_file"])
+    """The weights the fixture config names (``weights_file``) when that file is there, else the
+    ``_weights`` sibling of the io file (a renamed copy of a set keeps its old recorded name)."""
+    named = io_path.with_name(config.get("weights_file", ""))
+    if "weights_file" in config and named.is_file():
+        return named
     return sibling(io_path, "io", "weights")
 
 
