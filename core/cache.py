@@ -1,6 +1,8 @@
 """The implicit spatiotemporal cache: fixed-capacity self-attention K/V and the per-prompt text K/V.
 
-Place in the data flow: the block sampler (:mod:`core.world`) allocates one cache per session.
+Place in the data flow: :func:`core.world.prepare_cache` allocates a cache once per prompt and
+latent size (the Initialize World Cache node does it ahead of sampling), and every session of the
+block sampler (:mod:`core.world`) on that prompt reuses it.
 Every block, the context prefill overwrites rows ``[0, n_ctx)`` of each layer with the post-RoPE
 keys and the (unrotated) values of the reference block and the previous block's clean prediction;
 the four denoising calls then read those rows. The cross-attention K/V of the text are computed
@@ -63,6 +65,8 @@ class SpatiotemporalCache:
         self, shape: CacheShape, *, dtype: torch.dtype, device: torch.device | str
     ) -> None:
         self.shape = shape
+        self.dtype = dtype
+        self.device = torch.device(device)
         buffer_shape = (shape.batch, shape.capacity_tokens, shape.num_heads, shape.head_dim)
         self.keys: list[Keys] = [
             torch.zeros(buffer_shape, dtype=dtype, device=device) for _ in range(shape.num_layers)

@@ -135,11 +135,65 @@ def _pad_to_model_input(latents: VideoLatents) -> ModelInput:
     return torch.cat([latents, zeros], dim=2)
 
 
+def prepare_cache(
+    model: CausalWanDiT,
+    text: TextEmbeddings,
+    *,
+    latent_height: int,
+    latent_width: int,
+    sampler: SamplerConfig | None = None,
+) -> SpatiotemporalCache:
+    """The fixed KV buffers of a run on ``[B, G, C, latent_height, latent_width]`` latents, in the
+    model's dtype and on its device, holding the prompt's text K/V (computed here, once).
+
+    Any number of sessions on this prompt and latent size may reuse it one after the other: each
+    session's first prefill overwrites the rows it reads.
+    """
+    sampler = sampler or SamplerConfig()
+    parameter = next(model.parameters())
+    _check_layout("text embeddings", text, TEXT_AXES)
+    _check_finite("text embeddings", text)
+    shape = _cache_shape(
+        model.config, latent_height, latent_width, text.shape[0], sampler.frames_per_block
+    )
+    cache = SpatiotemporalCache(shape, dtype=parameter.dtype, device=parameter.device)
+    with torch.no_grad():
+        cache.set_text(model.text_kv(text.to(device=parameter.device, dtype=parameter.dtype)))
+    return cache
+
+
+def cache_mismatch(
+    cache: SpatiotemporalCache,
+    model: CausalWanDiT,
+    *,
+    batch: int,
+    latent_height: int,
+    latent_width: int,
+    sampler: SamplerConfig | None = None,
+) -> str | None:
+    """Why ``cache`` cannot serve a session of this model and latent size, or None when it can."""
+    sampler = sampler or SamplerConfig()
+    parameter = next(model.parameters())
+    expected = _cache_shape(
+        model.config, latent_height, latent_width, batch, sampler.frames_per_block
+    )
+    if cache.shape != expected:
+        return f"the cache was prepared for {cache.shape}, this session needs {expected}"
+    if (cache.dtype, cache.device) != (parameter.dtype, parameter.device):
+        return (
+            f"the cache is {cache.dtype} on {cache.device}, the model {parameter.dtype} on "
+            f"{parameter.device}"
+        )
+    return None
+
+
 class Session:
     """One streamed generation: :meth:`step` turns one block of conditions into one block of latents.
 
     The model's dtype and device are the session's (fp32 on the CPU for parity, bf16 on CUDA).
-    The KV cache is allocated here once and overwritten every block; the text K/V are computed here.
+    The KV cache is overwritten every block, never re-allocated. A ``cache`` from
+    :func:`prepare_cache` is reused as it is (its text K/V are those of the prompt it was prepared
+    with, so ``text`` only gives the batch size); without one the session prepares its own.
     """
 
     def __init__(
@@ -151,6 +205,7 @@ class Session:
         latent_width: int,
         noise: NoiseSource,
         sampler: SamplerConfig | None = None,
+        cache: SpatiotemporalCache | None = None,
     ) -> None:
         self.model = model
         self.sampler = sampler or SamplerConfig()
@@ -160,14 +215,30 @@ class Session:
         self.latent_size = (latent_height, latent_width)
         _check_layout("text embeddings", text, TEXT_AXES)
         self.batch = text.shape[0]
-        _check_finite("text embeddings", text)
-        shape = _cache_shape(
-            model.config, latent_height, latent_width, self.batch, self.sampler.frames_per_block
-        )
         self.tokens_per_frame = model.config.tokens_per_frame(latent_height, latent_width)
-        self.cache = SpatiotemporalCache(shape, dtype=self.dtype, device=self.device)
-        with torch.no_grad():
-            self.cache.set_text(model.text_kv(text.to(device=self.device, dtype=self.dtype)))
+        if cache is None:
+            cache = prepare_cache(
+                model,
+                text,
+                latent_height=latent_height,
+                latent_width=latent_width,
+                sampler=self.sampler,
+            )
+        else:
+            problem = cache_mismatch(
+                cache,
+                model,
+                batch=self.batch,
+                latent_height=latent_height,
+                latent_width=latent_width,
+                sampler=self.sampler,
+            )
+            if problem is not None:
+                raise WorldInputError(
+                    f"the prepared cache does not fit this session: {problem}; prepare it with "
+                    "prepare_cache() for the same model, prompt batch, latent size and block size"
+                )
+        self.cache = cache
         self.previous: VideoLatents | None = None
 
     @torch.no_grad()

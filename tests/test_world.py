@@ -19,6 +19,7 @@ from inspatio_nodes.core.world import (
     Session,
     WorldInputError,
     generate,
+    prepare_cache,
 )
 from safetensors.torch import load_file
 from test_dit import tiny_dit
@@ -278,6 +279,85 @@ def test_cache_is_allocated_once_over_twenty_blocks():
     assert all(a is b for a, b in zip(session.cache.buffers(), buffers))
     assert session.cache.text is text_kv
     assert session.cache.context_tokens == 2 * 3 * model.config.tokens_per_frame(*TINY_LATENT)
+
+
+def streamed(session, reference, render, mask, frames_per_block=3):
+    """Every block of the inputs through ``session``, concatenated along the frames."""
+    starts = range(0, reference.shape[1], frames_per_block)
+    window = [slice(start, start + frames_per_block) for start in starts]
+    return torch.cat(
+        [session.step(reference[:, w], render[:, w], mask[:, w]) for w in window], dim=1
+    )
+
+
+def prepared_tiny_cache(model, text):
+    height, width = TINY_LATENT
+    return prepare_cache(model, text, latent_height=height, latent_width=width)
+
+
+def test_session_on_a_prepared_cache_equals_one_that_prepares_its_own():
+    model = tiny_dit()
+    text, reference, render, mask = tiny_inputs(blocks=2)
+    cache = prepared_tiny_cache(model, text)
+    height, width = TINY_LATENT
+
+    session = Session(
+        model, text, latent_height=height, latent_width=width, noise=SeededNoise(5), cache=cache
+    )
+    on_prepared = streamed(session, reference, render, mask)
+
+    assert session.cache is cache
+    assert torch.equal(
+        on_prepared, streamed(tiny_session(model, text, SeededNoise(5)), reference, render, mask)
+    )
+
+
+def test_sessions_in_a_row_on_one_prepared_cache_equal_fresh_sessions():
+    model = tiny_dit()
+    text, reference, render, mask = tiny_inputs(blocks=2)
+    cache = prepared_tiny_cache(model, text)
+    height, width = TINY_LATENT
+    pointers = [buffer.data_ptr() for buffer in cache.buffers()]
+
+    for seed in (1, 2):
+        reused = Session(
+            model,
+            text,
+            latent_height=height,
+            latent_width=width,
+            noise=SeededNoise(seed),
+            cache=cache,
+        )
+        fresh = tiny_session(model, text, SeededNoise(seed))
+        assert torch.equal(
+            streamed(reused, reference, render, mask), streamed(fresh, reference, render, mask)
+        )
+    assert [buffer.data_ptr() for buffer in cache.buffers()] == pointers
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("latent size", "prepared for .*capacity_tokens"),
+        ("batch", "prepared for .*batch=1"),
+        ("dtype", "torch.float64 on cpu, the model torch.float32"),
+    ],
+)
+def test_session_refuses_a_prepared_cache_that_does_not_fit(change, message):
+    model = tiny_dit()
+    text, *_ = tiny_inputs(blocks=1)
+    height, width = TINY_LATENT
+    cache = prepared_tiny_cache(model.double() if change == "dtype" else model, text)
+    model.float()
+    if change == "batch":
+        text = text.expand(2, -1, -1)
+    if change == "latent size":
+        height *= 2
+
+    with pytest.raises(WorldInputError, match=f"prepared cache does not fit.*{message}"):
+        Session(
+            model, text, latent_height=height, latent_width=width, noise=SeededNoise(0), cache=cache
+        )
 
 
 def test_later_blocks_see_the_previous_prediction():
