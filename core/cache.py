@@ -76,6 +76,7 @@ class SpatiotemporalCache:
         ]
         self.text: list[TextKV] = []
         self.context_tokens = 0
+        self.released = False
 
     @property
     def capacity_tokens(self) -> int:
@@ -95,6 +96,13 @@ class SpatiotemporalCache:
                 f"a context of {context_tokens} tokens does not fit the cache of {self.capacity_tokens}"
             )
         self.context_tokens = context_tokens
+
+    def release(self) -> None:
+        """Drop every buffer and the text K/V now, even while something still refers to the cache
+        (a traceback, a host's output cache): a released cache cannot serve a session."""
+        self.keys, self.values, self.text = [], [], []
+        self.context_tokens = 0
+        self.released = True
 
     def buffers(self) -> list[Tensor]:
         """Every self-attention buffer (to check that none is ever re-allocated)."""

@@ -172,6 +172,8 @@ def cache_mismatch(
     sampler: SamplerConfig | None = None,
 ) -> str | None:
     """Why ``cache`` cannot serve a session of this model and latent size, or None when it can."""
+    if cache.released:
+        return "the cache was released (prepare a new one for every run after its release)"
     sampler = sampler or SamplerConfig()
     parameter = next(model.parameters())
     expected = _cache_shape(

@@ -1,15 +1,21 @@
-"""World-model nodes: Initialize World Cache (encode the conditions) and InSpatio World Sampler.
+"""World-model nodes: Initialize World Cache (encode the conditions, allocate the KV cache) and
+InSpatio World Sampler.
 
 Place in the data flow: Render Condition (``INSPATIO_RENDER``: render, mask and the source video
 aligned with the camera path) + CONDITIONING + the Wan VAE → **Initialize World Cache**: the
 source video and the render are encoded by the streaming codec built from ComfyUI's VAE object,
 the mask is packed into the DiT's 4 mask channels, the prompt is cut or padded to the model's
-text length → ``INSPATIO_WORLD_STATE`` →
-**InSpatio World Sampler**: the DiT is loaded with a memory estimate that includes the KV cache,
-a ``core.world.Session`` caches the text K/V and holds the fixed-capacity KV cache, and every block
-is generated (prefill + denoising steps) and decoded as it finishes → LATENT (ComfyUI raw space)
-and IMAGE frames. The progress bar advances per denoising step, shows the last frame of each
-finished block, and a Cancel is honoured between steps.
+text length; the DiT is loaded with a memory estimate that includes the KV cache, and
+``core.world.prepare_cache`` allocates the fixed-capacity KV cache and computes the text K/V once
+→ ``INSPATIO_WORLD_STATE`` →
+**InSpatio World Sampler**: a ``core.world.Session`` on that cache generates every block
+(prefill + denoising steps), each decoded as it finishes → LATENT (ComfyUI raw space) and IMAGE
+frames. The progress bar advances per denoising step, shows the last frame of each finished
+block, and a Cancel is honoured between steps.
+
+ComfyUI keeps node outputs alive between prompts (COMFYUI.md §13.5), so the cache rides in the
+state inside a mutable :class:`CacheHolder` that the sampler releases when it ends (success,
+error or cancel). A later run on the same cached state (a new seed) prepares the cache again.
 
 The frame-count policy is v1.5's: the run is padded to whole blocks by repeating the last frame
 (``core/scene.py``), and the frames are cut back to the render's count. The per-block loop
@@ -29,10 +35,11 @@ from .loaders import CODEC_OR_VAE, WorldModel
 if TYPE_CHECKING:
     import torch
 
+    from ..core.cache import SpatiotemporalCache
     from ..core.codec import LatentCodec
     from ..core.render import RenderCondition
     from ..core.types import MaskLatents, RenderLatents, TextEmbeddings, VideoFrames, VideoLatents
-    from ..core.world import Session
+    from ..core.world import SamplerConfig, Session
 
 CATEGORY = "InSpatio/World"
 # core.schedule's RELEASED_DENOISING_STEPS and RELEASED_SHIFT, repeated here because widget
@@ -43,12 +50,30 @@ MIN_SHIFT, MAX_SHIFT = 0.01, 100.0
 MAX_BLOCKS = 10_000
 
 
+class CacheHolder:
+    """The KV cache of a world state, on the compute device, until a sampler run releases it.
+
+    Mutable on purpose inside the frozen :class:`WorldState`: ComfyUI caches the state between
+    prompts, and the device buffers must not stay alive with it.
+    """
+
+    def __init__(self, cache: SpatiotemporalCache | None = None) -> None:
+        self.cache = cache
+
+    def release(self) -> None:
+        """Free the buffers now (even if a traceback still refers to the cache) and forget them."""
+        if self.cache is not None:
+            self.cache.release()
+        self.cache = None
+
+
 @dataclass(frozen=True)
 class WorldState:
-    """What ``INSPATIO_WORLD_STATE`` carries: every per-run input of the sampler, on the CPU.
+    """What ``INSPATIO_WORLD_STATE`` carries: every per-run input of the sampler.
 
-    Latents are normalised Wan2.1 ``[1, G, C, h, w]`` with G a whole number of blocks;
-    ``valid_frames`` is the number of frames the output is cut back to.
+    Latents and text are on the CPU, normalised Wan2.1 ``[1, G, C, h, w]`` with G a whole number of
+    blocks; ``valid_frames`` is the number of frames the output is cut back to; ``cache`` holds the
+    prepared KV cache on the device until the next sampler run ends.
     """
 
     model: WorldModel
@@ -59,10 +84,47 @@ class WorldState:
     valid_frames: int
     decoder: cf.ManagedModel
     decoder_memory: int
+    cache: CacheHolder
 
     @property
     def latent_frames(self) -> int:
         return int(self.reference.shape[1])
+
+    @property
+    def latent_size(self) -> tuple[int, int]:
+        height, width = self.reference.shape[-2:]
+        return int(height), int(width)
+
+
+def _load_world_model(
+    model: WorldModel,
+    latent_size: tuple[int, int],
+    codec: cf.ManagedModel,
+    codec_memory: int,
+) -> None:
+    """Load the DiT beside the codec, with room for the KV cache, the text K/V and the codec's
+    activations; select the model's attention backend."""
+    from ..core import attention
+    from ..core.world import session_memory_bytes
+
+    memory = session_memory_bytes(model.config, *latent_size, dtype=model.dtype)
+    cf.load_to_device(model.managed, memory + codec_memory, alongside=(codec,))
+    attention.set_backend(model.attention_backend)
+
+
+def _prepare_cache(
+    model: WorldModel,
+    text: TextEmbeddings,
+    latent_size: tuple[int, int],
+    sampler: SamplerConfig | None = None,
+) -> SpatiotemporalCache:
+    """The run's KV cache with the prompt's text K/V, on the loaded model's device."""
+    from ..core.world import prepare_cache
+
+    height, width = latent_size
+    return prepare_cache(
+        model.managed.module, text, latent_height=height, latent_width=width, sampler=sampler
+    )
 
 
 def _encode_stream(
@@ -149,6 +211,10 @@ class InSpatioWorldCacheInit:
             render_latents = _encode_stream(decoder.module, condition.render, blocks, device, bar)
             padded_mask = condition.mask[torch.tensor(padded_frame_indices(valid_frames)), 0]
             mask_latents = pack_mask_latents(padded_mask * 2.0 - 1.0)  # known +1, hole -1
+        latent_size = (int(reference.shape[-2]), int(reference.shape[-1]))
+        _load_world_model(world_model, latent_size, decoder, decoder_memory)
+        with torch.inference_mode(), reported_as(node, "positive"):
+            cache = _prepare_cache(world_model, text, latent_size)
         state = WorldState(
             model=world_model,
             text=text,
@@ -158,6 +224,7 @@ class InSpatioWorldCacheInit:
             valid_frames=valid_frames,
             decoder=decoder,
             decoder_memory=decoder_memory,
+            cache=CacheHolder(cache),
         )
         return (state,)
 
@@ -269,10 +336,9 @@ class InSpatioWorldSampler:
     ) -> tuple[dict, torch.Tensor]:
         import torch
 
-        from ..core import attention
         from ..core.codec import to_comfy_latent
         from ..core.schedule import FlowMatchSchedule
-        from ..core.world import SamplerConfig, SeededNoise, Session, session_memory_bytes
+        from ..core.world import SamplerConfig, SeededNoise, Session, cache_mismatch
 
         node = self.NODE
         if num_blocks < 0:
@@ -288,35 +354,51 @@ class InSpatioWorldSampler:
                 denoising_steps=parse_denoising_steps(node, denoising_steps), shift=shift
             )
         sampler = SamplerConfig(schedule=schedule)
-        block = sampler.frames_per_block
-        available = world_state.latent_frames // block
+        available = world_state.latent_frames // sampler.frames_per_block
         blocks = available if num_blocks == 0 else min(num_blocks, available)
         model = world_state.model
-        _, _, _, latent_height, latent_width = world_state.reference.shape
+        latent_height, latent_width = world_state.latent_size
 
         codec, codec_memory = world_state.decoder, world_state.decoder_memory
         if decoder is not None:
             codec, codec_memory = cf.streaming_codec(node, "decoder", decoder), 0
-        memory = session_memory_bytes(
-            model.config, latent_height, latent_width, dtype=model.dtype, frames_per_block=block
-        )
-        device = cf.load_to_device(model.managed, memory + codec_memory, alongside=(codec,))
-        attention.set_backend(model.attention_backend)
+        _load_world_model(model, world_state.latent_size, codec, codec_memory)
 
         steps = len(schedule.denoising_steps)
         bar = cf.progress_bar(blocks * steps)
-        with torch.inference_mode(), reported_as(node, "world_state"):
-            session = Session(
-                model.managed.module,
-                world_state.text.to(device),
-                latent_height=latent_height,
-                latent_width=latent_width,
-                noise=SeededNoise(seed),
-                sampler=sampler,
-            )
-            latents, frames = _generate_and_decode(session, codec.module, world_state, blocks, bar)
-            del session  # frees the KV cache before the outputs are handed on
-        cf.release_memory()
+        holder = world_state.cache
+        try:
+            with torch.inference_mode(), reported_as(node, "world_state"):
+                batch = world_state.text.shape[0]
+                if holder.cache is None or cache_mismatch(
+                    holder.cache,
+                    model.managed.module,
+                    batch=batch,
+                    latent_height=latent_height,
+                    latent_width=latent_width,
+                    sampler=sampler,
+                ):
+                    # Released by an earlier run on this (host-cached) state, or prepared for a
+                    # device the model has left: prepare it again, text K/V included.
+                    holder.release()
+                    holder.cache = _prepare_cache(
+                        model, world_state.text, world_state.latent_size, sampler
+                    )
+                session = Session(
+                    model.managed.module,
+                    world_state.text,
+                    latent_height=latent_height,
+                    latent_width=latent_width,
+                    noise=SeededNoise(seed),
+                    sampler=sampler,
+                    cache=holder.cache,
+                )
+                latents, frames = _generate_and_decode(
+                    session, codec.module, world_state, blocks, bar
+                )
+        finally:
+            holder.release()  # no device buffers stay alive in ComfyUI's output cache
+            cf.release_memory()
         raw = to_comfy_latent(latents)
         image = cf.frames_to_image(frames[: world_state.valid_frames])
         return (cf.latent_output(raw), image)

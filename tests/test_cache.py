@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from inspatio_nodes.core.wan.dit import WanDiTConfig
-from inspatio_nodes.core.world import session_memory_bytes
+from inspatio_nodes.core.world import (
+    SeededNoise,
+    Session,
+    WorldInputError,
+    prepare_cache,
+    session_memory_bytes,
+)
 from test_dit import tiny_dit
 from test_world import TINY_LATENT, tiny_inputs, tiny_session
 
@@ -59,3 +66,18 @@ def test_prefill_overwrites_from_row_zero_every_block():
     # The reference block sits at the same RoPE frames every block, so its rows are rewritten equal.
     assert torch.equal(session.cache.keys[0][:, : 3 * tokens_per_frame], first_reference_rows)
     assert session.cache.capacity_tokens == 6 * tokens_per_frame
+
+
+def test_a_released_cache_drops_its_buffers_and_no_session_takes_it():
+    model = tiny_dit()
+    text, *_ = tiny_inputs(blocks=1)
+    height, width = TINY_LATENT
+    cache = prepare_cache(model, text, latent_height=height, latent_width=width)
+
+    cache.release()
+
+    assert cache.released and cache.buffers() == [] and cache.text == []
+    with pytest.raises(WorldInputError, match="the cache was released"):
+        Session(
+            model, text, latent_height=height, latent_width=width, noise=SeededNoise(0), cache=cache
+        )

@@ -252,6 +252,26 @@ def test_world_cache_source_latents_equal_one_whole_encode_of_the_padded_video(
     torch.testing.assert_close(world_state.reference, whole, rtol=0, atol=1e-5)
 
 
+def fresh_state(world_model, host_vae, prompt):
+    (state,) = InSpatioWorldCacheInit().initialize(
+        world_model, host_vae, prompt, synthetic_condition()
+    )
+    return state
+
+
+def test_world_cache_allocates_the_kv_cache_with_the_prompt_text_kv(world_model, host_vae, prompt):
+    state = fresh_state(world_model, host_vae, prompt)
+    cache = state.cache.cache
+    tokens_per_frame = TINY_DIT.tokens_per_frame(HEIGHT // 8, WIDTH // 8)
+    context_blocks, frames_per_block = 2, 3
+
+    assert cache.shape.capacity_tokens == context_blocks * frames_per_block * tokens_per_frame
+    assert (cache.shape.num_layers, cache.shape.batch) == (TINY_DIT.num_layers, 1)
+    assert cache.dtype == world_model.dtype and len(cache.text) == TINY_DIT.num_layers
+    expected_text_kv = world_model.managed.module.text_kv(state.text)
+    assert all(torch.equal(got, want) for got, want in zip(cache.text, expected_text_kv))
+
+
 def test_world_cache_refuses_a_vae_of_another_kind(world_model, prompt):
     not_a_vae = HostVAE(torch.nn.Conv2d(3, 4, 1))
 
@@ -286,6 +306,28 @@ def test_sampler_equals_the_core_offline_generator_for_the_same_seed(world_state
     )
 
     assert torch.equal(latent["samples"], to_comfy_latent(expected))
+
+
+def test_sampler_releases_the_cache_when_sampling_ends(world_model, host_vae, prompt):
+    state = fresh_state(world_model, host_vae, prompt)
+    cache = state.cache.cache
+
+    run_sampler(state, seed=1)
+
+    assert state.cache.cache is None
+    assert cache.released and cache.buffers() == [] and cache.text == []
+
+
+def test_sampler_run_again_on_a_released_state_equals_a_fresh_run(world_model, host_vae, prompt):
+    state = fresh_state(world_model, host_vae, prompt)
+    run_sampler(state, seed=1)
+
+    again, again_frames = run_sampler(state, seed=2)
+    fresh, fresh_frames = run_sampler(fresh_state(world_model, host_vae, prompt), seed=2)
+
+    assert torch.equal(again["samples"], fresh["samples"])
+    assert torch.equal(again_frames, fresh_frames)
+    assert state.cache.cache is None
 
 
 def test_sampler_is_deterministic_per_seed(world_state):
@@ -333,7 +375,9 @@ def test_sampler_reports_every_step_and_a_preview_per_block(world_state, host_pr
     assert previews == [4, 8]  # one per finished block, after its four steps
 
 
-def test_sampler_stops_between_steps_when_cancelled(world_state, monkeypatch):
+def test_sampler_stops_between_steps_when_cancelled_and_releases_the_cache(
+    world_model, host_vae, prompt, monkeypatch
+):
     class Interrupted(Exception):
         pass
 
@@ -350,20 +394,23 @@ def test_sampler_stops_between_steps_when_cancelled(world_state, monkeypatch):
         intermediate_device=lambda: torch.device("cpu"),
         soft_empty_cache=lambda: None,
     )
+    state = fresh_state(world_model, host_vae, prompt)
+    cache = state.cache.cache
     monkeypatch.setitem(sys.modules, "comfy.model_management", host)
 
     with pytest.raises(Interrupted):
-        run_sampler(world_state)
+        run_sampler(state)
     assert len(checks) == 3
+    assert state.cache.cache is None and cache.released
 
 
-def test_sampler_names_the_world_state_when_its_latents_are_broken(world_state):
-    broken = dataclasses.replace(
-        world_state, reference=torch.full_like(world_state.reference, float("nan"))
-    )
+def test_sampler_names_the_world_state_when_its_latents_are_broken(world_model, host_vae, prompt):
+    state = fresh_state(world_model, host_vae, prompt)
+    broken = dataclasses.replace(state, reference=torch.full_like(state.reference, float("nan")))
 
     with pytest.raises(cf.NodeInputError, match="InSpatio World Sampler: input 'world_state'.*NaN"):
         run_sampler(broken)
+    assert state.cache.cache is None  # released on error too
 
 
 def test_sampler_refuses_unreadable_denoising_steps():
