@@ -334,6 +334,23 @@ class InSpatioWorldSampler:
         num_blocks: int,
         decoder: Any = None,
     ) -> tuple[dict, torch.Tensor]:
+        try:
+            return self._sample(world_state, seed, denoising_steps, shift, num_blocks, decoder)
+        finally:
+            # Whatever the outcome (a widget refused, an error, a Cancel), no device buffers stay
+            # alive in ComfyUI's output cache.
+            world_state.cache.release()
+            cf.release_memory()
+
+    def _sample(
+        self,
+        world_state: WorldState,
+        seed: int,
+        denoising_steps: str,
+        shift: float,
+        num_blocks: int,
+        decoder: Any,
+    ) -> tuple[dict, torch.Tensor]:
         import torch
 
         from ..core.codec import to_comfy_latent
@@ -367,38 +384,31 @@ class InSpatioWorldSampler:
         steps = len(schedule.denoising_steps)
         bar = cf.progress_bar(blocks * steps)
         holder = world_state.cache
-        try:
-            with torch.inference_mode(), reported_as(node, "world_state"):
-                batch = world_state.text.shape[0]
-                if holder.cache is None or cache_mismatch(
-                    holder.cache,
-                    model.managed.module,
-                    batch=batch,
-                    latent_height=latent_height,
-                    latent_width=latent_width,
-                    sampler=sampler,
-                ):
-                    # Released by an earlier run on this (host-cached) state, or prepared for a
-                    # device the model has left: prepare it again, text K/V included.
-                    holder.release()
-                    holder.cache = _prepare_cache(
-                        model, world_state.text, world_state.latent_size, sampler
-                    )
-                session = Session(
-                    model.managed.module,
-                    world_state.text,
-                    latent_height=latent_height,
-                    latent_width=latent_width,
-                    noise=SeededNoise(seed),
-                    sampler=sampler,
-                    cache=holder.cache,
+        with torch.inference_mode(), reported_as(node, "world_state"):
+            if holder.cache is None or cache_mismatch(
+                holder.cache,
+                model.managed.module,
+                batch=world_state.text.shape[0],
+                latent_height=latent_height,
+                latent_width=latent_width,
+                sampler=sampler,
+            ):
+                # Released by an earlier run on this (host-cached) state, or prepared for a device
+                # the model has left: prepare it again, text K/V included.
+                holder.release()
+                holder.cache = _prepare_cache(
+                    model, world_state.text, world_state.latent_size, sampler
                 )
-                latents, frames = _generate_and_decode(
-                    session, codec.module, world_state, blocks, bar
-                )
-        finally:
-            holder.release()  # no device buffers stay alive in ComfyUI's output cache
-            cf.release_memory()
+            session = Session(
+                model.managed.module,
+                world_state.text,
+                latent_height=latent_height,
+                latent_width=latent_width,
+                noise=SeededNoise(seed),
+                sampler=sampler,
+                cache=holder.cache,
+            )
+            latents, frames = _generate_and_decode(session, codec.module, world_state, blocks, bar)
         raw = to_comfy_latent(latents)
         image = cf.frames_to_image(frames[: world_state.valid_frames])
         return (cf.latent_output(raw), image)

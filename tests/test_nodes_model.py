@@ -428,9 +428,14 @@ def test_sampler_refuses_unreadable_denoising_steps():
         ((RELEASED_STEPS, 5.0, -1), "input 'num_blocks' is -1"),
     ],
 )
-def test_sampler_errors_name_the_widget(world_state, widgets, message):
+def test_sampler_errors_name_the_widget_and_release_the_cache(
+    world_model, host_vae, prompt, widgets, message
+):
+    state = fresh_state(world_model, host_vae, prompt)
+
     with pytest.raises(cf.NodeInputError, match=f"InSpatio World Sampler: {message}"):
-        InSpatioWorldSampler().sample(world_state, 0, *widgets)
+        InSpatioWorldSampler().sample(state, 0, *widgets)
+    assert state.cache.cache is None
 
 
 # --- Decode -------------------------------------------------------------------------------------
