@@ -184,45 +184,55 @@ def splat_soft(
         (1 - (high - position)).unbind(1),
     )
     # Corner order NW, SW, NE, SE as upstream, so each pixel sums its terms in the same order.
-    corner_weights = torch.stack(
-        [
-            y_to_low * x_to_low,
-            y_to_high * x_to_low,
-            y_to_low * x_to_high,
-            y_to_high * x_to_high,
-        ]
+    corner_factors = (
+        (y_to_low, x_to_low),
+        (y_to_high, x_to_low),
+        (y_to_low, x_to_high),
+        (y_to_high, x_to_high),
     )
     (x_low, y_low), (x_high, y_high) = low.long().unbind(1), high.long().unbind(1)
-    corner_rows = torch.stack([y_low, y_high, y_low, y_high])
-    corner_cols = torch.stack([x_low, x_low, x_high, x_high])
+    # Flat canvas index of each corner: pair offset + row start (computed once per row) + column.
+    pair_offset = torch.arange(n, device=values.device)[:, None, None] * (
+        canvas_height * canvas_width
+    )
+    row_low, row_high = (pair_offset + rows * canvas_width for rows in (y_low, y_high))
+    corner_rows_cols = ((row_low, x_low), (row_high, x_low), (row_low, x_high), (row_high, x_high))
 
     log_depths = _log_depth(projection.z.to(torch.float32), config)
     if peak is None:
         peak = _scope_max(log_depths, config)
     depth_weight = torch.exp(log_depths / peak.clamp_min(LOG_DEPTH_PEAK_FLOOR) * config.sharpness)
-    # Upstream multiplies by the 0/1 validity before dividing: the same numbers as this select.
-    weights = torch.where(projection.valid, corner_weights / depth_weight, 0.0)
 
-    pair_offset = torch.arange(n, device=values.device)[:, None, None] * (
-        canvas_height * canvas_width
-    )
-    targets = (pair_offset + corner_rows * canvas_width + corner_cols).flatten()
-    canvas = values.new_zeros((channels + 1, n * canvas_height * canvas_width), dtype=torch.float32)
+    # Each corner's terms are written straight into one [4, N, H, W] buffer (no stacked copies).
+    weights = values.new_empty((len(corner_factors), n, height, width), dtype=torch.float32)
+    targets = torch.empty(weights.shape, dtype=torch.long, device=values.device)
+    for corner, ((y_factor, x_factor), (row_start, column)) in enumerate(
+        zip(corner_factors, corner_rows_cols)
+    ):
+        torch.mul(y_factor, x_factor, out=weights[corner])
+        torch.add(row_start, column, out=targets[corner])
+    # Upstream multiplies by the 0/1 validity before dividing: the same numbers as this fill.
+    weights.div_(depth_weight).masked_fill_(~projection.valid, 0.0)
+
+    # One row of C + 1 numbers per contribution: the channels times the weight, then the weight
+    # itself (a ones channel: 1·w == w exactly), so one accumulation covers every channel.
+    values_and_one = values.new_ones((n, height, width, channels + 1), dtype=torch.float32)
+    values_and_one[..., :channels] = rearrange(values, "n c h w -> n h w c")
+    contributions = values_and_one * weights[..., None]
+    canvas = values.new_zeros((n * canvas_height * canvas_width, channels + 1), dtype=torch.float32)
     # Contributions are corner-major (k n h w), so every canvas cell sums its terms in upstream's
     # order. The sum must not depend on scheduling: two views with bit-identical inputs must get
     # bit-identical sums, or the strict `<` of the view fusion could pick the later one. CPU
-    # index_add_ on a 1-D tensor adds serially in index order; CUDA index_put_(accumulate=True)
-    # sorts the targets stably and sums each in order. (CUDA index_add_ and CPU index_put_ use
-    # unordered atomics.) Hence one 1-D plane per channel, the weights last.
-    for channel, plane in enumerate(canvas):
-        contribution = (
-            weights if channel == channels else values[:, channel].to(torch.float32) * weights
-        )
-        if plane.is_cuda:
-            plane.index_put_((targets,), contribution.flatten(), accumulate=True)
-        else:
-            plane.index_add_(0, targets, contribution.flatten())
-    canvas = rearrange(canvas, "c (n h w) -> n c h w", n=n, h=canvas_height, w=canvas_width)
+    # index_add_ of [M, C+1] rows along dim 0 either loops over the rows serially or (its
+    # scatter_add fast path) radix-sorts the targets stably and sums each cell's rows in index
+    # order, threads splitting cells, never a cell; CUDA index_put_(accumulate=True) likewise
+    # sorts stably and sums in order. (CUDA index_add_ and CPU index_put_ use unordered atomics.)
+    targets, contributions = targets.flatten(), contributions.flatten(end_dim=-2)
+    if canvas.is_cuda:
+        canvas.index_put_((targets,), contributions, accumulate=True)
+    else:
+        canvas.index_add_(0, targets, contributions)
+    canvas = rearrange(canvas, "(n h w) c -> n c h w", n=n, h=canvas_height, w=canvas_width)
     canvas = canvas[:, :, CANVAS_BORDER:-CANVAS_BORDER, CANVAS_BORDER:-CANVAS_BORDER]
     weight_sum = canvas[:, channels]
     known = weight_sum > 0
